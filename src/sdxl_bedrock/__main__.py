@@ -1,0 +1,3 @@
+from sdxl_bedrock.cli import main
+
+main()

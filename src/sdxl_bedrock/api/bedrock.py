@@ -1,0 +1,97 @@
+"""The Bedrock Runtime face: POST /model/{modelId}/invoke for stability.stable-diffusion-xl-v1."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from urllib.parse import unquote
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from sdxl_bedrock.api.body import read_body
+from sdxl_bedrock.codecs import png_to_base64
+from sdxl_bedrock.errors import InvalidRequest, NotFound
+from sdxl_bedrock.runtime import Runtime
+from sdxl_bedrock.schema import Artifact
+from sdxl_bedrock.validation import parse_bedrock_body
+
+MODEL_NAME = "stability.stable-diffusion-xl-v1"
+MODEL_IDS = frozenset({MODEL_NAME, f"{MODEL_NAME}:0"})
+FOUNDATION_MODEL_ARN = re.compile(
+    r"^arn:aws(?:-cn|-us-gov|-iso|-iso-b)?:bedrock:[a-z0-9-]+::foundation-model/(?P<model>[^/]+)$"
+)
+# Match on the raw, still percent-encoded path: an ARN's %2F must not become a path separator.
+MODEL_ROUTE = re.compile(r"^/model/(?P<model>[^/]+)/(?P<action>invoke|invoke-with-response-stream)$")
+
+router = APIRouter()
+
+
+def parse_model_id(raw_segment: str) -> str:
+    """The canonical model id named by a path segment, or InvalidRequest."""
+    model_id = unquote(raw_segment)
+    arn = FOUNDATION_MODEL_ARN.match(model_id)
+    if arn:
+        model_id = arn.group("model")
+    if model_id not in MODEL_IDS:
+        raise InvalidRequest("The provided model identifier is invalid.", field="modelId")
+    return MODEL_NAME
+
+
+def model_segment(request: Request) -> str:
+    raw_path = request.scope.get("raw_path") or request.scope["path"].encode()
+    match = MODEL_ROUTE.match(raw_path.decode("latin-1").split("?", 1)[0])
+    if match is None:
+        # The router matched on the decoded path; the raw path holds a separator inside the id.
+        raise InvalidRequest("The provided model identifier is invalid.", field="modelId")
+    return match.group("model")
+
+
+def check_accept(request: Request) -> None:
+    accept = request.headers.get("accept", "")
+    if accept and not any(kind in accept for kind in ("application/json", "*/*", "application/*")):
+        raise InvalidRequest(f"The requested accept type is not supported: {accept}.", field="accept")
+
+
+def artifacts_json(artifacts: list[Artifact]) -> bytes:
+    """The model's response body, as SDXL on Bedrock returns it."""
+    return json.dumps(
+        {
+            "result": "success",
+            "artifacts": [
+                {"seed": a.seed, "base64": png_to_base64(a.png), "finishReason": a.finish_reason.value}
+                for a in artifacts
+            ],
+        }
+    ).encode()
+
+
+@router.post(
+    "/model/{model_id:path}/invoke",
+    summary="InvokeModel",
+    description="Bedrock Runtime InvokeModel for stability.stable-diffusion-xl-v1 (image-to-image, "
+    "text-to-image, masked image-to-image). The body is Stability's SDXL JSON; see SPEC section 2.",
+    response_class=Response,
+    responses={200: {"content": {"application/json": {}}}},
+    openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}}},
+)
+async def invoke_model(model_id: str, request: Request) -> Response:
+    started = time.monotonic()
+    runtime: Runtime = request.app.state.runtime
+    parse_model_id(model_segment(request))
+    check_accept(request)
+    raw = await read_body(request)
+    generation = await runtime.in_host_thread(parse_bedrock_body, raw, relaxed_sizes=runtime.settings.relaxed_sizes)
+    artifacts = await runtime.generate(generation)
+    body = await runtime.in_host_thread(artifacts_json, artifacts)
+    latency_ms = int((time.monotonic() - started) * 1000)
+    return Response(
+        body,
+        media_type="application/json",
+        headers={"X-Amzn-Bedrock-Invocation-Latency": str(latency_ms)},
+    )
+
+
+def not_found(path: str) -> NotFound:
+    return NotFound(f"The requested resource {path} was not found.")

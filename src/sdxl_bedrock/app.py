@@ -1,0 +1,128 @@
+"""create_app(settings): the routes, the error shapes, and a lifespan that loads the model in the background."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from sdxl_bedrock import __version__
+from sdxl_bedrock.api import bedrock
+from sdxl_bedrock.api.errors import bedrock_error_response
+from sdxl_bedrock.config import Settings
+from sdxl_bedrock.errors import InvalidRequest, ModelNotReady, ServiceError
+from sdxl_bedrock.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+OnReady = Callable[[Runtime], None]
+OnLoadFailed = Callable[[BaseException], None]
+
+
+class RequestIdMiddleware:
+    """Gives every request an id (x-amzn-RequestId on every response, Bedrock's way)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = str(uuid.uuid4())
+        scope.setdefault("state", {})["request_id"] = request_id
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"x-amzn-requestid"]
+                headers.append((b"x-amzn-RequestId", request_id.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+def request_id_of(request: Request) -> str:
+    return str(getattr(request.state, "request_id", "") or uuid.uuid4())
+
+
+def create_app(
+    settings: Settings,
+    on_ready: OnReady | None = None,
+    on_load_failed: OnLoadFailed | None = None,
+) -> FastAPI:
+    runtime = Runtime(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        loading = asyncio.create_task(load_then_announce(runtime, on_ready, on_load_failed))
+        try:
+            yield
+        finally:
+            loading.cancel()
+            await runtime.close()
+
+    app = FastAPI(
+        title="sdxl-bedrock",
+        version=__version__,
+        description="Amazon Bedrock Runtime wire protocol for stability.stable-diffusion-xl-v1.",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.runtime = runtime
+    app.include_router(bedrock.router)
+    add_health_routes(app)
+    add_error_handlers(app)
+    app.add_middleware(RequestIdMiddleware)
+    return app
+
+
+async def load_then_announce(
+    runtime: Runtime, on_ready: OnReady | None, on_load_failed: OnLoadFailed | None
+) -> None:
+    try:
+        await runtime.load()
+    except asyncio.CancelledError:
+        raise
+    except BaseException as error:
+        log.error("loading the model failed: %s", error)
+        if on_load_failed is not None:
+            on_load_failed(error)
+        return
+    if on_ready is not None:
+        on_ready(runtime)
+
+
+def add_health_routes(app: FastAPI) -> None:
+    @app.get("/ping", summary="Health: 200 once the model is loaded, 429 ModelNotReadyException before")
+    async def ping(request: Request) -> Response:
+        runtime: Runtime = request.app.state.runtime
+        if not runtime.ready.is_set():
+            raise ModelNotReady("The model is still loading; try again shortly.")
+        return JSONResponse({"status": "Healthy"})
+
+
+def add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ServiceError)
+    async def service_error(request: Request, error: ServiceError) -> Response:
+        return bedrock_error_response(error, request_id_of(request))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException) -> Response:
+        if error.status_code in (404, 405):
+            return bedrock_error_response(bedrock.not_found(request.url.path), request_id_of(request))
+        return bedrock_error_response(InvalidRequest(str(error.detail)), request_id_of(request))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, error: Exception) -> Response:
+        log.exception("unexpected error on %s", request.url.path, exc_info=error)
+        return bedrock_error_response(ServiceError("An internal error occurred."), request_id_of(request))
+

@@ -1,0 +1,165 @@
+"""The queue and the batcher: each request awaits its own future; one task owns the queue.
+
+A batch is the oldest waiting job plus every compatible job behind it (same `batch_key`), formed when it is
+full or when the oldest job has waited `max_wait_s`. The engine runs in one worker thread, so the event loop
+keeps answering (/ping, new requests) while a batch runs. One output per input is checked; if a batch fails,
+its members are retried one by one so that only the request that fails gets the error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from sdxl_bedrock.errors import ModelFailure, ServiceError, ShuttingDown, Throttled
+from sdxl_bedrock.schema import GeneratedImage, GenerationRequest
+
+log = logging.getLogger(__name__)
+
+StepCallback = Callable[[int, int], None]
+RunBatch = Callable[[Sequence[GenerationRequest], StepCallback | None], list[GeneratedImage]]
+
+
+@dataclass
+class Job:
+    request: GenerationRequest
+    future: asyncio.Future[GeneratedImage]
+    on_step: StepCallback | None = None
+    enqueued_at: float = field(default_factory=time.monotonic)
+
+
+class Batcher:
+    def __init__(
+        self,
+        run_batch: RunBatch,
+        *,
+        max_batch_size: int = 8,
+        max_wait_s: float = 0.005,
+        max_queue: int = 64,
+    ) -> None:
+        self.run_batch = run_batch
+        self.max_batch_size = max_batch_size
+        self.max_wait_s = max_wait_s
+        self.max_queue = max_queue
+        self._waiting: deque[Job] = deque()
+        self._arrived = asyncio.Event()
+        self._engine_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+
+    @property
+    def depth(self) -> int:
+        return len(self._waiting)
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="batcher")
+
+    async def close(self) -> None:
+        """Stop taking jobs, finish the ones already accepted, then stop the batcher task."""
+        self._closing = True
+        self._arrived.set()
+        if self._task is not None:
+            await self._task
+        self._engine_thread.shutdown(wait=True)
+
+    async def submit(self, request: GenerationRequest, on_step: StepCallback | None = None) -> GeneratedImage:
+        if self._closing:
+            raise ShuttingDown("The server is shutting down.")
+        if len(self._waiting) >= self.max_queue:
+            raise Throttled("Too many requests, please wait before trying again.")
+        job = Job(request, asyncio.get_running_loop().create_future(), on_step)
+        self._waiting.append(job)
+        self._arrived.set()
+        return await job.future
+
+    # -- the batcher task ---------------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while True:
+            self._drop_abandoned()
+            if not self._waiting:
+                if self._closing:
+                    return
+                self._arrived.clear()
+                await self._arrived.wait()
+                continue
+            batch = await self._form_batch()
+            if batch:
+                await self._execute(batch)
+
+    def _drop_abandoned(self) -> None:
+        """Jobs whose caller went away (disconnect, timeout) never reach the engine."""
+        if any(job.future.done() for job in self._waiting):
+            self._waiting = deque(job for job in self._waiting if not job.future.done())
+
+    async def _form_batch(self) -> list[Job]:
+        oldest = self._waiting[0]
+        deadline = oldest.enqueued_at + self.max_wait_s
+        while len(self._compatible(oldest)) < self.max_batch_size and not self._closing:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            self._arrived.clear()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), remaining)
+            except TimeoutError:
+                break
+        self._drop_abandoned()
+        batch = self._compatible(oldest)[: self.max_batch_size] if not oldest.future.done() else []
+        for job in batch:
+            self._waiting.remove(job)
+        return batch
+
+    def _compatible(self, oldest: Job) -> list[Job]:
+        key = oldest.request.batch_key()
+        return [job for job in self._waiting if job.request.batch_key() == key and not job.future.done()]
+
+    async def _execute(self, batch: list[Job]) -> None:
+        try:
+            images = await self._run_in_engine(batch)
+        except Exception as error:
+            if len(batch) == 1:
+                self._fail(batch[0], error)
+                return
+            log.warning("a batch of %d failed (%s); retrying its members one by one", len(batch), error)
+            for job in batch:
+                await self._execute([job])
+            return
+        for job, image in zip(batch, images, strict=True):
+            if not job.future.done():
+                job.future.set_result(image)
+
+    async def _run_in_engine(self, batch: list[Job]) -> list[GeneratedImage]:
+        requests = [job.request for job in batch]
+        on_step = _fan_out([job.on_step for job in batch])
+        loop = asyncio.get_running_loop()
+        images = await loop.run_in_executor(self._engine_thread, self.run_batch, requests, on_step)
+        if len(images) != len(batch):
+            raise ModelFailure(f"the engine returned {len(images)} images for a batch of {len(batch)}")
+        return images
+
+    @staticmethod
+    def _fail(job: Job, error: Exception) -> None:
+        if job.future.done():
+            return
+        if not isinstance(error, ServiceError):
+            log.exception("the engine failed on a request", exc_info=error)
+            error = ModelFailure(f"The model failed to generate the image: {type(error).__name__}")
+        job.future.set_exception(error)
+
+
+def _fan_out(callbacks: list[StepCallback | None]) -> StepCallback | None:
+    present = [callback for callback in callbacks if callback is not None]
+    if not present:
+        return None
+
+    def on_step(done: int, total: int) -> None:
+        for callback in present:
+            callback(done, total)
+
+    return on_step

@@ -1,0 +1,112 @@
+"""sdxl-bedrock serve | invoke | model-path: arguments only; the work lives elsewhere."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from sdxl_bedrock.config import Settings
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    code = args.run(args)
+    if args.command == "serve":
+        from sdxl_bedrock.server import exit_now
+
+        exit_now(code)
+    sys.exit(code)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sdxl-bedrock", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="serve the Bedrock Runtime API")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--model", default="tiny",
+                       help="tiny | sdxl-random | a diffusers folder | a .safetensors file | a cached HF repo id")
+    serve.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    serve.add_argument("--dtype", choices=["auto", "float32", "float16", "bfloat16"], default="auto")
+    serve.add_argument("--relaxed-sizes", action="store_true",
+                       help="accept any width/height that is a multiple of 64, not only SDXL's nine sizes")
+    serve.add_argument("--max-batch-size", type=int, default=8)
+    serve.add_argument("--max-wait-ms", type=float, default=5.0)
+    serve.add_argument("--max-queue", type=int, default=64)
+    serve.add_argument("--tls-cert", type=Path)
+    serve.add_argument("--tls-key", type=Path)
+    serve.add_argument("-v", "--verbose", action="store_true")
+    serve.set_defaults(run=run_serve)
+
+    invoke = commands.add_parser("invoke", help="send one request to a running server through boto3")
+    invoke.add_argument("--endpoint", default="http://127.0.0.1:8080")
+    invoke.add_argument("--model-id", default="stability.stable-diffusion-xl-v1")
+    invoke.add_argument("--prompt", required=True)
+    invoke.add_argument("--negative-prompt")
+    invoke.add_argument("--image", type=Path, help="init_image (image-to-image)")
+    invoke.add_argument("--mask", type=Path, help="mask_image (masked image-to-image)")
+    invoke.add_argument("--out", type=Path, default=Path("out.png"))
+    for field, kind in BODY_FIELDS.items():
+        invoke.add_argument("--" + field.replace("_", "-"), dest=field, type=kind)
+    invoke.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
+                        help="any other body field, its value as JSON (repeatable)")
+    invoke.set_defaults(run=run_invoke)
+
+    model_path = commands.add_parser("model-path", help="print the folder of a built-in model (diffusers layout)")
+    model_path.add_argument("name", choices=["tiny"])
+    model_path.set_defaults(run=run_model_path)
+    return parser
+
+
+BODY_FIELDS: dict[str, Any] = {
+    "seed": int, "steps": int, "cfg_scale": float, "sampler": str, "style_preset": str, "samples": int,
+    "image_strength": float, "init_image_mode": str, "step_schedule_start": float, "step_schedule_end": float,
+    "width": int, "height": int, "mask_source": str, "clip_guidance_preset": str,
+}
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from sdxl_bedrock.server import serve
+
+    settings = Settings(
+        host=args.host, port=args.port, model=args.model, device=args.device, dtype=args.dtype,
+        relaxed_sizes=args.relaxed_sizes, max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms,
+        max_queue=args.max_queue, tls_cert=args.tls_cert, tls_key=args.tls_key,
+    )
+    return serve(settings)
+
+
+def run_invoke(args: argparse.Namespace) -> int:
+    from botocore.exceptions import ClientError
+
+    from sdxl_bedrock.client import bedrock_client, build_body, invoke
+
+    fields = {field: getattr(args, field) for field in BODY_FIELDS}
+    for assignment in args.set:
+        key, _, value = assignment.partition("=")
+        fields[key] = json.loads(value)
+    body = build_body(args.prompt, negative_prompt=args.negative_prompt, image=args.image, mask=args.mask,
+                      **fields)
+    try:
+        result = invoke(bedrock_client(args.endpoint), body, model_id=args.model_id)
+    except ClientError as error:
+        print(f"{error.response['Error']['Code']}: {error.response['Error']['Message']}", file=sys.stderr)
+        return 1
+    args.out.write_bytes(result.png)
+    print(result.seed)
+    return 0 if result.finish_reason == "SUCCESS" else 2
+
+
+def run_model_path(args: argparse.Namespace) -> int:
+    from sdxl_bedrock.engine.tiny import tiny_model_path
+
+    print(tiny_model_path())
+    return 0

@@ -1,0 +1,29 @@
+"""Server settings: one frozen object built by the CLI (or a test) and handed to create_app."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+BODY_LIMIT_BYTES = 25_000_000
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    model: str = "tiny"
+    device: str = "auto"
+    dtype: str = "auto"
+    # Accept any multiple of 64 as a size instead of SDXL's nine; for other models and for quick tests.
+    relaxed_sizes: bool = False
+    max_batch_size: int = 8
+    max_wait_ms: float = 5.0
+    max_queue: int = 64
+    host_threads: int = 4
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls_cert else "http"

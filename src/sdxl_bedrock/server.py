@@ -1,0 +1,70 @@
+"""Serve the app with granian: HTTP/1.1 and HTTP/2 (cleartext prior knowledge, or TLS with ALPN) on one port."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+
+from granian.constants import HTTPModes, Interfaces
+from granian.server.embed import Server
+
+from sdxl_bedrock.app import create_app
+from sdxl_bedrock.config import Settings
+from sdxl_bedrock.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+
+def serve(settings: Settings) -> int:
+    """Run until SIGTERM/SIGINT; returns the process exit code."""
+    return asyncio.run(_serve(settings))
+
+
+async def _serve(settings: Settings) -> int:
+    exit_code = 0
+    server: Server | None = None
+
+    def announce(runtime: Runtime) -> None:
+        assert runtime.engine is not None
+        engine = runtime.engine
+        print(
+            f"sdxl-bedrock listening on {settings.scheme}://{settings.host}:{settings.port} "
+            f"(model {settings.model}, device {engine.device}, dtype {str(engine.dtype).removeprefix('torch.')})",
+            flush=True,
+        )
+
+    def give_up(error: BaseException) -> None:
+        nonlocal exit_code
+        print(f"sdxl-bedrock: could not load model {settings.model!r}: {error}", file=sys.stderr, flush=True)
+        exit_code = 1
+        if server is not None:
+            server.stop()
+
+    app = create_app(settings, on_ready=announce, on_load_failed=give_up)
+    server = Server(
+        app,
+        address=settings.host,
+        port=settings.port,
+        interface=Interfaces.ASGI,
+        http=HTTPModes.auto,
+        websockets=False,
+        log_enabled=False,
+        ssl_cert=settings.tls_cert,
+        ssl_key=settings.tls_key,
+    )
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, server.stop)
+    await server.serve()
+    return exit_code
+
+
+def exit_now(code: int) -> None:
+    """Leave without interpreter teardown: granian's Rust threads can panic while Python finalizes."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    logging.shutdown()
+    os._exit(code)
