@@ -46,13 +46,26 @@ class RunningServer:
             return self.process.wait(10)
 
 
-def start_server(log_dir: Path, *args: str, wait: bool = True, env: dict[str, str] | None = None) -> RunningServer:
+def start_server(
+    log_dir: Path, *args: str, wait: bool = True, env: dict[str, str] | None = None
+) -> RunningServer:
     port = free_port()
     log_path = log_dir / f"server-{port}.log"
-    command = [sys.executable, "-m", "sdxl_bedrock", "serve", "--host", "127.0.0.1", "--port", str(port), *args]
+    command = [
+        sys.executable,
+        "-m",
+        "sdxl_bedrock",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        *args,
+    ]
     with log_path.open("wb") as log_file:
-        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT,
-                                   env={**os.environ, **(env or {})})
+        process = subprocess.Popen(
+            command, stdout=log_file, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+        )
     server = RunningServer(f"http://127.0.0.1:{port}", process, log_path)
     if wait:
         wait_ready(server)

@@ -1,4 +1,4 @@
-"""create_app(settings): the routes, the error shapes, and a lifespan that loads the model in the background."""
+"""create_app(settings): routes, error shapes, and a lifespan that loads the model in the background."""
 
 from __future__ import annotations
 
@@ -125,4 +125,3 @@ def add_error_handlers(app: FastAPI) -> None:
     async def unexpected(request: Request, error: Exception) -> Response:
         log.exception("unexpected error on %s", request.url.path, exc_info=error)
         return bedrock_error_response(ServiceError("An internal error occurred."), request_id_of(request))
-

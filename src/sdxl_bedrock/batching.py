@@ -9,6 +9,7 @@ its members are retried one by one so that only the request that fails gets the 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections import deque
@@ -16,13 +17,22 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from PIL import Image
+
 from sdxl_bedrock.errors import ModelFailure, ServiceError, ShuttingDown, Throttled
 from sdxl_bedrock.schema import GeneratedImage, GenerationRequest
 
 log = logging.getLogger(__name__)
 
-StepCallback = Callable[[int, int], None]
-RunBatch = Callable[[Sequence[GenerationRequest], StepCallback | None], list[GeneratedImage]]
+Preview = Callable[[], Image.Image]
+StepCallback = Callable[[int, int, Preview], None]
+"""A job's progress hook, called on the engine thread after each step with (done, total, preview)."""
+EngineStepCallback = Callable[[int, int, Callable[[int], Image.Image]], None]
+RunBatch = Callable[[Sequence[GenerationRequest], EngineStepCallback | None], list[GeneratedImage]]
+
+
+class BatchAbandoned(Exception):
+    """Every caller of a running batch has gone away: stop at the next step and free the engine."""
 
 
 @dataclass
@@ -67,11 +77,14 @@ class Batcher:
             await self._task
         self._engine_thread.shutdown(wait=True)
 
-    async def submit(self, request: GenerationRequest, on_step: StepCallback | None = None) -> GeneratedImage:
+    def check_capacity(self) -> None:
         if self._closing:
             raise ShuttingDown("The server is shutting down.")
         if len(self._waiting) >= self.max_queue:
             raise Throttled("Too many requests, please wait before trying again.")
+
+    async def submit(self, request: GenerationRequest, on_step: StepCallback | None = None) -> GeneratedImage:
+        self.check_capacity()
         job = Job(request, asyncio.get_running_loop().create_future(), on_step)
         self._waiting.append(job)
         self._arrived.set()
@@ -122,6 +135,9 @@ class Batcher:
     async def _execute(self, batch: list[Job]) -> None:
         try:
             images = await self._run_in_engine(batch)
+        except BatchAbandoned:
+            log.info("a batch of %d was abandoned by its callers and stopped early", len(batch))
+            return
         except Exception as error:
             if len(batch) == 1:
                 self._fail(batch[0], error)
@@ -136,7 +152,7 @@ class Batcher:
 
     async def _run_in_engine(self, batch: list[Job]) -> list[GeneratedImage]:
         requests = [job.request for job in batch]
-        on_step = _fan_out([job.on_step for job in batch])
+        on_step = _fan_out(batch)
         loop = asyncio.get_running_loop()
         images = await loop.run_in_executor(self._engine_thread, self.run_batch, requests, on_step)
         if len(images) != len(batch):
@@ -153,13 +169,14 @@ class Batcher:
         job.future.set_exception(error)
 
 
-def _fan_out(callbacks: list[StepCallback | None]) -> StepCallback | None:
-    present = [callback for callback in callbacks if callback is not None]
-    if not present:
-        return None
+def _fan_out(batch: list[Job]) -> EngineStepCallback:
+    """One engine hook for a batch: each job's own hook sees its own row; an abandoned batch stops."""
 
-    def on_step(done: int, total: int) -> None:
-        for callback in present:
-            callback(done, total)
+    def on_step(done: int, total: int, preview: Callable[[int], Image.Image]) -> None:
+        for row, job in enumerate(batch):
+            if job.on_step is not None and not job.future.done():
+                job.on_step(done, total, functools.partial(preview, row))
+        if all(job.future.done() for job in batch):
+            raise BatchAbandoned(f"all {len(batch)} callers left")
 
     return on_step

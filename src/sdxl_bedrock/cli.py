@@ -15,8 +15,10 @@ from sdxl_bedrock.config import Settings
 def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     code = args.run(args)
     if args.command == "serve":
         from sdxl_bedrock.server import exit_now
@@ -32,12 +34,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="serve the Bedrock Runtime API")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
-    serve.add_argument("--model", default="tiny",
-                       help="tiny | sdxl-random | a diffusers folder | a .safetensors file | a cached HF repo id")
+    serve.add_argument(
+        "--model",
+        default="tiny",
+        help="tiny | sdxl-random | a diffusers folder | a .safetensors file | a cached HF repo id",
+    )
     serve.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     serve.add_argument("--dtype", choices=["auto", "float32", "float16", "bfloat16"], default="auto")
-    serve.add_argument("--relaxed-sizes", action="store_true",
-                       help="accept any width/height that is a multiple of 64, not only SDXL's nine sizes")
+    serve.add_argument(
+        "--relaxed-sizes",
+        action="store_true",
+        help="accept any width/height that is a multiple of 64, not only SDXL's nine sizes",
+    )
     serve.add_argument("--max-batch-size", type=int, default=8)
     serve.add_argument("--max-wait-ms", type=float, default=5.0)
     serve.add_argument("--max-queue", type=int, default=64)
@@ -56,20 +64,38 @@ def build_parser() -> argparse.ArgumentParser:
     invoke.add_argument("--out", type=Path, default=Path("out.png"))
     for field, kind in BODY_FIELDS.items():
         invoke.add_argument("--" + field.replace("_", "-"), dest=field, type=kind)
-    invoke.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
-                        help="any other body field, its value as JSON (repeatable)")
+    invoke.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=JSON",
+        help="any other body field, its value as JSON (repeatable)",
+    )
     invoke.set_defaults(run=run_invoke)
 
-    model_path = commands.add_parser("model-path", help="print the folder of a built-in model (diffusers layout)")
+    model_path = commands.add_parser(
+        "model-path", help="print the folder of a built-in model (diffusers layout)"
+    )
     model_path.add_argument("name", choices=["tiny"])
     model_path.set_defaults(run=run_model_path)
     return parser
 
 
 BODY_FIELDS: dict[str, Any] = {
-    "seed": int, "steps": int, "cfg_scale": float, "sampler": str, "style_preset": str, "samples": int,
-    "image_strength": float, "init_image_mode": str, "step_schedule_start": float, "step_schedule_end": float,
-    "width": int, "height": int, "mask_source": str, "clip_guidance_preset": str,
+    "seed": int,
+    "steps": int,
+    "cfg_scale": float,
+    "sampler": str,
+    "style_preset": str,
+    "samples": int,
+    "image_strength": float,
+    "init_image_mode": str,
+    "step_schedule_start": float,
+    "step_schedule_end": float,
+    "width": int,
+    "height": int,
+    "mask_source": str,
+    "clip_guidance_preset": str,
 }
 
 
@@ -77,9 +103,17 @@ def run_serve(args: argparse.Namespace) -> int:
     from sdxl_bedrock.server import serve
 
     settings = Settings(
-        host=args.host, port=args.port, model=args.model, device=args.device, dtype=args.dtype,
-        relaxed_sizes=args.relaxed_sizes, max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms,
-        max_queue=args.max_queue, tls_cert=args.tls_cert, tls_key=args.tls_key,
+        host=args.host,
+        port=args.port,
+        model=args.model,
+        device=args.device,
+        dtype=args.dtype,
+        relaxed_sizes=args.relaxed_sizes,
+        max_batch_size=args.max_batch_size,
+        max_wait_ms=args.max_wait_ms,
+        max_queue=args.max_queue,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
     )
     return serve(settings)
 
@@ -93,8 +127,9 @@ def run_invoke(args: argparse.Namespace) -> int:
     for assignment in args.set:
         key, _, value = assignment.partition("=")
         fields[key] = json.loads(value)
-    body = build_body(args.prompt, negative_prompt=args.negative_prompt, image=args.image, mask=args.mask,
-                      **fields)
+    body = build_body(
+        args.prompt, negative_prompt=args.negative_prompt, image=args.image, mask=args.mask, **fields
+    )
     try:
         result = invoke(bedrock_client(args.endpoint), body, model_id=args.model_id)
     except ClientError as error:

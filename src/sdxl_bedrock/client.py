@@ -1,4 +1,4 @@
-"""A small client for this server (and for Bedrock itself): builds SDXL bodies and calls InvokeModel via boto3."""
+"""A small client for this server (or Bedrock itself): builds SDXL bodies, calls InvokeModel via boto3."""
 
 from __future__ import annotations
 

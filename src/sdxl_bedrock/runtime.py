@@ -69,24 +69,36 @@ class Runtime:
         """Refuse, clearly, what this build cannot yet do, rather than ignore a field."""
         assert self.engine is not None
         if request.mask is not None:
-            raise InvalidRequest("masked image-to-image (mask_source) is not served yet by this server",
-                                 field="mask_source")
+            raise InvalidRequest(
+                "masked image-to-image (mask_source) is not served yet by this server", field="mask_source"
+            )
         if request.sampler not in self.engine.served_samplers:
-            raise InvalidRequest(f"sampler {request.sampler.value} is not served yet; served: "
-                                 f"{sampler_names(self.engine.served_samplers)}",
-                                 field="sampler")
+            raise InvalidRequest(
+                f"sampler {request.sampler.value} is not served yet; served: "
+                f"{sampler_names(self.engine.served_samplers)}",
+                field="sampler",
+            )
         if request.clip_guidance_preset != "NONE":
             raise InvalidRequest(
                 f"clip_guidance_preset {request.clip_guidance_preset} needs a CLIP model, and none is "
-                "configured on this server; use NONE", field="clip_guidance_preset")
+                "configured on this server; use NONE",
+                field="clip_guidance_preset",
+            )
         if request.denoise_to > 0:
             raise InvalidRequest("step_schedule_end above 0 is not served yet", field="step_schedule_end")
 
-    async def generate(self, request: GenerationRequest, on_step: StepCallback | None = None) -> list[Artifact]:
+    def admit(self, request: GenerationRequest) -> Batcher:
+        """Everything that can refuse a request before work starts (and before a stream's 200)."""
         if not self.ready.is_set() or self.batcher is None:
             raise ModelNotReady("The model is still loading; try again shortly.")
         self.check_served(request)
-        image = await self.batcher.submit(request, on_step)
+        self.batcher.check_capacity()
+        return self.batcher
+
+    async def generate(
+        self, request: GenerationRequest, on_step: StepCallback | None = None
+    ) -> list[Artifact]:
+        image = await self.admit(request).submit(request, on_step)
         return [await self.in_host_thread(to_artifact, image)]
 
 

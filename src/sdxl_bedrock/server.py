@@ -1,4 +1,4 @@
-"""Serve the app with granian: HTTP/1.1 and HTTP/2 (cleartext prior knowledge, or TLS with ALPN) on one port."""
+"""Serve the app with granian: HTTP/1.1 and HTTP/2 (cleartext prior knowledge, or TLS by ALPN), one port."""
 
 from __future__ import annotations
 
@@ -32,7 +32,8 @@ async def _serve(settings: Settings) -> int:
         engine = runtime.engine
         print(
             f"sdxl-bedrock listening on {settings.scheme}://{settings.host}:{settings.port} "
-            f"(model {settings.model}, device {engine.device}, dtype {str(engine.dtype).removeprefix('torch.')})",
+            f"(model {settings.model}, device {engine.device}, "
+            f"dtype {str(engine.dtype).removeprefix('torch.')})",
             flush=True,
         )
 

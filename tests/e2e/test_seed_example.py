@@ -13,7 +13,7 @@ from PIL import Image
 
 from tests.conftest import RunningServer, gradient_png
 
-USER_PROGRAM = '''
+USER_PROGRAM = """
 import base64, json, sys
 import boto3
 
@@ -30,10 +30,12 @@ artifact = answer["artifacts"][0]
 print(artifact["finishReason"], artifact["seed"])
 with open(sys.argv[2], "wb") as out:
     out.write(base64.b64decode(artifact["base64"].encode("ascii")))
-'''
+"""
 
 
-def test_a_stock_boto3_program_gets_a_png_of_the_input_size(strict_server: RunningServer, tmp_path: Path) -> None:
+def test_a_stock_boto3_program_gets_a_png_of_the_input_size(
+    strict_server: RunningServer, tmp_path: Path
+) -> None:
     source = tmp_path / "in.png"
     source.write_bytes(gradient_png(1024, 1024))
     program = tmp_path / "user_program.py"
@@ -46,8 +48,13 @@ def test_a_stock_boto3_program_gets_a_png_of_the_input_size(strict_server: Runni
         "AWS_SECRET_ACCESS_KEY": "thing",
         "AWS_DEFAULT_REGION": "us-east-1",
     }
-    done = subprocess.run([sys.executable, str(program), str(source), str(out)], env=env, capture_output=True,
-                          text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, str(program), str(source), str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[0] == "success"
@@ -57,7 +64,9 @@ def test_a_stock_boto3_program_gets_a_png_of_the_input_size(strict_server: Runni
     image = Image.open(io.BytesIO(out.read_bytes()))
     assert image.format == "PNG"
     assert image.size == (1024, 1024)
-    assert len(np.unique(np.asarray(image.convert("RGB")).reshape(-1, 3), axis=0)) > 100, "the picture should not be flat"
+    assert len(np.unique(np.asarray(image.convert("RGB")).reshape(-1, 3), axis=0)) > 100, (
+        "the picture should not be flat"
+    )
 
 
 def test_the_seed_example_itself_runs_unchanged_but_for_the_image_path(
@@ -72,9 +81,16 @@ def test_the_seed_example_itself_runs_unchanged_but_for_the_image_path(
     source.write_bytes(gradient_png(1024, 1024))
     program = tmp_path / "example.py"
     program.write_text(example.read_text().replace("/path/to/image", str(source)))
-    env = {**os.environ, "AWS_ENDPOINT_URL_BEDROCK_RUNTIME": strict_server.url, "AWS_ACCESS_KEY_ID": "x",
-           "AWS_SECRET_ACCESS_KEY": "y", "AWS_DEFAULT_REGION": "us-east-1", "DISPLAY": ""}
-    done = subprocess.run([sys.executable, str(program)], env=env, capture_output=True, text=True, timeout=300,
-                          cwd=tmp_path)
+    env = {
+        **os.environ,
+        "AWS_ENDPOINT_URL_BEDROCK_RUNTIME": strict_server.url,
+        "AWS_ACCESS_KEY_ID": "x",
+        "AWS_SECRET_ACCESS_KEY": "y",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "DISPLAY": "",
+    }
+    done = subprocess.run(
+        [sys.executable, str(program)], env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path
+    )
     assert "success" in done.stdout.splitlines(), done.stdout + done.stderr
     assert "Finished generating" in done.stdout

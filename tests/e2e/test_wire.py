@@ -18,8 +18,13 @@ ERROR_NAMESPACE = ":http://internal.amazon.com/coral/com.amazon.bedrock/"
 
 
 def small_body(**fields: object) -> bytes:
-    body = {"text_prompts": [{"text": "a lighthouse"}], "init_image": base64.b64encode(gradient_png(64, 64)).decode(),
-            "steps": 10, "seed": 7, **fields}
+    body = {
+        "text_prompts": [{"text": "a lighthouse"}],
+        "init_image": base64.b64encode(gradient_png(64, 64)).decode(),
+        "steps": 10,
+        "seed": 7,
+        **fields,
+    }
     return json.dumps(body).encode()
 
 
@@ -29,8 +34,12 @@ def invoke_path(model_id: str) -> str:
 
 @pytest.mark.parametrize("model_id", [MODEL, f"{MODEL}:0", ARN, f"{ARN}:0"])
 def test_every_documented_model_id_is_accepted(server: RunningServer, model_id: str) -> None:
-    response = httpx.post(server.url + invoke_path(model_id), content=small_body(), timeout=120,
-                          headers={"content-type": "application/json", "accept": "application/json"})
+    response = httpx.post(
+        server.url + invoke_path(model_id),
+        content=small_body(),
+        timeout=120,
+        headers={"content-type": "application/json", "accept": "application/json"},
+    )
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "application/json"
     assert uuid.UUID(response.headers["x-amzn-requestid"])
@@ -89,7 +98,9 @@ def test_optional_bedrock_headers_are_accepted(server: RunningServer) -> None:
 
 
 def test_a_body_over_25_mb_is_refused_from_its_declared_length(server: RunningServer) -> None:
-    response = httpx.post(server.url + invoke_path(MODEL), content=b"{" + b" " * 25_000_000 + b"}", timeout=60)
+    response = httpx.post(
+        server.url + invoke_path(MODEL), content=b"{" + b" " * 25_000_000 + b"}", timeout=60
+    )
     assert response.status_code == 400
     assert response.headers["x-amzn-errortype"].startswith("ValidationException:")
     assert "25000000" in response.json()["message"]

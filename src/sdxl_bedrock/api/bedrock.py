@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from urllib.parse import unquote
 
 from fastapi import APIRouter, Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 
+from sdxl_bedrock.api.artifacts import artifacts_json
 from sdxl_bedrock.api.body import read_body
-from sdxl_bedrock.codecs import png_to_base64
+from sdxl_bedrock.api.stream import progress_options, stream_events
 from sdxl_bedrock.errors import InvalidRequest, NotFound
 from sdxl_bedrock.runtime import Runtime
-from sdxl_bedrock.schema import Artifact
 from sdxl_bedrock.validation import parse_bedrock_body
 
 MODEL_NAME = "stability.stable-diffusion-xl-v1"
@@ -48,23 +47,10 @@ def model_segment(request: Request) -> str:
     return match.group("model")
 
 
-def check_accept(request: Request) -> None:
-    accept = request.headers.get("accept", "")
+def check_accept(request: Request, header: str = "accept") -> None:
+    accept = request.headers.get(header, "")
     if accept and not any(kind in accept for kind in ("application/json", "*/*", "application/*")):
-        raise InvalidRequest(f"The requested accept type is not supported: {accept}.", field="accept")
-
-
-def artifacts_json(artifacts: list[Artifact]) -> bytes:
-    """The model's response body, as SDXL on Bedrock returns it."""
-    return json.dumps(
-        {
-            "result": "success",
-            "artifacts": [
-                {"seed": a.seed, "base64": png_to_base64(a.png), "finishReason": a.finish_reason.value}
-                for a in artifacts
-            ],
-        }
-    ).encode()
+        raise InvalidRequest(f"The requested accept type is not supported: {accept}.", field=header)
 
 
 @router.post(
@@ -74,7 +60,9 @@ def artifacts_json(artifacts: list[Artifact]) -> bytes:
     "text-to-image, masked image-to-image). The body is Stability's SDXL JSON; see SPEC section 2.",
     response_class=Response,
     responses={200: {"content": {"application/json": {}}}},
-    openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}}},
+    openapi_extra={
+        "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}}
+    },
 )
 async def invoke_model(model_id: str, request: Request) -> Response:
     started = time.monotonic()
@@ -82,7 +70,9 @@ async def invoke_model(model_id: str, request: Request) -> Response:
     parse_model_id(model_segment(request))
     check_accept(request)
     raw = await read_body(request)
-    generation = await runtime.in_host_thread(parse_bedrock_body, raw, relaxed_sizes=runtime.settings.relaxed_sizes)
+    generation = await runtime.in_host_thread(
+        parse_bedrock_body, raw, relaxed_sizes=runtime.settings.relaxed_sizes
+    )
     artifacts = await runtime.generate(generation)
     body = await runtime.in_host_thread(artifacts_json, artifacts)
     latency_ms = int((time.monotonic() - started) * 1000)
@@ -90,6 +80,34 @@ async def invoke_model(model_id: str, request: Request) -> Response:
         body,
         media_type="application/json",
         headers={"X-Amzn-Bedrock-Invocation-Latency": str(latency_ms)},
+    )
+
+
+@router.post(
+    "/model/{model_id:path}/invoke-with-response-stream",
+    summary="InvokeModelWithResponseStream",
+    description="The same request as InvokeModel; the answer is an AWS event stream with one `chunk` event "
+    "holding the same JSON. With `extras.progress: true`, progress chunks come first (see docs/API.md).",
+    response_class=Response,
+    responses={200: {"content": {"application/vnd.amazon.eventstream": {}}}},
+    openapi_extra={
+        "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}}
+    },
+)
+async def invoke_model_with_response_stream(model_id: str, request: Request) -> Response:
+    runtime: Runtime = request.app.state.runtime
+    parse_model_id(model_segment(request))
+    check_accept(request, "x-amzn-bedrock-accept")
+    raw = await read_body(request)
+    generation = await runtime.in_host_thread(
+        parse_bedrock_body, raw, relaxed_sizes=runtime.settings.relaxed_sizes
+    )
+    runtime.admit(generation)  # refusals before the 200 are ordinary error responses
+    progress = progress_options(generation.extras)
+    return StreamingResponse(
+        stream_events(runtime, generation, progress),
+        media_type="application/vnd.amazon.eventstream",
+        headers={"X-Amzn-Bedrock-Content-Type": "application/json"},
     )
 
 

@@ -27,14 +27,16 @@ from sdxl_bedrock.schema import Sampler
 
 @dataclass(frozen=True)
 class SamplerSpec:
-    scheduler_class: type[SchedulerMixin]
+    scheduler_class: type[Any]  # a diffusers scheduler class (their lazy imports defeat precise types)
     overrides: dict[str, Any] = field(default_factory=dict)
     paper: str = ""
 
 
 SAMPLERS: dict[Sampler, SamplerSpec] = {
     Sampler.DDIM: SamplerSpec(DDIMScheduler, paper="Song et al. 2020, Denoising Diffusion Implicit Models"),
-    Sampler.DDPM: SamplerSpec(DDPMScheduler, paper="Ho et al. 2020, Denoising Diffusion Probabilistic Models"),
+    Sampler.DDPM: SamplerSpec(
+        DDPMScheduler, paper="Ho et al. 2020, Denoising Diffusion Probabilistic Models"
+    ),
     Sampler.K_DPMPP_2M: SamplerSpec(
         DPMSolverMultistepScheduler,
         {"algorithm_type": "dpmsolver++", "solver_order": 2},
