@@ -51,6 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-queue", type=int, default=64)
     serve.add_argument("--tls-cert", type=Path)
     serve.add_argument("--tls-key", type=Path)
+    serve.add_argument("--access-key", action="append", default=[], metavar="ID:SECRET",
+                       help="verify SigV4 signatures with this key pair (repeatable); turns auth on")
+    serve.add_argument("--api-key", action="append", default=[], metavar="TOKEN",
+                       help="accept `Authorization: Bearer TOKEN` (repeatable); turns auth on")
     serve.add_argument("-v", "--verbose", action="store_true")
     serve.set_defaults(run=run_serve)
 
@@ -114,8 +118,20 @@ def run_serve(args: argparse.Namespace) -> int:
         max_queue=args.max_queue,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
+        access_keys=parse_access_keys(args.access_key),
+        api_keys=frozenset(args.api_key),
     )
     return serve(settings)
+
+
+def parse_access_keys(pairs: list[str]) -> dict[str, str]:
+    keys = {}
+    for pair in pairs:
+        key_id, separator, secret = pair.partition(":")
+        if not separator or not key_id or not secret:
+            raise SystemExit(f"--access-key wants ID:SECRET, got {pair.split(':')[0]}:...")
+        keys[key_id] = secret
+    return keys
 
 
 def run_invoke(args: argparse.Namespace) -> int:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 BODY_LIMIT_BYTES = 25_000_000
@@ -23,6 +23,13 @@ class Settings:
     host_threads: int = 4
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    # Auth is off while both are empty (any credentials pass, like a local emulator).
+    access_keys: dict[str, str] = field(default_factory=dict)  # SigV4 access key id -> secret
+    api_keys: frozenset[str] = frozenset()  # accepted `Authorization: Bearer` tokens
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.access_keys or self.api_keys)
 
     @property
     def scheme(self) -> str:

@@ -70,8 +70,16 @@ class GenerationRequest:
 
     def batch_key(self) -> tuple[object, ...]:
         """Requests with equal keys can share one denoising loop."""
-        return (self.width, self.height, self.steps, self.sampler, self.denoise_from, self.denoise_to,
-                self.is_image_to_image, self.mask is not None)
+        return (
+            self.width,
+            self.height,
+            self.steps,
+            self.sampler,
+            self.denoise_from,
+            self.denoise_to,
+            self.is_image_to_image,
+            self.mask is not None,
+        )
 
 
 @dataclass(frozen=True)
