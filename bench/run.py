@@ -1,0 +1,273 @@
+"""End-to-end benchmark: the server through boto3 against plain diffusers in-process, measured in one run.
+
+    python -m bench.run [--model tiny] [--device cpu] [--size 512] [--requests 8] [--concurrency 1 4 8 16]
+
+Reports, on the same weights and parameters (image-to-image, 30 steps, image_strength 0.35, cfg 7,
+K_DPMPP_2M = diffusers' DPMSolverMultistepScheduler):
+- latency p50/p95 through HTTP with boto3 vs `StableDiffusionXLImg2ImgPipeline` called in-process;
+- throughput at several client concurrencies vs the pipeline called sequentially;
+- the host-side codec cost (base64 + PNG decode of the request, PNG encode + base64 of the answer).
+Prints a table and writes JSON to bench/out/. Timings are for comparison within one run on one machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import io
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+OUT = REPO / "bench" / "out"
+MODEL_ID = "stability.stable-diffusion-xl-v1"
+
+
+def source_png(size: int) -> bytes:
+    y, x = np.mgrid[0:size, 0:size]
+    pixels = np.stack([x * 255 // (size - 1), y * 255 // (size - 1), (x ^ y) % 256], -1).astype("uint8")
+    buffer = io.BytesIO()
+    Image.fromarray(pixels, "RGB").save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+
+
+def hardware() -> str:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(0)} (CUDA), host {os.cpu_count()} cores"
+    return f"CPU {cpu}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}"
+
+
+# -- the baseline: plain diffusers, in-process -----------------------------------------------------------
+
+
+def baseline(args: argparse.Namespace, image_png: bytes) -> dict[str, Any]:
+    import torch
+    from diffusers import DPMSolverMultistepScheduler
+
+    from sdxl_bedrock.engine.models import load_pipeline
+    from sdxl_bedrock.engine.pipeline import resolve_device, resolve_dtype
+
+    device = resolve_device(args.device)
+    pipe: Any = load_pipeline(args.model, device=str(device), dtype=resolve_dtype("auto", device))
+    pipe.scheduler = DPMSolverMultistepScheduler.from_config(
+        pipe.scheduler.config, algorithm_type="dpmsolver++", solver_order=2
+    )
+    pipe.set_progress_bar_config(disable=True)
+    image = Image.open(io.BytesIO(image_png)).convert("RGB")
+
+    def one(seed: int) -> float:
+        started = time.perf_counter()
+        pipe(
+            prompt="A space ship.",
+            image=image,
+            strength=0.65,
+            num_inference_steps=30,
+            guidance_scale=7.0,
+            generator=torch.Generator().manual_seed(seed),
+        )
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - started
+
+    one(0)  # warm-up
+    latencies = [one(seed) for seed in range(1, args.requests + 1)]
+    return {
+        "p50_s": statistics.median(latencies),
+        "p95_s": percentile(latencies, 0.95),
+        "sequential_images_per_s": len(latencies) / sum(latencies),
+    }
+
+
+# -- the server, through boto3 ----------------------------------------------------------------------------
+
+
+def start_server(args: argparse.Namespace) -> tuple[subprocess.Popen[bytes], str]:
+    import httpx
+    from tests.conftest import free_port
+
+    port = free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "sdxl_bedrock",
+        "serve",
+        "--port",
+        str(port),
+        "--model",
+        args.model,
+        "--device",
+        args.device,
+        "--relaxed-sizes",
+        "--max-queue",
+        "256",
+        *args.server_args,
+    ]
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url + "/ping", timeout=2).status_code == 200:
+                return server, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    server.kill()
+    raise RuntimeError("the server did not become ready")
+
+
+def through_server(args: argparse.Namespace, image_png: bytes) -> dict[str, Any]:
+    import boto3
+    from botocore.config import Config
+
+    server, url = start_server(args)
+    body_template = {
+        "text_prompts": [{"text": "A space ship."}],
+        "init_image": base64.b64encode(image_png).decode(),
+        "cfg_scale": 7,
+        "steps": 30,
+        "image_strength": 0.35,
+        "sampler": "K_DPMPP_2M",
+    }
+    try:
+        client = boto3.client(
+            "bedrock-runtime",
+            endpoint_url=url,
+            region_name="us-east-1",
+            aws_access_key_id="bench",
+            aws_secret_access_key="bench",
+            config=Config(max_pool_connections=64, read_timeout=900, retries={"max_attempts": 1}),
+        )
+
+        def one(seed: int) -> float:
+            started = time.perf_counter()
+            response = client.invoke_model(modelId=MODEL_ID, body=json.dumps({**body_template, "seed": seed}))
+            json.loads(response["body"].read())
+            return time.perf_counter() - started
+
+        one(1000)  # warm-up
+        latencies = [one(seed) for seed in range(1, args.requests + 1)]
+        throughput = {}
+        for concurrency in args.concurrency:
+            count = max(args.requests, concurrency * 2)
+            started = time.perf_counter()
+            with ThreadPoolExecutor(concurrency) as pool:
+                list(pool.map(one, range(2000, 2000 + count)))
+            throughput[concurrency] = count / (time.perf_counter() - started)
+        return {
+            "p50_s": statistics.median(latencies),
+            "p95_s": percentile(latencies, 0.95),
+            "images_per_s": throughput,
+        }
+    finally:
+        server.terminate()
+        server.wait(60)
+
+
+# -- host codecs ------------------------------------------------------------------------------------------
+
+
+def codec_cost(repeats: int = 10) -> dict[str, float]:
+    from sdxl_bedrock.codecs import decode_base64_image, encode_png, png_to_base64
+
+    request_b64 = base64.b64encode(source_png(1024)).decode()
+    answer = Image.fromarray(np.random.default_rng(0).integers(0, 256, (1024, 1024, 3), dtype=np.uint8))
+
+    def timed(function: Any) -> float:
+        samples = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            function()
+            samples.append(time.perf_counter() - started)
+        return statistics.median(samples) * 1000
+
+    return {
+        "decode_request_ms": timed(lambda: decode_base64_image(request_b64, "init_image")),
+        "encode_answer_ms": timed(lambda: png_to_base64(encode_png(answer))),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", default="tiny")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--requests", type=int, default=8)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 8, 16])
+    parser.add_argument(
+        "--server-args",
+        nargs=argparse.REMAINDER,
+        default=[],
+        help="passed on to `sdxl-bedrock serve` (e.g. --max-batch-size 8)",
+    )
+    args = parser.parse_args()
+    sys.path.insert(0, str(REPO))
+
+    image_png = source_png(args.size)
+    print(
+        f"benchmark: {args.model} on {args.device}, {args.size}x{args.size} image-to-image, 30 steps, "
+        f"image_strength 0.35, cfg 7, K_DPMPP_2M; {args.requests} requests per figure",
+        flush=True,
+    )
+    reference = baseline(args, image_png)
+    served = through_server(args, image_png)
+    codecs = codec_cost()
+    results = {
+        "hardware": hardware(),
+        "model": args.model,
+        "size": args.size,
+        "diffusers_in_process": reference,
+        "server_boto3": served,
+        "latency_ratio_p50": served["p50_s"] / reference["p50_s"],
+        "throughput_ratio": {
+            c: ips / reference["sequential_images_per_s"] for c, ips in served["images_per_s"].items()
+        },
+        "host_codecs_1024": codecs,
+    }
+    print(f"hardware: {results['hardware']}")
+    print(f"{'':34} {'p50 s':>8} {'p95 s':>8}")
+    print(f"{'diffusers in-process':34} {reference['p50_s']:8.3f} {reference['p95_s']:8.3f}")
+    print(
+        f"{'server via boto3':34} {served['p50_s']:8.3f} {served['p95_s']:8.3f}   "
+        f"ratio {results['latency_ratio_p50']:.2f}x"
+    )
+    print(f"{'throughput (images/s)':34} {'server':>8} {'ratio':>8}")
+    print(f"{'diffusers sequential':34} {reference['sequential_images_per_s']:8.3f}")
+    for concurrency, ips in served["images_per_s"].items():
+        print(
+            f"{f'server, {concurrency} concurrent clients':34} {ips:8.3f} "
+            f"{results['throughput_ratio'][concurrency]:7.2f}x"
+        )
+    print(
+        f"host codecs for 1024x1024: decode request {codecs['decode_request_ms']:.1f} ms, "
+        f"encode answer {codecs['encode_answer_ms']:.1f} ms"
+    )
+    OUT.mkdir(parents=True, exist_ok=True)
+    target = OUT / f"bench-{args.model}-{args.device}-{args.size}.json"
+    target.write_text(json.dumps(results, indent=2))
+    print(f"wrote {target.relative_to(REPO)}")
+
+
+if __name__ == "__main__":
+    main()
