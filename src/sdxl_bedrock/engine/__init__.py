@@ -1,0 +1,1 @@
+"""The inference engine: models, pipelines and the work queue around them."""
