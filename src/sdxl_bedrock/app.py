@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -18,19 +20,23 @@ from sdxl_bedrock.api import bedrock
 from sdxl_bedrock.api.errors import bedrock_error_response
 from sdxl_bedrock.config import Settings
 from sdxl_bedrock.errors import InvalidRequest, ModelNotReady, ServiceError
+from sdxl_bedrock.logs import request_id_var
 from sdxl_bedrock.runtime import Runtime
 
 log = logging.getLogger(__name__)
+access_log = logging.getLogger("sdxl_bedrock.access")
 
 OnReady = Callable[[Runtime], None]
 OnLoadFailed = Callable[[BaseException], None]
 
 
-class RequestIdMiddleware:
-    """Gives every request an id (x-amzn-RequestId on every response, Bedrock's way)."""
+class RequestMiddleware:
+    """Per request: an id (x-amzn-RequestId on every response, Bedrock's way), the in-flight count that a
+    graceful shutdown waits on, the request metrics, and one access-log line."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, runtime: Runtime) -> None:
         self.app = app
+        self.runtime = runtime
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -38,15 +44,48 @@ class RequestIdMiddleware:
             return
         request_id = str(uuid.uuid4())
         scope.setdefault("state", {})["request_id"] = request_id
+        token = request_id_var.set(request_id)
+        started = time.monotonic()
+        status = 500
 
         async def send_with_id(message: Message) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
+                status = message["status"]
                 headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"x-amzn-requestid"]
                 headers.append((b"x-amzn-RequestId", request_id.encode()))
                 message = {**message, "headers": headers}
             await send(message)
 
-        await self.app(scope, receive, send_with_id)
+        self.runtime.active_requests += 1
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            self.runtime.active_requests -= 1
+            seconds = time.monotonic() - started
+            route = route_label(scope)
+            self.runtime.metrics.requests.labels(route, str(status)).inc()
+            self.runtime.metrics.request_seconds.labels(route).observe(seconds)
+            access_log.info(
+                "%s %s -> %d in %.3f s",
+                scope["method"],
+                route,
+                status,
+                seconds,
+                extra={
+                    "method": scope["method"],
+                    "route": route,
+                    "status": status,
+                    "seconds": round(seconds, 4),
+                },
+            )
+            request_id_var.reset(token)
+
+
+def route_label(scope: Scope) -> str:
+    """The route template, never the raw path: metric labels must not grow with client input."""
+    route = scope.get("route")
+    return str(getattr(route, "path", "unmatched"))
 
 
 def request_id_of(request: Request) -> str:
@@ -81,7 +120,7 @@ def create_app(
     app.include_router(bedrock.router)
     add_health_routes(app)
     add_error_handlers(app)
-    app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(RequestMiddleware, runtime=runtime)
     return app
 
 
@@ -108,6 +147,13 @@ def add_health_routes(app: FastAPI) -> None:
         if not runtime.ready.is_set():
             raise ModelNotReady("The model is still loading; try again shortly.")
         return JSONResponse({"status": "Healthy"})
+
+    @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    async def metrics(request: Request) -> Response:
+        runtime: Runtime = request.app.state.runtime
+        if runtime.engine is not None:
+            runtime.metrics.gpu_memory_bytes.set(runtime.engine.gpu_memory_bytes())
+        return Response(generate_latest(runtime.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
 def add_error_handlers(app: FastAPI) -> None:

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 
 from PIL import Image
 
-from sdxl_bedrock.errors import ModelFailure, ServiceError, ShuttingDown, Throttled
+from sdxl_bedrock.errors import ModelFailure, ModelTimeout, ServiceError, ShuttingDown, Throttled
+from sdxl_bedrock.metrics import Metrics
 from sdxl_bedrock.schema import GeneratedImage, GenerationRequest
 
 log = logging.getLogger(__name__)
@@ -51,11 +52,15 @@ class Batcher:
         max_batch_size: int = 8,
         max_wait_s: float = 0.005,
         max_queue: int = 64,
+        request_timeout_s: float | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.run_batch = run_batch
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_s
         self.max_queue = max_queue
+        self.request_timeout_s = request_timeout_s
+        self.metrics = metrics or Metrics()
         self._waiting: deque[Job] = deque()
         self._arrived = asyncio.Event()
         self._engine_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
@@ -84,11 +89,19 @@ class Batcher:
             raise Throttled("Too many requests, please wait before trying again.")
 
     async def submit(self, request: GenerationRequest, on_step: StepCallback | None = None) -> GeneratedImage:
+        """Queue one request and wait for its image; past the request timeout the work is dropped."""
         self.check_capacity()
         job = Job(request, asyncio.get_running_loop().create_future(), on_step)
         self._waiting.append(job)
+        self.metrics.queue_depth.set(len(self._waiting))
         self._arrived.set()
-        return await job.future
+        try:
+            # wait_for cancels the job's future on timeout: the batcher then skips it, or stops its batch.
+            return await asyncio.wait_for(job.future, self.request_timeout_s)
+        except TimeoutError:
+            raise ModelTimeout(
+                f"The request did not complete within the server's {self.request_timeout_s:g} s timeout."
+            ) from None
 
     # -- the batcher task ---------------------------------------------------------------------------------
 
@@ -109,6 +122,7 @@ class Batcher:
         """Jobs whose caller went away (disconnect, timeout) never reach the engine."""
         if any(job.future.done() for job in self._waiting):
             self._waiting = deque(job for job in self._waiting if not job.future.done())
+            self.metrics.queue_depth.set(len(self._waiting))
 
     async def _form_batch(self) -> list[Job]:
         oldest = self._waiting[0]
@@ -124,8 +138,11 @@ class Batcher:
                 break
         self._drop_abandoned()
         batch = self._compatible(oldest)[: self.max_batch_size] if not oldest.future.done() else []
+        now = time.monotonic()
         for job in batch:
             self._waiting.remove(job)
+            self.metrics.queue_wait_seconds.observe(now - job.enqueued_at)
+        self.metrics.queue_depth.set(len(self._waiting))
         return batch
 
     def _compatible(self, oldest: Job) -> list[Job]:
@@ -139,6 +156,7 @@ class Batcher:
             log.info("a batch of %d was abandoned by its callers and stopped early", len(batch))
             return
         except Exception as error:
+            self.metrics.engine_failures.inc()
             if len(batch) == 1:
                 self._fail(batch[0], error)
                 return
@@ -147,6 +165,7 @@ class Batcher:
                 await self._execute([job])
             return
         for job, image in zip(batch, images, strict=True):
+            self.metrics.images.labels(image.finish_reason.value).inc()
             if not job.future.done():
                 job.future.set_result(image)
 
@@ -154,7 +173,9 @@ class Batcher:
         requests = [job.request for job in batch]
         on_step = _fan_out(batch)
         loop = asyncio.get_running_loop()
-        images = await loop.run_in_executor(self._engine_thread, self.run_batch, requests, on_step)
+        self.metrics.batch_size.observe(len(batch))
+        with self.metrics.batch_seconds.time():
+            images = await loop.run_in_executor(self._engine_thread, self.run_batch, requests, on_step)
         if len(images) != len(batch):
             raise ModelFailure(f"the engine returned {len(images)} images for a batch of {len(batch)}")
         return images

@@ -15,10 +15,7 @@ from sdxl_bedrock.config import Settings
 def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     code = args.run(args)
     if args.command == "serve":
         from sdxl_bedrock.server import exit_now
@@ -48,13 +45,37 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--max-batch-size", type=int, default=8)
     serve.add_argument("--max-wait-ms", type=float, default=5.0)
-    serve.add_argument("--max-queue", type=int, default=64)
+    serve.add_argument("--max-queue", type=int, default=64, help="waiting requests beyond which: 429")
+    serve.add_argument(
+        "--request-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="answer ModelTimeoutException (408) and drop the work after this long",
+    )
+    serve.add_argument(
+        "--shutdown-timeout",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="on SIGTERM, time allowed to finish accepted requests",
+    )
+    serve.add_argument("--log-json", action="store_true", help="log JSON lines, one per request")
     serve.add_argument("--tls-cert", type=Path)
     serve.add_argument("--tls-key", type=Path)
-    serve.add_argument("--access-key", action="append", default=[], metavar="ID:SECRET",
-                       help="verify SigV4 signatures with this key pair (repeatable); turns auth on")
-    serve.add_argument("--api-key", action="append", default=[], metavar="TOKEN",
-                       help="accept `Authorization: Bearer TOKEN` (repeatable); turns auth on")
+    serve.add_argument(
+        "--access-key",
+        action="append",
+        default=[],
+        metavar="ID:SECRET",
+        help="verify SigV4 signatures with this key pair (repeatable); turns auth on",
+    )
+    serve.add_argument(
+        "--api-key",
+        action="append",
+        default=[],
+        metavar="TOKEN",
+        help="accept `Authorization: Bearer TOKEN` (repeatable); turns auth on",
+    )
     serve.add_argument("-v", "--verbose", action="store_true")
     serve.set_defaults(run=run_serve)
 
@@ -116,12 +137,15 @@ def run_serve(args: argparse.Namespace) -> int:
         max_batch_size=args.max_batch_size,
         max_wait_ms=args.max_wait_ms,
         max_queue=args.max_queue,
+        request_timeout_s=args.request_timeout,
+        shutdown_timeout_s=args.shutdown_timeout,
+        log_json=args.log_json,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         access_keys=parse_access_keys(args.access_key),
         api_keys=frozenset(args.api_key),
     )
-    return serve(settings)
+    return serve(settings, verbose=args.verbose)
 
 
 def parse_access_keys(pairs: list[str]) -> dict[str, str]:

@@ -20,7 +20,12 @@ class Settings:
     max_batch_size: int = 8
     max_wait_ms: float = 5.0
     max_queue: int = 64
+    # Seconds a request may wait and run before ModelTimeoutException; None waits as long as it takes.
+    request_timeout_s: float | None = None
+    # On SIGTERM, how long to finish accepted requests before leaving anyway.
+    shutdown_timeout_s: float = 60.0
     host_threads: int = 4
+    log_json: bool = False
     tls_cert: Path | None = None
     tls_key: Path | None = None
     # Auth is off while both are empty (any credentials pass, like a local emulator).

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from sdxl_bedrock.batching import Batcher, StepCallback
 from sdxl_bedrock.codecs import encode_png
 from sdxl_bedrock.config import Settings
-from sdxl_bedrock.errors import InvalidRequest, ModelNotReady
+from sdxl_bedrock.errors import InvalidRequest, ModelNotReady, ShuttingDown
+from sdxl_bedrock.metrics import Metrics
 from sdxl_bedrock.schema import Artifact, GeneratedImage, GenerationRequest, Sampler
 
 if TYPE_CHECKING:
@@ -34,6 +35,9 @@ class Runtime:
         self.load_error: BaseException | None = None
         self.ready = asyncio.Event()
         self.host_pool = ThreadPoolExecutor(settings.host_threads, thread_name_prefix="host")
+        self.metrics = Metrics()
+        self.draining = False
+        self.active_requests = 0  # HTTP requests in flight, kept by the request middleware
 
     async def load(self) -> None:
         """Load the model off the event loop, then start the batcher; /ping turns 200 after this."""
@@ -51,9 +55,28 @@ class Runtime:
             max_batch_size=settings.max_batch_size,
             max_wait_s=settings.max_wait_ms / 1000,
             max_queue=settings.max_queue,
+            request_timeout_s=settings.request_timeout_s,
+            metrics=self.metrics,
         )
+        if self.draining:
+            await self.batcher.close()
         self.batcher.start()
         self.ready.set()
+
+    async def drain(self, timeout_s: float) -> None:
+        """Refuse new work (ServiceUnavailableException), finish what was accepted, within `timeout_s`."""
+        self.draining = True
+
+        async def finished() -> None:
+            if self.batcher is not None:
+                await self.batcher.close()
+            while self.active_requests > 0:  # the last answers are still being encoded and sent
+                await asyncio.sleep(0.02)
+
+        try:
+            await asyncio.wait_for(finished(), timeout_s)
+        except TimeoutError:
+            log.warning("shutdown: %d requests still in flight after %g s", self.active_requests, timeout_s)
 
     async def close(self) -> None:
         if self.batcher is not None:
@@ -89,6 +112,8 @@ class Runtime:
 
     def admit(self, request: GenerationRequest) -> Batcher:
         """Everything that can refuse a request before work starts (and before a stream's 200)."""
+        if self.draining:
+            raise ShuttingDown("The server is shutting down; send the request elsewhere or retry later.")
         if not self.ready.is_set() or self.batcher is None:
             raise ModelNotReady("The model is still loading; try again shortly.")
         self.check_served(request)

@@ -13,13 +13,15 @@ from granian.server.embed import Server
 
 from sdxl_bedrock.app import create_app
 from sdxl_bedrock.config import Settings
+from sdxl_bedrock.logs import configure_logging
 from sdxl_bedrock.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
 
-def serve(settings: Settings) -> int:
+def serve(settings: Settings, verbose: bool = False) -> int:
     """Run until SIGTERM/SIGINT; returns the process exit code."""
+    configure_logging(json_lines=settings.log_json, verbose=verbose)
     return asyncio.run(_serve(settings))
 
 
@@ -56,9 +58,24 @@ async def _serve(settings: Settings) -> int:
         ssl_cert=settings.tls_cert,
         ssl_key=settings.tls_key,
     )
+    runtime: Runtime = app.state.runtime
+    stopping: list[asyncio.Task[None]] = []
+
+    async def drain_then_stop() -> None:
+        await runtime.drain(settings.shutdown_timeout_s)
+        server.stop()
+
+    def on_signal() -> None:
+        # The first signal drains (new requests get 503, accepted ones finish); a second one stops at once.
+        if stopping:
+            server.stop()
+            return
+        print("sdxl-bedrock: shutting down, finishing accepted requests", file=sys.stderr, flush=True)
+        stopping.append(asyncio.get_running_loop().create_task(drain_then_stop()))
+
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, server.stop)
+        loop.add_signal_handler(signum, on_signal)
     await server.serve()
     return exit_code
 

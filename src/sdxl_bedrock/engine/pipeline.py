@@ -94,9 +94,7 @@ def guide(noise_uncond: torch.Tensor, noise_text: torch.Tensor, cfg_scales: torc
 class Engine:
     """Owns the loaded SDXL components; `generate` is called from one worker thread at a time."""
 
-    def __init__(
-        self, pipe: Any, device: torch.device, dtype: torch.dtype
-    ) -> None:
+    def __init__(self, pipe: Any, device: torch.device, dtype: torch.dtype) -> None:
         # A StableDiffusionXLImg2ImgPipeline; diffusers sets its components dynamically, so it is typed Any.
         self.pipe = pipe
         self.device = device
@@ -118,6 +116,9 @@ class Engine:
             pipe.vae.to(dtype=torch.float32)
         pipe.set_progress_bar_config(disable=True)
         return cls(pipe, torch_device, torch_dtype)
+
+    def gpu_memory_bytes(self) -> int:
+        return int(torch.cuda.memory_allocated(self.device)) if self.device.type == "cuda" else 0
 
     @property
     def served_samplers(self) -> frozenset[Sampler]:

@@ -1,0 +1,50 @@
+"""Prometheus metrics, in one place: every counter and histogram the server exports at /metrics."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64, 128)
+BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 32)
+
+
+class Metrics:
+    """One set per app, on its own registry (so tests and several apps in one process don't collide)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "sdxl_requests",
+            "HTTP requests answered, by route and status",
+            ["route", "status"],
+            registry=self.registry,
+        )
+        self.request_seconds = Histogram(
+            "sdxl_request_seconds",
+            "Time from request to response start, by route",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.queue_wait_seconds = Histogram(
+            "sdxl_queue_wait_seconds",
+            "Time a request waited in the queue before its batch ran",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.queue_depth = Gauge("sdxl_queue_depth", "Requests waiting", registry=self.registry)
+        self.batch_size = Histogram(
+            "sdxl_batch_size", "Requests per engine batch", buckets=BATCH_BUCKETS, registry=self.registry
+        )
+        self.batch_seconds = Histogram(
+            "sdxl_batch_seconds", "Engine time per batch", buckets=LATENCY_BUCKETS, registry=self.registry
+        )
+        self.images = Counter(
+            "sdxl_images", "Images made, by finish reason", ["finish_reason"], registry=self.registry
+        )
+        self.engine_failures = Counter(
+            "sdxl_engine_failures", "Batches or requests the engine failed on", registry=self.registry
+        )
+        self.gpu_memory_bytes = Gauge(
+            "sdxl_gpu_memory_allocated_bytes", "GPU memory held by torch", registry=self.registry
+        )

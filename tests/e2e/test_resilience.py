@@ -1,0 +1,111 @@
+"""Under load, past deadlines and at shutdown: every request gets exactly one answer in Bedrock's shapes."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.conftest import RunningServer, gradient_png, start_server
+
+PATH = "/model/stability.stable-diffusion-xl-v1/invoke"
+
+
+def body(size: int = 64, **fields: object) -> bytes:
+    return json.dumps(
+        {
+            "text_prompts": [{"text": "a kite"}],
+            "steps": 10,
+            "init_image": base64.b64encode(gradient_png(size, size)).decode(),
+            **fields,
+        }
+    ).encode()
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_metrics_count_requests_batches_and_images(server: RunningServer) -> None:
+    assert httpx.post(server.url + PATH, content=body(), timeout=60).status_code == 200
+    text = httpx.get(server.url + "/metrics").text
+    assert 'sdxl_requests_total{route="/model/{model_id:path}/invoke",status="200"}' in text
+    assert "sdxl_batch_size_count" in text and "sdxl_queue_wait_seconds_count" in text
+    assert 'sdxl_images_total{finish_reason="SUCCESS"}' in text
+    assert "sdxl_queue_depth 0.0" in text
+
+
+def test_a_request_past_the_timeout_is_model_timeout(tmp_path: Path, cache_dir: Path) -> None:
+    server = start_server(tmp_path, "--model", "tiny", "--relaxed-sizes", "--request-timeout", "0.001")
+    try:
+        response = httpx.post(server.url + PATH, content=body(), timeout=60)
+        assert response.status_code == 408
+        assert response.headers["x-amzn-errortype"].startswith("ModelTimeoutException:")
+        assert "timeout" in response.json()["message"]
+    finally:
+        assert server.stop() == 0
+
+
+def test_sigterm_finishes_accepted_work_refuses_new_and_exits_0(tmp_path: Path, cache_dir: Path) -> None:
+    server = start_server(tmp_path, "--model", "tiny", "--relaxed-sizes")
+    answers: list[int] = []
+
+    def slow_request() -> None:
+        answers.append(
+            httpx.post(
+                server.url + PATH, content=body(512, steps=50, image_strength=0.0), timeout=120
+            ).status_code
+        )
+
+    worker = threading.Thread(target=slow_request)
+    worker.start()
+    time.sleep(0.5)  # the request is accepted and running
+    server.process.terminate()
+    time.sleep(0.2)
+    try:
+        late = httpx.post(server.url + PATH, content=body(), timeout=30)
+        assert late.status_code == 503
+        assert late.headers["x-amzn-errortype"].startswith("ServiceUnavailableException:")
+    except httpx.TransportError:
+        pass  # already gone: also a refusal
+    worker.join(120)
+    assert answers == [200]
+    assert server.process.wait(60) == 0
+
+
+def test_a_burst_beyond_the_queue_gets_only_200_and_429(tmp_path: Path, cache_dir: Path) -> None:
+    server = start_server(tmp_path, "--model", "tiny", "--relaxed-sizes", "--max-queue", "4")
+    total, concurrency = 200, 32
+    payload = body()
+    try:
+        rss_before = rss_bytes(server.process.pid)
+
+        async def burst() -> list[int]:
+            limits = httpx.Limits(max_connections=concurrency)
+            async with httpx.AsyncClient(timeout=120, limits=limits) as client:
+                gate = asyncio.Semaphore(concurrency)
+
+                async def one() -> int:
+                    async with gate:
+                        response = await client.post(server.url + PATH, content=payload)
+                        if response.status_code == 429:
+                            assert response.headers["x-amzn-errortype"].startswith("ThrottlingException:")
+                        return response.status_code
+
+                return await asyncio.gather(*(one() for _ in range(total)))
+
+        statuses = asyncio.run(asyncio.wait_for(burst(), 300))
+        assert len(statuses) == total
+        assert set(statuses) <= {200, 429}
+        assert statuses.count(200) >= 4 and statuses.count(429) >= 1
+        assert rss_bytes(server.process.pid) - rss_before < 200 * 1024 * 1024
+    finally:
+        assert server.stop() == 0
