@@ -10,6 +10,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response, StreamingResponse
 
 from sdxl_bedrock.api.artifacts import artifacts_json
+from sdxl_bedrock.api.auth import check_bedrock_auth
 from sdxl_bedrock.api.body import read_body
 from sdxl_bedrock.api.stream import progress_options, stream_events
 from sdxl_bedrock.errors import InvalidRequest, NotFound
@@ -67,9 +68,10 @@ def check_accept(request: Request, header: str = "accept") -> None:
 async def invoke_model(model_id: str, request: Request) -> Response:
     started = time.monotonic()
     runtime: Runtime = request.app.state.runtime
+    raw = await read_body(request)
+    check_bedrock_auth(runtime.settings, request.scope, request.headers, raw)  # before anything else, as AWS
     parse_model_id(model_segment(request))
     check_accept(request)
-    raw = await read_body(request)
     generation = await runtime.in_host_thread(
         parse_bedrock_body, raw, relaxed_sizes=runtime.settings.relaxed_sizes
     )
@@ -96,9 +98,10 @@ async def invoke_model(model_id: str, request: Request) -> Response:
 )
 async def invoke_model_with_response_stream(model_id: str, request: Request) -> Response:
     runtime: Runtime = request.app.state.runtime
+    raw = await read_body(request)
+    check_bedrock_auth(runtime.settings, request.scope, request.headers, raw)  # before anything else, as AWS
     parse_model_id(model_segment(request))
     check_accept(request, "x-amzn-bedrock-accept")
-    raw = await read_body(request)
     generation = await runtime.in_host_thread(
         parse_bedrock_body, raw, relaxed_sizes=runtime.settings.relaxed_sizes
     )
