@@ -1,8 +1,14 @@
-"""Bedrock's SDXL request body -> the wire-neutral GenerationRequest, failing with Bedrock's wording.
+"""Request bodies of both faces -> the wire-neutral GenerationRequest, with one set of rules.
+
+Bedrock's InvokeModel body (`parse_bedrock_body`) and Stability's v1 bodies (`parse_stability_json` for
+text-to-image, `parse_stability_form` for the multipart image-to-image and masking forms) are checked by
+the same pydantic fields and the same rules across fields; only the limits of `steps` and `samples`, the
+way the mode is chosen, and the way images arrive (base64 or file) differ.
 
 Bedrock checks the body with a JSON-schema validator and reports a JSON pointer to the field
 (`#/cfg_scale: 40.0 is not less or equal to 35`); every MalformedBody raised here carries only that
-middle part, and the HTTP layer adds "Malformed input request: " and the closing sentence.
+middle part. The HTTP layer words it for its face: Bedrock adds "Malformed input request: " and the
+closing sentence, Stability replaces the pointer with the field's name (api/errors.py).
 Where several fields are wrong we report the first, in the order of the fields below, so that the
 message always names one field.
 
@@ -19,6 +25,16 @@ Our rules where neither Bedrock nor Stability says:
   naming its mode explicitly may still send the other mode's defaults.
 - `mask_image` needs `mask_source`; with INIT_IMAGE_ALPHA it is an extraneous key (two masks would
   contradict each other). A mask image's alpha is ignored: its grey level is the mask.
+
+Our rules for the Stability face, where Stability's documents are silent:
+- text-to-image defaults to 1024x1024 (Stability's documented 512 default is not an SDXL size).
+- Each endpoint takes only its own fields, as in Stability's OpenAPI schemas: `height`/`width` only on
+  text-to-image, the init-image-mode fields only on image-to-image, `mask_source`/`mask_image` only on
+  masking. Masking has no strength: the masked pixels are generated afresh (denoised from pure noise).
+- Form values are text and are read leniently: `"30"` and `"30.0"` are the Integer 30, `"abc"` is no number.
+  `text_prompts[i][text]` / `[weight]` become prompts in the order of `i`; an error names a prompt by its
+  position in that order. A repeated form key keeps its last value, as Stability documents for prompts.
+  `extras` is a JSON object written as text.
 """
 
 from __future__ import annotations
@@ -28,14 +44,14 @@ import math
 import re
 import secrets
 from collections import Counter
-from collections.abc import Callable
-from typing import Annotated, Any, Literal, get_args
+from collections.abc import Callable, Mapping
+from typing import Annotated, Any, Literal, TypeVar, get_args
 
 from PIL import Image, ImageOps
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator
 from pydantic_core import ErrorDetails, PydanticCustomError
 
-from sdxl_bedrock.codecs import decode_base64_image
+from sdxl_bedrock.codecs import decode_base64_image, decode_image_bytes
 from sdxl_bedrock.errors import MalformedBody
 from sdxl_bedrock.schema import DEFAULT_SAMPLER, GenerationRequest, Sampler, WeightedPrompt
 
@@ -103,19 +119,34 @@ _STRING_FIELDS = (
     "mask_source",
     "mask_image",
 )
+# Stability sends images as multipart files; every other form value is text.
+_FORM_FILES = ("init_image", "mask_image")
+_FORM_PROMPT_KEY = re.compile(r"text_prompts\[(\d{1,6})\]\[(text|weight)\]")
 
 Prompts = tuple[WeightedPrompt, ...]
+RandomSeed = Callable[[], int]
 
 
-class _TextPrompt(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+class _Fields(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
+    @field_validator(*_STRING_FIELDS, mode="before", check_fields=False)
+    @classmethod
+    def _null_is_not_a_string(cls, value: object) -> object:
+        # Before the enum check, so that null reads as a wrong type, as in JSON schema; and None stands for
+        # "absent" in the fields without a default.
+        if value is None:
+            raise PydanticCustomError("string_type", "Input should be a valid string")
+        return value
+
+
+class _TextPrompt(_Fields):
     text: Annotated[str, Field(max_length=2000)]
     weight: float = 1.0
 
 
-class _BedrockBody(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+class _GenerationFields(_Fields):
+    """What every face and mode takes: prompts and sampling; `steps` and `samples` with Bedrock's limits."""
 
     text_prompts: Annotated[list[_TextPrompt], Field(min_length=1, max_length=10)]
     cfg_scale: Annotated[float, Field(ge=0, le=35)] = 7.0
@@ -126,28 +157,53 @@ class _BedrockBody(BaseModel):
     style_preset: StylePreset | None = None
     clip_guidance_preset: ClipGuidancePreset = "NONE"
     extras: dict[str, Any] = Field(default_factory=dict)
+
+
+class _SizeFields(_Fields):
     height: int = 1024
     width: int = 1024
-    init_image: str | None = None
+
+
+class _InitImageModeFields(_Fields):
     init_image_mode: InitImageMode = "IMAGE_STRENGTH"
     image_strength: Annotated[float, Field(ge=0, le=1)] = 0.35
     step_schedule_start: Annotated[float, Field(ge=0, le=1)] = 0.65
     step_schedule_end: Annotated[float, Field(ge=0, le=1)] = 0.0
+
+
+class _MaskSourceField(_Fields):
     mask_source: MaskSource | None = None
+
+
+class _BedrockBody(_MaskSourceField, _InitImageModeFields, _SizeFields, _GenerationFields):
+    """One shape for the three modes: the fields given choose the mode. Images arrive as base64."""
+
+    init_image: str | None = None
     mask_image: str | None = None
 
-    @field_validator(*_STRING_FIELDS, mode="before")
-    @classmethod
-    def _null_is_not_a_string(cls, value: object) -> object:
-        # Before the enum check, so that null reads as a wrong type, as in JSON schema; and None stands for
-        # "absent" in the fields without a default.
-        if value is None:
-            raise PydanticCustomError("string_type", "Input should be a valid string")
-        return value
+
+class _StabilityGenerationFields(_GenerationFields):
+    steps: Annotated[int, Field(ge=10, le=150)] = 50
+    samples: Annotated[int, Field(ge=1, le=10)] = 1
+
+
+class _StabilityTextToImage(_SizeFields, _StabilityGenerationFields):
+    pass
+
+
+class _StabilityImageToImage(_InitImageModeFields, _StabilityGenerationFields):
+    pass
+
+
+class _StabilityMasking(_MaskSourceField, _StabilityGenerationFields):
+    mask_source: MaskSource
+
+
+FieldsT = TypeVar("FieldsT", bound=_GenerationFields)
 
 
 def parse_bedrock_body(
-    raw: bytes, *, relaxed_sizes: bool = False, random_seed: Callable[[], int] | None = None
+    raw: bytes, *, relaxed_sizes: bool = False, random_seed: RandomSeed | None = None
 ) -> GenerationRequest:
     """Validate an InvokeModel body for SDXL 1.0 and resolve it into one GenerationRequest.
 
@@ -155,30 +211,130 @@ def parse_bedrock_body(
     `random_seed` picks the seed when the body asks for a random one (seed 0 or none).
     Raises MalformedBody naming the field; cheap checks run before any image is decoded.
     """
-    body = _validate_fields(_load_json_object(raw))
+    body = _validate_fields(_BedrockBody, _load_json_object(raw))
     given = body.model_fields_set
     _check_mode_keys(body, given)
-    prompts, negative_prompts = _split_prompts(body.text_prompts)
-    denoise_from, denoise_to = _denoise_range(body)
+    _check_mask_keys(body.mask_source, mask_image_given="mask_image" in given)
+    prompts = _split_prompts(body.text_prompts)
     if body.init_image is None:
-        width, height, init_image, mask = body.width, body.height, None, None
-        check_dimensions(width, height, relaxed=relaxed_sizes)
-    else:
-        init_image = _decode_field(body.init_image, "init_image", kind="invalid_image")
-        width, height = init_image.size
-        check_dimensions(width, height, relaxed=relaxed_sizes, field="init_image")
-        mask = _mask(body, init_image)
+        check_dimensions(body.width, body.height, relaxed=relaxed_sizes)
+        return _generation_request(body, prompts, body.width, body.height, random_seed=random_seed)
+    denoise = _denoise_range(body)
+    init_image = _decode_field(body.init_image, "init_image", kind="invalid_image")
+    check_dimensions(*init_image.size, relaxed=relaxed_sizes, field="init_image")
+    mask_image = (
+        _decode_field(body.mask_image, "mask_image", kind="invalid_mask_image")
+        if body.mask_image is not None
+        else None
+    )
+    return _generation_request(
+        body,
+        prompts,
+        *init_image.size,
+        denoise=denoise,
+        init_image=init_image,
+        mask=_mask(body.mask_source, init_image, mask_image),
+        random_seed=random_seed,
+    )
+
+
+def parse_stability_json(
+    raw: bytes, *, relaxed_sizes: bool = False, random_seed: RandomSeed | None = None
+) -> GenerationRequest:
+    """Validate a Stability v1 text-to-image JSON body (`steps` 10..150, `samples` 1..10)."""
+    body = _validate_fields(_StabilityTextToImage, _load_json_object(raw))
+    prompts = _split_prompts(body.text_prompts)
+    check_dimensions(body.width, body.height, relaxed=relaxed_sizes)
+    return _generation_request(body, prompts, body.width, body.height, random_seed=random_seed)
+
+
+def parse_stability_form(
+    fields: Mapping[str, str],
+    files: Mapping[str, bytes],
+    *,
+    masking: bool,
+    relaxed_sizes: bool = False,
+    random_seed: RandomSeed | None = None,
+) -> GenerationRequest:
+    """Validate a Stability v1 image-to-image form, or with `masking` an image-to-image/masking form.
+
+    `fields` are the text values by form key (`text_prompts[0][text]`, `cfg_scale`, ...); `files` the
+    uploaded files' bytes by form key (`init_image`, and `mask_image` for masking).
+    """
+    _check_form_files(fields, files, _FORM_FILES if masking else ("init_image",))
+    document = _form_document(fields)
+    if masking:
+        return _masking_form(document, files, relaxed_sizes=relaxed_sizes, random_seed=random_seed)
+    return _image_to_image_form(document, files, relaxed_sizes=relaxed_sizes, random_seed=random_seed)
+
+
+def _image_to_image_form(
+    document: dict[str, Any],
+    files: Mapping[str, bytes],
+    *,
+    relaxed_sizes: bool,
+    random_seed: RandomSeed | None,
+) -> GenerationRequest:
+    body = _validate_fields(_StabilityImageToImage, document, lax=True)
+    prompts = _split_prompts(body.text_prompts)
+    denoise = _denoise_range(body)
+    init_image = _decode_file(files["init_image"], "init_image", kind="invalid_image")
+    check_dimensions(*init_image.size, relaxed=relaxed_sizes, field="init_image")
+    return _generation_request(
+        body, prompts, *init_image.size, denoise=denoise, init_image=init_image, random_seed=random_seed
+    )
+
+
+def _masking_form(
+    document: dict[str, Any],
+    files: Mapping[str, bytes],
+    *,
+    relaxed_sizes: bool,
+    random_seed: RandomSeed | None,
+) -> GenerationRequest:
+    body = _validate_fields(_StabilityMasking, document, lax=True)
+    _check_mask_keys(body.mask_source, mask_image_given="mask_image" in files)
+    prompts = _split_prompts(body.text_prompts)
+    init_image = _decode_file(files["init_image"], "init_image", kind="invalid_image")
+    check_dimensions(*init_image.size, relaxed=relaxed_sizes, field="init_image")
+    mask_image = (
+        _decode_file(files["mask_image"], "mask_image", kind="invalid_mask_image")
+        if "mask_image" in files
+        else None
+    )
+    return _generation_request(
+        body,
+        prompts,
+        *init_image.size,
+        init_image=init_image,
+        mask=_mask(body.mask_source, init_image, mask_image),
+        random_seed=random_seed,
+    )
+
+
+def _generation_request(
+    body: _GenerationFields,
+    prompts: tuple[Prompts, Prompts],
+    width: int,
+    height: int,
+    *,
+    denoise: tuple[float, float] = (1.0, 0.0),
+    init_image: Image.Image | None = None,
+    mask: Image.Image | None = None,
+    random_seed: RandomSeed | None,
+) -> GenerationRequest:
+    positive, negative = prompts
     return GenerationRequest(
-        prompts=prompts,
-        negative_prompts=negative_prompts,
+        prompts=positive,
+        negative_prompts=negative,
         width=width,
         height=height,
         seed=body.seed or (random_seed or _random_nonzero_seed)(),
         steps=body.steps,
         cfg_scale=body.cfg_scale,
         sampler=body.sampler,
-        denoise_from=denoise_from,
-        denoise_to=denoise_to,
+        denoise_from=denoise[0],
+        denoise_to=denoise[1],
         init_image=init_image.convert("RGB") if init_image is not None else None,
         mask=mask,
         style_preset=body.style_preset,
@@ -301,7 +457,7 @@ def _finite_float(literal: str) -> float:
     return value
 
 
-# ---- schema errors in Bedrock's wording ------------------------------------------------------------------
+# ---- schema errors in Bedrock's wording (Stability's face restates the pointer as a name) ------------------
 
 _EXPECTED_TYPES = {
     "int_type": "Integer",
@@ -311,6 +467,12 @@ _EXPECTED_TYPES = {
     "list_type": "JSONArray",
     "dict_type": "JSONObject",
     "model_type": "JSONObject",
+}
+_UNREADABLE_TEXT = {
+    "int_parsing": "an Integer",
+    "int_parsing_size": "an Integer in range",
+    "float_parsing": "a Number",
+    "finite_number": "a finite Number",
 }
 # Exact types: the values come from json.loads, and True must not read as an Integer.
 _JSON_TYPE_NAMES: dict[type, str] = {
@@ -324,9 +486,11 @@ _JSON_TYPE_NAMES: dict[type, str] = {
 }
 
 
-def _validate_fields(document: dict[str, Any]) -> _BedrockBody:
+def _validate_fields(model: type[FieldsT], document: dict[str, Any], *, lax: bool = False) -> FieldsT:
+    """`lax` for form values, which are all text: `"30"` then reads as the Integer 30."""
     try:
-        return _BedrockBody.model_validate(document)
+        # None leaves the models' own strictness (and the sampler's lax enum) in force.
+        return model.model_validate(document, strict=False if lax else None)
     except ValidationError as error:
         first = error.errors(include_url=False)[0]
         raise MalformedBody(_bedrock_message(first), field="/".join(map(str, first["loc"]))) from None
@@ -342,6 +506,8 @@ def _bedrock_message(error: ErrorDetails) -> str:
             return f"{_pointer(location[:-1])}: required key [{location[-1]}] not found"
         case kind if kind in _EXPECTED_TYPES:
             detail = f"expected type: {_EXPECTED_TYPES[kind]}, found: {_json_type(value)}"
+        case kind if kind in _UNREADABLE_TEXT:  # form values, read as text
+            detail = f"{_shown(value)} is not {_UNREADABLE_TEXT[kind]}"
         case "greater_than_equal":
             detail = f"{_shown(value)} is not greater or equal to {_limit(limits['ge'])}"
         case "less_than_equal":
@@ -384,6 +550,7 @@ def _shown(value: object, limit: int = 100) -> str:
 
 
 def _check_mode_keys(body: _BedrockBody, given: set[str]) -> None:
+    """Bedrock's body chooses its mode by its fields: they must not mix text- and image-to-image."""
     if "init_image" in given:
         for key in _TEXT_TO_IMAGE_KEYS:
             if key in given:
@@ -392,16 +559,19 @@ def _check_mode_keys(body: _BedrockBody, given: set[str]) -> None:
         for key in _IMAGE_TO_IMAGE_KEYS:
             if key in given:
                 raise MalformedBody("#: required key [init_image] not found", field="init_image")
-    if "mask_image" in given and body.mask_source is None:
+
+
+def _check_mask_keys(mask_source: MaskSource | None, *, mask_image_given: bool) -> None:
+    if mask_image_given and mask_source is None:
         raise MalformedBody(
             "#: required key [mask_source] not found", field="mask_source", kind="invalid_mask_image"
         )
-    needs_mask_image = body.mask_source in ("MASK_IMAGE_WHITE", "MASK_IMAGE_BLACK")
-    if needs_mask_image and "mask_image" not in given:
+    needs_mask_image = mask_source in ("MASK_IMAGE_WHITE", "MASK_IMAGE_BLACK")
+    if needs_mask_image and not mask_image_given:
         raise MalformedBody(
             "#: required key [mask_image] not found", field="mask_image", kind="invalid_mask_image"
         )
-    if body.mask_source == "INIT_IMAGE_ALPHA" and "mask_image" in given:
+    if mask_source == "INIT_IMAGE_ALPHA" and mask_image_given:
         raise MalformedBody(
             "#: extraneous key [mask_image] is not permitted", field="mask_image", kind="invalid_mask_image"
         )
@@ -422,9 +592,7 @@ def _split_prompts(prompts: list[_TextPrompt]) -> tuple[Prompts, Prompts]:
     return positive, negative
 
 
-def _denoise_range(body: _BedrockBody) -> tuple[float, float]:
-    if body.init_image is None:
-        return 1.0, 0.0
+def _denoise_range(body: _InitImageModeFields) -> tuple[float, float]:
     if body.init_image_mode == "IMAGE_STRENGTH":
         return 1.0 - body.image_strength, 0.0
     start, end = body.step_schedule_start, body.step_schedule_end
@@ -435,11 +603,16 @@ def _denoise_range(body: _BedrockBody) -> tuple[float, float]:
     return start, end
 
 
-def _mask(body: _BedrockBody, init_image: Image.Image) -> Image.Image | None:
-    """The mask as an "L" image, 255 where a pixel is to be regenerated; None when there is none."""
-    if body.mask_source is None:
+def _mask(
+    mask_source: MaskSource | None, init_image: Image.Image, mask_image: Image.Image | None
+) -> Image.Image | None:
+    """The mask as an "L" image, 255 where a pixel is to be regenerated; None when there is none.
+
+    `mask_image` is given exactly when `mask_source` needs one (`_check_mask_keys` made sure).
+    """
+    if mask_source is None:
         return None
-    if body.mask_source == "INIT_IMAGE_ALPHA":
+    if mask_source == "INIT_IMAGE_ALPHA":
         if init_image.mode != "RGBA":
             raise MalformedBody(
                 "#/init_image: mask_source INIT_IMAGE_ALPHA needs an image with an alpha channel",
@@ -447,8 +620,7 @@ def _mask(body: _BedrockBody, init_image: Image.Image) -> Image.Image | None:
                 kind="invalid_mask_image",
             )
         return ImageOps.invert(init_image.getchannel("A"))
-    assert body.mask_image is not None  # _check_mode_keys made sure
-    mask_image = _decode_field(body.mask_image, "mask_image", kind="invalid_mask_image")
+    assert mask_image is not None
     if mask_image.size != init_image.size:
         raise MalformedBody(
             f"#/mask_image: the mask is {mask_image.width}x{mask_image.height} but init_image is "
@@ -457,7 +629,7 @@ def _mask(body: _BedrockBody, init_image: Image.Image) -> Image.Image | None:
             kind="invalid_mask_image",
         )
     grey = mask_image.convert("L")
-    return grey if body.mask_source == "MASK_IMAGE_WHITE" else ImageOps.invert(grey)
+    return grey if mask_source == "MASK_IMAGE_WHITE" else ImageOps.invert(grey)
 
 
 def _decode_field(value: str, field: str, *, kind: str) -> Image.Image:
@@ -465,3 +637,51 @@ def _decode_field(value: str, field: str, *, kind: str) -> Image.Image:
         return decode_base64_image(value, field)
     except MalformedBody as error:
         raise MalformedBody(f"#/{error.message}", field=field, kind=kind) from None
+
+
+def _decode_file(data: bytes, field: str, *, kind: str) -> Image.Image:
+    try:
+        return decode_image_bytes(data, field)
+    except MalformedBody as error:
+        raise MalformedBody(f"#/{error.message}", field=field, kind=kind) from None
+
+
+# ---- Stability's multipart forms -----------------------------------------------------------------------
+
+
+def _check_form_files(
+    fields: Mapping[str, str], files: Mapping[str, bytes], accepted: tuple[str, ...]
+) -> None:
+    for name in files:
+        if name not in accepted:
+            raise MalformedBody(f"#: extraneous file [{_shown(name)}] is not permitted", field=name)
+    for name in _FORM_FILES:
+        if name in fields:
+            raise MalformedBody(f"#/{name}: expected a file, found a text field", field=name)
+    if "init_image" not in files:
+        raise MalformedBody("#: required key [init_image] not found", field="init_image")
+
+
+def _form_document(fields: Mapping[str, str]) -> dict[str, Any]:
+    """The form's text values shaped like the JSON body: `text_prompts[i][text]` keys become a list."""
+    document: dict[str, Any] = {}
+    prompts: dict[int, dict[str, str]] = {}
+    for key, value in fields.items():
+        if prompt_key := _FORM_PROMPT_KEY.fullmatch(key):
+            prompts.setdefault(int(prompt_key[1]), {})[prompt_key[2]] = value
+        elif key == "extras":
+            document[key] = _form_extras(value)
+        else:
+            document[key] = value
+    if prompts:
+        # A plain `text_prompts` value, if any, stays and fails as a wrong type.
+        document.setdefault("text_prompts", [prompts[index] for index in sorted(prompts)])
+    return document
+
+
+def _form_extras(text: str) -> dict[str, Any]:
+    try:
+        return _load_json_object(text.encode())
+    except MalformedBody as error:
+        detail = error.message.removeprefix("#: ").replace("the body", "the value")
+        raise MalformedBody(f"#/extras: {detail}", field="extras") from None
