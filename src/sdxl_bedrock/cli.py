@@ -76,6 +76,17 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="TOKEN",
         help="accept `Authorization: Bearer TOKEN` (repeatable); turns auth on",
     )
+    serve.add_argument(
+        "--clip-model",
+        metavar="PATH",
+        help="a transformers CLIPModel folder (or `tiny`) for clip_guidance_preset; without one, refused",
+    )
+    serve.add_argument(
+        "--blocked-terms",
+        type=Path,
+        metavar="FILE",
+        help="content filter: a prompt with one of these terms (one a line) comes back blurred",
+    )
     serve.add_argument("-v", "--verbose", action="store_true")
     serve.set_defaults(run=run_serve)
 
@@ -144,6 +155,8 @@ def run_serve(args: argparse.Namespace) -> int:
         tls_key=args.tls_key,
         access_keys=parse_access_keys(args.access_key),
         api_keys=frozenset(args.api_key),
+        clip_model=args.clip_model,
+        blocked_terms=args.blocked_terms,
     )
     return serve(settings, verbose=args.verbose)
 

@@ -31,6 +31,10 @@ class Settings:
     # Auth is off while both are empty (any credentials pass, like a local emulator).
     access_keys: dict[str, str] = field(default_factory=dict)  # SigV4 access key id -> secret
     api_keys: frozenset[str] = frozenset()  # accepted `Authorization: Bearer` tokens
+    # A transformers CLIPModel folder (or `tiny`) for clip_guidance_preset; None refuses guidance.
+    clip_model: str | None = None
+    # The content filter's blocked terms, one per line; None runs no content filter.
+    blocked_terms: Path | None = None
 
     @property
     def auth_enabled(self) -> bool:

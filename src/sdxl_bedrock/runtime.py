@@ -7,20 +7,24 @@ engine or torch. The engine is imported only when the model is loaded.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from sdxl_bedrock.batching import Batcher, StepCallback
 from sdxl_bedrock.codecs import encode_png
 from sdxl_bedrock.config import Settings
-from sdxl_bedrock.errors import InvalidRequest, ModelNotReady, ShuttingDown
+from sdxl_bedrock.errors import InvalidRequest, ModelNotReady, ShuttingDown, Throttled
 from sdxl_bedrock.metrics import Metrics
 from sdxl_bedrock.schema import Artifact, GeneratedImage, GenerationRequest, Sampler
+from sdxl_bedrock.validation import MAX_SEED
 
 if TYPE_CHECKING:
+    from sdxl_bedrock.engine.content_filter import ContentFilter
     from sdxl_bedrock.engine.pipeline import Engine
 
 log = logging.getLogger(__name__)
@@ -45,7 +49,14 @@ class Runtime:
 
         settings = self.settings
         try:
-            engine = await asyncio.to_thread(Engine.load, settings.model, settings.device, settings.dtype)
+            engine = await asyncio.to_thread(
+                Engine.load,
+                settings.model,
+                settings.device,
+                settings.dtype,
+                clip_model=settings.clip_model,
+                content_filter=load_content_filter(settings.blocked_terms),
+            )
         except BaseException as error:
             self.load_error = error
             raise
@@ -89,26 +100,20 @@ class Runtime:
         return await loop.run_in_executor(self.host_pool, functools.partial(function, *args, **kwargs))
 
     def check_served(self, request: GenerationRequest) -> None:
-        """Refuse, clearly, what this build cannot yet do, rather than ignore a field."""
+        """Refuse, clearly, what this server cannot do, rather than ignore a field."""
         assert self.engine is not None
-        if request.mask is not None:
-            raise InvalidRequest(
-                "masked image-to-image (mask_source) is not served yet by this server", field="mask_source"
-            )
         if request.sampler not in self.engine.served_samplers:
             raise InvalidRequest(
                 f"sampler {request.sampler.value} is not served yet; served: "
                 f"{sampler_names(self.engine.served_samplers)}",
                 field="sampler",
             )
-        if request.clip_guidance_preset != "NONE":
+        if request.clip_guidance_preset != "NONE" and self.settings.clip_model is None:
             raise InvalidRequest(
                 f"clip_guidance_preset {request.clip_guidance_preset} needs a CLIP model, and none is "
                 "configured on this server; use NONE",
                 field="clip_guidance_preset",
             )
-        if request.denoise_to > 0:
-            raise InvalidRequest("step_schedule_end above 0 is not served yet", field="step_schedule_end")
 
     def admit(self, request: GenerationRequest) -> Batcher:
         """Everything that can refuse a request before work starts (and before a stream's 200)."""
@@ -118,13 +123,46 @@ class Runtime:
             raise ModelNotReady("The model is still loading; try again shortly.")
         self.check_served(request)
         self.batcher.check_capacity()
+        # All samples or none: each takes a place in the queue.
+        if self.batcher.depth + request.samples > self.batcher.max_queue:
+            raise Throttled("Too many requests, please wait before trying again.")
         return self.batcher
 
     async def generate(
         self, request: GenerationRequest, on_step: StepCallback | None = None
     ) -> list[Artifact]:
-        image = await self.admit(request).submit(request, on_step)
-        return [await self.in_host_thread(to_artifact, image)]
+        """One artifact per sample, in the order of their seeds (see `sample_requests`)."""
+        batcher = self.admit(request)
+        submitted = [asyncio.ensure_future(batcher.submit(one, on_step)) for one in sample_requests(request)]
+        try:
+            images = await asyncio.gather(*submitted)
+        finally:
+            # When one sample fails (or the caller goes away) the others are dropped, not left running.
+            for job in submitted:
+                job.cancel()
+        return list(await asyncio.gather(*(self.in_host_thread(to_artifact, image) for image in images)))
+
+
+def sample_requests(request: GenerationRequest) -> list[GenerationRequest]:
+    """`samples` N as N engine requests with the seeds seed, seed + 1, ..., seed + N - 1.
+
+    Consecutive seeds (wrapping from MAX_SEED to 1, never 0, which means "random") make each returned
+    seed reproduce its own image in a request with samples 1; the batcher runs the N together.
+    """
+    if request.samples == 1:
+        return [request]
+    return [
+        dataclasses.replace(request, seed=(request.seed + index - 1) % MAX_SEED + 1, samples=1)
+        for index in range(request.samples)
+    ]
+
+
+def load_content_filter(blocked_terms: Path | None) -> ContentFilter | None:
+    if blocked_terms is None:
+        return None
+    from sdxl_bedrock.engine.content_filter import BlockedTerms
+
+    return BlockedTerms.from_file(blocked_terms)
 
 
 def to_artifact(generated: GeneratedImage) -> Artifact:

@@ -4,12 +4,14 @@ It reads top-down like diffusers' `StableDiffusionXLImg2ImgPipeline.__call__` an
 (same stage order, same random draws from each request's own generator), but for a batch of requests that
 each keep their own prompt, guidance scale and seed. Stages:
 
-1. encode the prompts (styled, weighted, blended)
-2. prepare the timesteps of the denoising window
+1. plan the sampler's run over the denoising window (no step at all: the init image is the answer)
+2. encode the prompts (styled, weighted, blended, in 77-token chunks)
 3. prepare the starting latents (encode the init image and add noise, or pure noise)
 4. prepare the SDXL added conditioning (pooled text embedding and size ids)
-5. denoise
-6. decode
+5. denoise (classifier-free guidance, CLIP guidance, mask blending between steps)
+6. decode (the final latents, or the clean estimate when the window stops before the end)
+7. paste the original pixels back outside the mask
+8. screen with the content filter
 """
 
 from __future__ import annotations
@@ -19,16 +21,35 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
-from sdxl_bedrock.engine.samplers import make_scheduler, served_samplers
+from sdxl_bedrock.engine.clip_guidance import CLIP_GUIDANCE_PRESETS, ClipGuide, guided_on_step
+from sdxl_bedrock.engine.content_filter import ContentFilter, obscure
+from sdxl_bedrock.engine.masking import blend_outside_mask, latent_mask, paste_outside_mask
+from sdxl_bedrock.engine.prompts import (
+    BatchEmbeddings,
+    PromptEmbeddings,
+    blend_prompts,
+    stack_rows,
+    tokenize_in_chunks,
+)
+from sdxl_bedrock.engine.samplers import (
+    NoisePredictor,
+    SamplingRun,
+    denoising_window,
+    served_samplers,
+    start_sampling,
+    timestep_to_sigma,
+    training_sigmas,
+)
 from sdxl_bedrock.engine.styles import apply_style
 from sdxl_bedrock.errors import ModelFailure
-from sdxl_bedrock.schema import GeneratedImage, GenerationRequest, Sampler, WeightedPrompt
+from sdxl_bedrock.schema import FinishReason, GeneratedImage, GenerationRequest, Sampler
 
 log = logging.getLogger(__name__)
 
@@ -48,28 +69,20 @@ SDXL_LATENT_RGB_BIAS = (0.1084, -0.0175, -0.0011)
 
 
 @dataclass(frozen=True)
-class PromptEmbeddings:
-    """Per-request conditioning, batch-first: `tokens` [B, 77, D] and `pooled` [B, P]."""
+class StartingLatents:
+    latents: torch.Tensor
+    noise: torch.Tensor
+    clean: torch.Tensor | None  # the init images' latents (image-to-image)
+
+
+@dataclass(frozen=True)
+class Conditioning:
+    """What the UNet is conditioned on, rows [negatives..., positives...] under classifier-free guidance."""
 
     tokens: torch.Tensor
     pooled: torch.Tensor
-
-
-def denoising_window(steps: int, denoise_from: float, denoise_to: float) -> tuple[int, int]:
-    """Indices [first, last) of a `steps`-step schedule run by a window from `denoise_from` to `denoise_to`.
-
-    `denoise_from` = 1 - image_strength. The start matches diffusers' `get_timesteps` for `strength`.
-    """
-    first = steps - min(int(steps * denoise_from), steps)
-    last = steps - min(int(steps * denoise_to), steps)
-    return first, max(last, first)
-
-
-def blend(embeddings: torch.Tensor, weights: Sequence[float]) -> torch.Tensor:
-    """Weighted mean over the first axis: weight 0 adds nothing, and equal prompts blend to themselves."""
-    weight_tensor = torch.tensor(weights, dtype=embeddings.dtype, device=embeddings.device)
-    weight_tensor = weight_tensor.view(-1, *([1] * (embeddings.ndim - 1)))
-    return (embeddings * weight_tensor).sum(0) / weight_tensor.sum()
+    time_ids: torch.Tensor
+    token_mask: torch.Tensor | None
 
 
 def latent_preview(latents: torch.Tensor, row: int) -> Image.Image:
@@ -94,18 +107,38 @@ def guide(noise_uncond: torch.Tensor, noise_text: torch.Tensor, cfg_scales: torc
 class Engine:
     """Owns the loaded SDXL components; `generate` is called from one worker thread at a time."""
 
-    def __init__(self, pipe: Any, device: torch.device, dtype: torch.dtype) -> None:
+    def __init__(
+        self,
+        pipe: Any,
+        device: torch.device,
+        dtype: torch.dtype,
+        *,
+        clip_guide: ClipGuide | None = None,
+        content_filter: ContentFilter | None = None,
+    ) -> None:
         # A StableDiffusionXLImg2ImgPipeline; diffusers sets its components dynamically, so it is typed Any.
         self.pipe = pipe
         self.device = device
         self.dtype = dtype
+        self.clip_guide = clip_guide
+        self.content_filter = content_filter
         self.scheduler_config = dict(self.pipe.scheduler.config)
+        self.log_sigmas = training_sigmas(self.pipe.scheduler.alphas_cumprod).log()
         self.zero_unconditional = bool(self.pipe.config.get("force_zeros_for_empty_prompt", True))
         self.vae_scale_factor = int(self.pipe.vae_scale_factor)
         self._lock = threading.Lock()
 
     @classmethod
-    def load(cls, model: str, device: str = "auto", dtype: str = "auto") -> Engine:
+    def load(
+        cls,
+        model: str,
+        device: str = "auto",
+        dtype: str = "auto",
+        *,
+        clip_model: str | None = None,
+        content_filter: ContentFilter | None = None,
+    ) -> Engine:
+        """`clip_model`: a transformers CLIPModel folder, or `tiny` for the tiny random one."""
         from sdxl_bedrock.engine.models import load_pipeline
 
         torch_device = resolve_device(device)
@@ -115,7 +148,10 @@ class Engine:
             # SDXL's VAE overflows in half precision; keep it in float32 for good.
             pipe.vae.to(dtype=torch.float32)
         pipe.set_progress_bar_config(disable=True)
-        return cls(pipe, torch_device, torch_dtype)
+        clip_guide = None
+        if clip_model is not None:
+            clip_guide = ClipGuide.load(resolve_clip_model(clip_model), torch_device)
+        return cls(pipe, torch_device, torch_dtype, clip_guide=clip_guide, content_filter=content_filter)
 
     def gpu_memory_bytes(self) -> int:
         return int(torch.cuda.memory_allocated(self.device)) if self.device.type == "cuda" else 0
@@ -139,7 +175,8 @@ class Engine:
             images = self._generate(requests, on_step)
         if len(images) != len(requests):
             raise ModelFailure(f"the engine made {len(images)} images for {len(requests)} requests")
-        return [GeneratedImage(image, request.seed) for image, request in zip(images, requests, strict=True)]
+        # 8. screen with the content filter
+        return [self.screen(request, image) for request, image in zip(requests, images, strict=True)]
 
     def _generate(self, requests: Sequence[GenerationRequest], on_step: StepCallback | None) -> list[Any]:
         first = requests[0]
@@ -147,91 +184,73 @@ class Engine:
         cfg_scales = torch.tensor([request.cfg_scale for request in requests], device=self.device)
         use_guidance = bool((cfg_scales > 1).any())
 
-        # 1. encode the prompts
-        positive, negative = self.encode_requests(requests, use_guidance)
+        # 1. the sampler's run over the denoising window
+        window = denoising_window(first.steps, first.denoise_from, first.denoise_to)
+        sampling = start_sampling(
+            first.sampler, self.scheduler_config, first.steps, window, generators, self.device
+        )
+        if sampling.steps == 0:
+            # image_strength 1 (or a window narrower than one step): the source is kept as it is.
+            return [request.init_image for request in requests]
 
-        # 2. timesteps of the denoising window
-        scheduler = make_scheduler(first.sampler, self.scheduler_config)
-        timesteps = self.prepare_timesteps(scheduler, first)
+        # 2. encode the prompts
+        positives, negatives, empty = self.encode_requests(requests, use_guidance)
 
         # 3. starting latents
-        latents = self.prepare_latents(scheduler, requests, timesteps, generators)
+        start = self.prepare_latents(sampling, requests, generators)
 
         # 4. added conditioning: pooled text embedding and (original size, crop, target size) ids
-        size_ids = torch.tensor(
-            [[first.height, first.width, 0, 0, first.height, first.width]] * len(requests),
-            dtype=self.dtype,
-            device=self.device,
-        )
-        tokens, pooled, time_ids = positive.tokens, positive.pooled, size_ids
-        if use_guidance:
-            tokens = torch.cat([negative.tokens, positive.tokens])
-            pooled = torch.cat([negative.pooled, positive.pooled])
-            time_ids = torch.cat([size_ids, size_ids])
+        conditioning = self.prepare_conditioning(first, positives, negatives, empty, use_guidance)
 
         # 5. denoise
+        masks = [request.mask for request in requests if request.mask is not None]
+        mask = latent_mask(masks, self.vae_scale_factor, start.latents) if masks else None
         latents = self.denoise(
-            scheduler,
-            latents,
-            timesteps,
-            tokens,
-            pooled,
-            time_ids,
-            cfg_scales,
-            use_guidance,
-            generators,
-            on_step,
+            sampling, start, conditioning, cfg_scales, use_guidance, mask, requests, generators, on_step
         )
 
         # 6. decode
-        return self.decode(latents)
+        images = self.decode(latents)
+
+        # 7. the original pixels outside the mask
+        return [self.paste_original(request, image) for request, image in zip(requests, images, strict=True)]
 
     # -- stages -------------------------------------------------------------------------------------------
 
     def encode_requests(
         self, requests: Sequence[GenerationRequest], use_guidance: bool
-    ) -> tuple[PromptEmbeddings, PromptEmbeddings]:
+    ) -> tuple[list[PromptEmbeddings], list[PromptEmbeddings], PromptEmbeddings]:
+        """Each request's positive conditioning and, under guidance, its negative (unconditional) one; and
+        the empty prompt's, whose chunk pads shorter prompts."""
         styled = [apply_style(r.style_preset, r.prompts, r.negative_prompts) for r in requests]
-        texts = sorted({p.text for prompts, negatives in styled for p in (*prompts, *negatives)})
-        encoded = self.encode_texts(texts) if texts else None
-        index = {text: i for i, text in enumerate(texts)}
+        texts = sorted({"", *(p.text for prompts, negatives in styled for p in (*prompts, *negatives))})
+        encoded = dict(zip(texts, self.encode_texts(texts), strict=True))
+        empty = encoded[""]
 
-        def blended(prompts: tuple[WeightedPrompt, ...]) -> PromptEmbeddings | None:
-            if not prompts or sum(p.weight for p in prompts) <= 0 or encoded is None:
+        def blended(prompts: Sequence[Any]) -> PromptEmbeddings | None:
+            if not any(p.weight > 0 for p in prompts):
                 return None
-            rows = [index[p.text] for p in prompts]
-            weights = [p.weight for p in prompts]
-            return PromptEmbeddings(
-                blend(encoded.tokens[rows], weights), blend(encoded.pooled[rows], weights)
+            return blend_prompts(
+                [encoded[p.text] for p in prompts], [p.weight for p in prompts], empty.tokens
             )
 
         positives, negatives = [], []
         for prompts, negative_prompts in styled:
-            positive = blended(prompts) or self.empty_prompt()
+            positive = blended(prompts) or empty
             positives.append(positive)
             if use_guidance:
-                negatives.append(blended(negative_prompts) or self.unconditional(positive))
-        stack = self._stack
-        return stack(positives), (stack(negatives) if use_guidance else stack(positives))
+                negatives.append(blended(negative_prompts) or self.unconditional(positive, empty))
+        return positives, negatives, empty
 
-    @staticmethod
-    def _stack(embeddings: list[PromptEmbeddings]) -> PromptEmbeddings:
-        return PromptEmbeddings(
-            torch.stack([e.tokens for e in embeddings]), torch.stack([e.pooled for e in embeddings])
-        )
-
-    def empty_prompt(self) -> PromptEmbeddings:
-        encoded = self.encode_texts([""])
-        return PromptEmbeddings(encoded.tokens[0], encoded.pooled[0])
-
-    def unconditional(self, positive: PromptEmbeddings) -> PromptEmbeddings:
+    def unconditional(self, positive: PromptEmbeddings, empty: PromptEmbeddings) -> PromptEmbeddings:
         """What guidance pushes away from when the request names no negative prompt."""
         if self.zero_unconditional:
             return PromptEmbeddings(torch.zeros_like(positive.tokens), torch.zeros_like(positive.pooled))
-        return self.empty_prompt()
+        return empty
 
-    def encode_texts(self, texts: list[str]) -> PromptEmbeddings:
-        """Both CLIP encoders' penultimate hidden states, concatenated; pooled output of the second."""
+    def encode_texts(self, texts: list[str]) -> list[PromptEmbeddings]:
+        """Both CLIP encoders' penultimate hidden states, chunk by chunk, concatenated along the feature axis;
+        the pooled output of the second encoder's first chunk."""
         pipe = self.pipe
         hidden_states = []
         pooled: torch.Tensor | None = None
@@ -239,38 +258,24 @@ class Engine:
             (pipe.tokenizer, pipe.text_encoder),
             (pipe.tokenizer_2, pipe.text_encoder_2),
         ):
-            token_ids = tokenizer(
-                texts,
-                padding="max_length",
-                max_length=tokenizer.model_max_length,
-                truncation=True,
-                return_tensors="pt",
-            ).input_ids.to(self.device)
+            chunked = tokenize_in_chunks(tokenizer, texts)
+            token_ids = torch.tensor([chunk for chunks in chunked for chunk in chunks], device=self.device)
             output = text_encoder(token_ids, output_hidden_states=True)
             if output[0].ndim == 2:
                 pooled = output[0]
             hidden_states.append(output.hidden_states[-2])
+            counts = [len(chunks) for chunks in chunked]
         assert pooled is not None, "the second text encoder must have a projection"
-        return PromptEmbeddings(torch.cat(hidden_states, dim=-1).to(self.dtype), pooled.to(self.dtype))
-
-    def prepare_timesteps(self, scheduler: Any, request: GenerationRequest) -> torch.Tensor:
-        scheduler.set_timesteps(request.steps, device=self.device)
-        first, last = denoising_window(request.steps, request.denoise_from, request.denoise_to)
-        order = scheduler.order
-        timesteps: torch.Tensor = scheduler.timesteps[first * order : last * order]
-        if hasattr(scheduler, "set_begin_index"):
-            scheduler.set_begin_index(first * order)
-        if len(timesteps) == 0:
-            raise ModelFailure("the denoising window holds no step; raise steps or the strength")
-        return timesteps
+        features = torch.cat(hidden_states, dim=-1).to(self.dtype)
+        starts = [sum(counts[:i]) for i in range(len(counts))]
+        return [
+            PromptEmbeddings(features[start : start + count].flatten(0, 1), pooled[start].to(self.dtype))
+            for start, count in zip(starts, counts, strict=True)
+        ]
 
     def prepare_latents(
-        self,
-        scheduler: Any,
-        requests: Sequence[GenerationRequest],
-        timesteps: torch.Tensor,
-        generators: list[torch.Generator],
-    ) -> torch.Tensor:
+        self, sampling: SamplingRun, requests: Sequence[GenerationRequest], generators: list[torch.Generator]
+    ) -> StartingLatents:
         first = requests[0]
         latent_shape = (
             len(requests),
@@ -280,7 +285,7 @@ class Engine:
         )
         if not first.is_image_to_image:
             noise = randn_tensor(latent_shape, generator=generators, device=self.device, dtype=self.dtype)
-            return noise * scheduler.init_noise_sigma
+            return StartingLatents(noise * sampling.init_noise_sigma, noise, None)
 
         images = torch.cat([self.pipe.image_processor.preprocess(r.init_image) for r in requests])
         vae = self.pipe.vae
@@ -288,52 +293,152 @@ class Engine:
         clean = vae.encode(images).latent_dist.sample(generator=generators)
         clean = self.to_model_latents(clean.to(self.dtype))
         noise = randn_tensor(clean.shape, generator=generators, device=self.device, dtype=self.dtype)
-        start = timesteps[:1].repeat(len(requests))
-        noisy: torch.Tensor = scheduler.add_noise(clean, noise, start)
-        return noisy
+        return StartingLatents(sampling.noised(clean, noise, 0), noise, clean)
+
+    def prepare_conditioning(
+        self,
+        request: GenerationRequest,
+        positives: list[PromptEmbeddings],
+        negatives: list[PromptEmbeddings],
+        empty: PromptEmbeddings,
+        use_guidance: bool,
+    ) -> Conditioning:
+        rows = [*negatives, *positives] if use_guidance else positives
+        size_ids = [request.height, request.width, 0, 0, request.height, request.width]
+        time_ids = torch.tensor([size_ids] * len(rows), dtype=self.dtype, device=self.device)
+        stacked: BatchEmbeddings = stack_rows(rows, empty.tokens)
+        return Conditioning(stacked.tokens, stacked.pooled, time_ids, stacked.token_mask)
 
     def denoise(
         self,
-        scheduler: Any,
-        latents: torch.Tensor,
-        timesteps: torch.Tensor,
-        tokens: torch.Tensor,
-        pooled: torch.Tensor,
-        time_ids: torch.Tensor,
+        sampling: SamplingRun,
+        start: StartingLatents,
+        conditioning: Conditioning,
         cfg_scales: torch.Tensor,
         use_guidance: bool,
+        mask: torch.Tensor | None,
+        requests: Sequence[GenerationRequest],
         generators: list[torch.Generator],
         on_step: StepCallback | None,
     ) -> torch.Tensor:
+        """The latents at the end of the window; where it stops short of a clean image, the model's clean
+        estimate at the last step run instead."""
+        predict_noise = self.noise_predictor(conditioning, cfg_scales, use_guidance)
+        clip_targets = self.clip_targets(requests)
+        latents = start.latents
+        denoised = latents
+        for index in range(sampling.steps):
+            guided = {
+                row: target
+                for row, target in clip_targets.items()
+                if guided_on_step(requests[row].clip_guidance_preset, index)
+            }
+            step_predictor = (
+                self.clip_steered(predict_noise, guided, requests, generators) if guided else predict_noise
+            )
+            result = sampling.step(step_predictor, latents, index)
+            latents, denoised = result.latents, result.denoised
+            if mask is not None and start.clean is not None:
+                latents = blend_outside_mask(
+                    latents, sampling.noised(start.clean, start.noise, index + 1), mask
+                )
+            if on_step is not None:
+                on_step(index + 1, sampling.steps, functools.partial(latent_preview, latents))
+        return latents if sampling.ends_clean else denoised
+
+    def noise_predictor(
+        self, conditioning: Conditioning, cfg_scales: torch.Tensor, use_guidance: bool
+    ) -> NoisePredictor:
         unet = self.pipe.unet
-        step_kwargs: dict[str, Any] = {}
-        if "generator" in _step_parameters(scheduler):
-            step_kwargs["generator"] = generators if len(generators) > 1 else generators[0]
-        total = len(timesteps)
-        for done, timestep in enumerate(timesteps, start=1):
-            model_input = torch.cat([latents, latents]) if use_guidance else latents
-            model_input = scheduler.scale_model_input(model_input, timestep)
-            noise = unet(
-                model_input,
+
+        def predict_noise(model_input: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
+            batch = torch.cat([model_input, model_input]) if use_guidance else model_input
+            noise: torch.Tensor = unet(
+                batch,
                 timestep,
-                encoder_hidden_states=tokens,
-                added_cond_kwargs={"text_embeds": pooled, "time_ids": time_ids},
+                encoder_hidden_states=conditioning.tokens,
+                encoder_attention_mask=conditioning.token_mask,
+                added_cond_kwargs={"text_embeds": conditioning.pooled, "time_ids": conditioning.time_ids},
                 return_dict=False,
             )[0]
             if use_guidance:
                 noise_uncond, noise_text = noise.chunk(2)
                 noise = guide(noise_uncond, noise_text, cfg_scales)
-            latents = scheduler.step(noise, timestep, latents, **step_kwargs, return_dict=False)[0]
-            if on_step is not None:
-                on_step(done, total, functools.partial(latent_preview, latents))
-        return latents
+            return noise
+
+        return predict_noise
+
+    def clip_targets(self, requests: Sequence[GenerationRequest]) -> dict[int, torch.Tensor]:
+        """For each batch row that asks for CLIP guidance: its prompt's CLIP text embedding."""
+        rows = [row for row, request in enumerate(requests) if request.clip_guidance_preset != "NONE"]
+        if not rows:
+            return {}
+        clip_guide = self.clip_guide
+        if clip_guide is None:
+            raise ModelFailure("CLIP guidance was asked for, but no CLIP model is loaded")
+        if self.pipe.scheduler.config.prediction_type != "epsilon":
+            raise ModelFailure("CLIP guidance needs a model that predicts noise (epsilon)")
+        targets = {}
+        for row in rows:
+            request = requests[row]
+            prompts, _ = apply_style(request.style_preset, request.prompts, request.negative_prompts)
+            kept = [p for p in prompts if p.weight > 0]
+            targets[row] = clip_guide.text_features([p.text for p in kept], [p.weight for p in kept])
+        return targets
+
+    def clip_steered(
+        self,
+        predict_noise: NoisePredictor,
+        targets: dict[int, torch.Tensor],
+        requests: Sequence[GenerationRequest],
+        generators: list[torch.Generator],
+    ) -> NoisePredictor:
+        """`predict_noise`, then the CLIP gradient added to the noise of the rows in `targets`."""
+        clip_guide = self.clip_guide
+        assert clip_guide is not None
+
+        def steered(model_input: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
+            noise = predict_noise(model_input, timestep)
+            sigma = timestep_to_sigma(timestep, self.log_sigmas).to(noise.dtype)
+            clean = model_input * (sigma**2 + 1) ** 0.5 - sigma * noise
+            noise = noise.clone()
+            for row, target in targets.items():
+                preset = CLIP_GUIDANCE_PRESETS[requests[row].clip_guidance_preset]
+                gradient = clip_guide.loss_gradient(
+                    clean[row : row + 1], self.decode_pixels, target, preset, generators[row]
+                )
+                noise[row] += sigma * gradient[0].to(noise.dtype)
+            return noise
+
+        return steered
+
+    def decode_pixels(self, latents: torch.Tensor) -> torch.Tensor:
+        """Model latents -> the VAE's pixels in [-1, 1]."""
+        vae = self.pipe.vae
+        pixels: torch.Tensor = vae.decode(self.from_model_latents(latents.to(vae.dtype)), return_dict=False)[
+            0
+        ]
+        return pixels
 
     def decode(self, latents: torch.Tensor) -> list[Any]:
-        vae = self.pipe.vae
-        latents = self.from_model_latents(latents.to(vae.dtype))
-        pixels = vae.decode(latents, return_dict=False)[0]
-        images: list[Any] = self.pipe.image_processor.postprocess(pixels, output_type="pil")
+        images: list[Any] = self.pipe.image_processor.postprocess(
+            self.decode_pixels(latents), output_type="pil"
+        )
         return images
+
+    @staticmethod
+    def paste_original(request: GenerationRequest, image: Image.Image) -> Image.Image:
+        if request.mask is None or request.init_image is None:
+            return image
+        return paste_outside_mask(image, request.init_image, request.mask)
+
+    def screen(self, request: GenerationRequest, image: Image.Image) -> GeneratedImage:
+        content_filter = self.content_filter
+        if content_filter is not None:
+            texts = [p.text for p in request.prompts]
+            if content_filter.check_prompt(texts) or content_filter.check_image(image):
+                return GeneratedImage(obscure(image), request.seed, FinishReason.CONTENT_FILTERED)
+        return GeneratedImage(image, request.seed)
 
     # -- latent scaling (SDXL uses a plain scaling factor; some VAEs add a mean and std) -------------------
 
@@ -360,10 +465,16 @@ class Engine:
         return as_tensor(mean), as_tensor(std)
 
 
-def _step_parameters(scheduler: Any) -> set[str]:
-    import inspect
+def resolve_clip_model(spec: str) -> Path:
+    """`tiny` (the tiny random CLIP, built on first use) or a local transformers CLIPModel folder."""
+    if spec == "tiny":
+        from sdxl_bedrock.engine.tiny import tiny_clip_path
 
-    return set(inspect.signature(scheduler.step).parameters)
+        return tiny_clip_path()
+    path = Path(spec).expanduser()
+    if not (path / "config.json").is_file():
+        raise ValueError(f"--clip-model {spec!r} is not a transformers CLIP folder (it has no config.json)")
+    return path
 
 
 def resolve_device(device: str) -> torch.device:

@@ -585,3 +585,56 @@ def original_layout_state_dict(model_folder: Path) -> Tensors:
 def export_single_file(model_folder: Path, target: Path) -> None:
     """Write a diffusers SDXL folder as one .safetensors in the layout Stability and civitai distribute."""
     save_file(original_layout_state_dict(model_folder), target)
+
+
+# --- tiny CLIP image-text model (for CLIP guidance) ---------------------------------------------------
+
+TINY_CLIP_SEED = 20240602
+TINY_CLIP_CONFIG: dict[str, Any] = {
+    "projection_dim": 16,
+    "text_config": {
+        "bos_token_id": 0,
+        "eos_token_id": 2,
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "max_position_embeddings": 77,
+        "num_attention_heads": 2,
+        "num_hidden_layers": 2,
+        "pad_token_id": 1,
+        "vocab_size": 49408,
+    },
+    "vision_config": {
+        "hidden_size": 32,
+        "image_size": 32,
+        "intermediate_size": 64,
+        "num_attention_heads": 2,
+        "num_hidden_layers": 2,
+        "patch_size": 8,
+    },
+}
+CLIP_IMAGE_PROCESSOR_CONFIG: dict[str, Any] = {
+    "image_processor_type": "CLIPImageProcessor",
+    "image_mean": [0.48145466, 0.4578275, 0.40821073],
+    "image_std": [0.26862954, 0.26130258, 0.27577711],
+    "crop_size": {"height": 32, "width": 32},
+    "size": {"shortest_edge": 32},
+}
+
+
+def build_tiny_clip(folder: Path) -> None:
+    """Write a tiny CLIPModel (seeded random weights) with CLIP's tokenizer, in transformers' layout."""
+    from transformers import CLIPConfig, CLIPModel
+
+    with seeded(TINY_CLIP_SEED, torch.device("cpu")):
+        model = CLIPModel(CLIPConfig(**TINY_CLIP_CONFIG))
+    model.save_pretrained(folder)
+    shutil.copytree(SDXL_BASE_CONFIG_DIR / "tokenizer", folder, dirs_exist_ok=True)
+    write_clip_vocab_files(folder)
+    write_json(folder / "preprocessor_config.json", CLIP_IMAGE_PROCESSOR_CONFIG)
+
+
+def tiny_clip_path(cache_root: Path | None = None) -> Path:
+    """The tiny CLIP's folder (`--clip-model tiny`), built on first use under the cache root."""
+    described = {"config": TINY_CLIP_CONFIG, "seed": TINY_CLIP_SEED, "layout": LAYOUT_VERSION}
+    version = content_digest(json.dumps(described, sort_keys=True).encode())
+    return build_once((cache_root or default_cache_root()) / f"tiny-clip-{version}", build_tiny_clip)
