@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 MODEL ?= tiny
 
-.PHONY: install serve test check bench clean
+.PHONY: install browser serve test check bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,10 +19,14 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# Debian's chromium for the playground's browser test (Playwright drives it; never `playwright install`).
+browser:
+	test -x /usr/bin/chromium || (apt-get update -qq && apt-get install -y -qq chromium)
+
 serve: install
 	$(BIN)/sdxl-bedrock serve --host $(HOST) --port $(PORT) --model $(MODEL)
 
-test: install
+test: install browser
 	$(BIN)/python -m pytest -q
 
 check: install

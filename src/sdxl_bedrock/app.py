@@ -16,8 +16,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sdxl_bedrock import __version__
-from sdxl_bedrock.api import bedrock
-from sdxl_bedrock.api.errors import bedrock_error_response
+from sdxl_bedrock.api import bedrock, playground, stability
+from sdxl_bedrock.api.errors import bedrock_error_response, stability_error_response
 from sdxl_bedrock.config import Settings
 from sdxl_bedrock.errors import InvalidRequest, ModelNotReady, ServiceError
 from sdxl_bedrock.logs import request_id_var
@@ -118,6 +118,8 @@ def create_app(
     )
     app.state.runtime = runtime
     app.include_router(bedrock.router)
+    app.include_router(playground.router)
+    app.include_router(stability.router)
     add_health_routes(app)
     add_error_handlers(app)
     app.add_middleware(RequestMiddleware, runtime=runtime)
@@ -156,18 +158,25 @@ def add_health_routes(app: FastAPI) -> None:
         return Response(generate_latest(runtime.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
+def error_response(request: Request, error: ServiceError) -> Response:
+    """In the shape of the face the request came to: Stability's under /v1/, Bedrock's elsewhere."""
+    if request.url.path.startswith(stability.PATH_PREFIX):
+        return stability_error_response(error, request_id_of(request))
+    return bedrock_error_response(error, request_id_of(request))
+
+
 def add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
     async def service_error(request: Request, error: ServiceError) -> Response:
-        return bedrock_error_response(error, request_id_of(request))
+        return error_response(request, error)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException) -> Response:
         if error.status_code in (404, 405):
-            return bedrock_error_response(bedrock.not_found(request.url.path), request_id_of(request))
-        return bedrock_error_response(InvalidRequest(str(error.detail)), request_id_of(request))
+            return error_response(request, bedrock.not_found(request.url.path))
+        return error_response(request, InvalidRequest(str(error.detail)))
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, error: Exception) -> Response:
         log.exception("unexpected error on %s", request.url.path, exc_info=error)
-        return bedrock_error_response(ServiceError("An internal error occurred."), request_id_of(request))
+        return error_response(request, ServiceError("An internal error occurred."))

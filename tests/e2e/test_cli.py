@@ -1,4 +1,4 @@
-"""The command line: `invoke` through boto3 against a running server, `model-path tiny`, `/ping` while loading."""
+"""The command line: `invoke` via boto3 against a running server, `model-path tiny`, `/ping` while loading."""
 
 from __future__ import annotations
 

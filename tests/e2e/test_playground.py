@@ -1,0 +1,266 @@
+"""The playground page at GET /, in Debian's headless Chromium driven by Playwright, against a real server."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, get_args
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, ConsoleMessage, FilePayload, Page, expect, sync_playwright
+
+from sdxl_bedrock.api import eventstream
+from sdxl_bedrock.schema import Sampler
+from sdxl_bedrock.validation import STYLE_PRESETS, ClipGuidancePreset, MaskSource
+from tests.conftest import RunningServer, gradient_png
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+GENERATION_TIMEOUT_MS = 120_000
+
+pytestmark = pytest.mark.skipif(
+    not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium (`make browser` installs it)"
+)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def artifacts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
+    folder = Path(os.environ.get("SDXL_BEDROCK_ARTIFACTS") or tmp_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    with capsys.disabled():
+        print(f"\nplayground screenshots: {folder}")
+    return folder
+
+
+class PageWatch:
+    """What the page did that a test should fail on: console errors, script errors, requests elsewhere."""
+
+    def __init__(self, page: Page, origin: str) -> None:
+        self.problems: list[str] = []
+        self.origin = origin
+        page.on("console", self.on_console)
+        page.on("pageerror", lambda error: self.problems.append(f"page error: {error}"))
+        page.on("request", lambda request: self.on_url(request.url))
+
+    def on_console(self, message: ConsoleMessage) -> None:
+        # Chromium logs every 4xx answer to fetch() as a console error; the error test wants one.
+        if message.type == "error" and "the server responded with a status of 400" not in message.text:
+            self.problems.append(f"console: {message.text}")
+
+    def on_url(self, url: str) -> None:
+        if not url.startswith((self.origin + "/", "data:", "blob:")):
+            self.problems.append(f"request outside the server: {url}")
+
+
+def open_playground(browser: Browser, server: RunningServer) -> tuple[Page, PageWatch]:
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    watch = PageWatch(page, server.url)
+    page.goto(server.url + "/")
+    expect(page.locator("body")).to_have_attribute("data-ready", "true")
+    return page, watch
+
+
+def png_file(name: str, width: int = 64, height: int = 64) -> FilePayload:
+    return {"name": name, "mimeType": "image/png", "buffer": gradient_png(width, height)}
+
+
+def select_values(page: Page, selector: str) -> list[str]:
+    values: list[str] = page.eval_on_selector_all(
+        f"{selector} option", "options => options.map(o => o.value)"
+    )
+    return [value for value in values if value]
+
+
+def test_the_page_is_served_with_a_self_only_content_security_policy(server: RunningServer) -> None:
+    page = httpx.get(server.url + "/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    policy = page.headers["content-security-policy"]
+    assert "default-src 'self'" in policy and "img-src 'self' data: blob:" in policy
+    for asset, media_type in (("app.js", "text/javascript"), ("style.css", "text/css")):
+        response = httpx.get(f"{server.url}/playground/{asset}")
+        assert response.status_code == 200 and response.headers["content-type"].startswith(media_type)
+    # The page names nothing outside this server.
+    for text in (page.text, httpx.get(server.url + "/playground/app.js").text):
+        assert not re.search(r"(src|href)=\"(https?:)?//", text)
+    missing = httpx.get(server.url + "/playground/playground.py")
+    assert missing.status_code == 404
+    assert missing.headers["x-amzn-ErrorType"].startswith("ResourceNotFoundException:")
+
+
+def test_generate_progress_reuse_seed_and_an_error_in_words(
+    browser: Browser, server: RunningServer, artifacts: Path, tmp_path: Path
+) -> None:
+    page, watch = open_playground(browser, server)
+    expect(page.locator("#server-status")).to_have_text("model ready")
+    assert select_values(page, "#sampler") == [sampler.value for sampler in Sampler]
+    assert select_values(page, "#style_preset") == list(STYLE_PRESETS)
+    assert select_values(page, "#clip_guidance_preset") == list(get_args(ClipGuidancePreset))
+    assert select_values(page, "#mask_source") == list(get_args(MaskSource))
+
+    page.set_input_files("#init-image", files=[png_file("door.png")])
+    expect(page.locator("#init-info")).to_have_text("door.png, 64×64")
+    expect(page.locator("#mode")).to_have_text("image-to-image")
+    page.fill(".prompt-text", "a red door in a white wall")
+    page.click("#add-negative")
+    page.locator(".prompt-text").nth(1).fill("blurry")
+    page.fill("#steps", "10")
+    page.fill("#preview-every", "2")
+    page.click("#generate")
+
+    expect(page.locator("#result-image")).to_be_visible(timeout=GENERATION_TIMEOUT_MS)
+    assert page.get_attribute("#result-image", "src").startswith("data:image/png;base64,")  # type: ignore[union-attr]
+    seed = page.inner_text("#result-seed")
+    assert seed.isdigit() and int(seed) > 0
+    expect(page.locator("#result-finish")).to_have_text("SUCCESS")
+    # Image-to-image runs only the tail of the schedule (1 - image_strength of it): fewer than 10 steps.
+    expect(page.locator("#progress-text")).to_have_text(re.compile(r"step (\d+) / \1"))
+    steps_run = int(page.inner_text("#progress-text").split()[-1])
+    assert 0 < steps_run < 10
+    previews_expected = steps_run // 2 + steps_run % 2  # every 2nd step, and the last one
+    expect(page.locator("#previews img")).to_have_count(previews_expected)
+    expect(page.locator("#error")).to_be_hidden()
+
+    request_json = page.inner_text("#request-json")
+    assert '"steps": 10' in request_json and '"weight": -1' in request_json
+    assert '"init_image": "<base64,' in request_json and '"progress": true' in request_json
+    expect(page.locator("#response-json")).to_contain_text(
+        f"{steps_run} progress chunks, then the result chunk"
+    )
+    expect(page.locator("#response-json")).to_contain_text(f'"seed": {seed}')
+
+    page.click("#reuse-seed")
+    expect(page.locator("#seed")).to_have_value(seed)
+    snippet = page.inner_text("#boto3-snippet")
+    assert f'"seed": {seed}' in snippet and 'b64("door.png")' in snippet
+    assert f'endpoint_url="{server.url}"' in snippet and "client.invoke_model(" in snippet
+    (tmp_path / "door.png").write_bytes(png_file("door.png")["buffer"])
+    ran = subprocess.run(
+        [sys.executable, "-c", snippet], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.split() == [seed, "SUCCESS"] and (tmp_path / "result.png").exists()
+    page.screenshot(path=str(artifacts / "playground-result.png"), full_page=True)
+
+    page.fill("#steps", "5")  # the input takes it; the server refuses it
+    page.click("#generate")
+    expect(page.locator("#error")).to_be_visible(timeout=GENERATION_TIMEOUT_MS)
+    expect(page.locator("#error-type")).to_have_text("ValidationException")
+    expect(page.locator("#error-message")).to_have_text(
+        "Malformed input request: #/steps: 5 is not greater or equal to 10, "
+        "please reformat your input and try again."
+    )
+    expect(page.locator("#response-json")).to_contain_text("HTTP 400")
+    expect(page.locator("#generate")).to_be_enabled()
+    page.screenshot(path=str(artifacts / "playground-error.png"), full_page=True)
+
+    assert watch.problems == []
+    page.close()
+
+
+def test_text_to_image_sends_the_size_and_no_image_fields(browser: Browser, server: RunningServer) -> None:
+    page, watch = open_playground(browser, server)
+    page.select_option("#size-preset", "1216x832")
+    body: dict[str, Any] = page.evaluate("formToBody()")
+    assert (body["width"], body["height"]) == (1216, 832)
+    assert "init_image" not in body and "image_strength" not in body and "mask_source" not in body
+    page.fill("#width", "64")
+    page.fill("#height", "128")
+    page.select_option("#sampler", "K_EULER")
+    page.select_option("#style_preset", "pixel-art")
+    page.fill("#seed", "42")
+    page.fill("#steps", "10")
+    page.click("#generate")
+    expect(page.locator("#result-image")).to_be_visible(timeout=GENERATION_TIMEOUT_MS)
+    expect(page.locator("#result-seed")).to_have_text("42")
+    size = page.eval_on_selector("#result-image", "image => [image.naturalWidth, image.naturalHeight]")
+    assert size == [64, 128]
+    assert watch.problems == []
+    page.close()
+
+
+def test_the_image_fields_follow_the_mode(browser: Browser, server: RunningServer) -> None:
+    page, watch = open_playground(browser, server)
+    expect(page.locator("#mask-slot")).to_be_hidden()
+    page.set_input_files("#init-image", files=[png_file("init.png")])
+    expect(page.locator("#size-fields")).to_be_hidden()
+    page.set_input_files("#mask-image", files=[png_file("mask.png")])
+    expect(page.locator("#mode")).to_have_text("masked image-to-image")
+    page.select_option("#init_image_mode", "STEP_SCHEDULE")
+    expect(page.locator("#step_schedule_start")).to_be_visible()
+    expect(page.locator("#image_strength")).to_be_hidden()
+    body: dict[str, Any] = page.evaluate("formToBody()")
+    assert body["mask_source"] == "MASK_IMAGE_WHITE" and body["mask_image"] == body["init_image"]
+    assert (body["init_image_mode"], body["step_schedule_start"], body["step_schedule_end"]) == (
+        "STEP_SCHEDULE",
+        0.65,
+        0,
+    )
+    assert "image_strength" not in body and "width" not in body
+    assert 'b64("mask.png")' in page.inner_text("#boto3-snippet")
+
+    page.click("#init-clear")
+    expect(page.locator("#mode")).to_have_text("text-to-image")
+    expect(page.locator("#mask-slot")).to_be_hidden()
+    body = page.evaluate("formToBody()")
+    assert "init_image" not in body and "mask_image" not in body and body["width"] == 1024
+    assert watch.problems == []
+    page.close()
+
+
+def test_the_frame_parser_reads_split_frames_and_exceptions(browser: Browser, server: RunningServer) -> None:
+    """The page's JS parser on frames made by the server's encoder, cut at awkward places."""
+    page, _ = open_playground(browser, server)
+    stream = (
+        eventstream.chunk_frame(b'{"progress": {"step": 1, "steps": 2}}')
+        + eventstream.chunk_frame(b'{"result": "success", "artifacts": []}')
+        + eventstream.exception_frame("modelTimeoutException", "The model took too long.")
+    )
+    pieces = [list(stream[start : start + 7]) for start in range(0, len(stream), 7)]
+    messages = page.evaluate(
+        """pieces => {
+            const parse = createFrameParser();
+            const frames = pieces.flatMap(piece => parse(new Uint8Array(piece)));
+            return {messages: frames.map(interpretFrame), pending: parse.pending()};
+        }""",
+        pieces,
+    )
+    assert messages == {
+        "messages": [
+            {"chunk": {"progress": {"step": 1, "steps": 2}}},
+            {"chunk": {"result": "success", "artifacts": []}},
+            {"error": {"type": "modelTimeoutException", "message": "The model took too long."}},
+        ],
+        "pending": 0,
+    }
+    corrupt = bytearray(eventstream.chunk_frame(b"{}"))
+    corrupt[-6] ^= 0xFF
+    error = page.evaluate(
+        """bytes => {
+            try { createFrameParser()(new Uint8Array(bytes)); return null } catch (e) { return e.message }
+        }""",
+        list(corrupt),
+    )
+    assert error == "event stream: message checksum mismatch"
+    page.close()
