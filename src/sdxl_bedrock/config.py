@@ -25,6 +25,9 @@ class Settings:
     # On SIGTERM, how long to finish accepted requests before leaving anyway.
     shutdown_timeout_s: float = 60.0
     host_threads: int = 4
+    # torch.compile the UNet (CUDA graphs), and the (width, height, batch) shapes run once before serving.
+    compile_unet: bool = False
+    warmup_buckets: tuple[tuple[int, int, int], ...] = ()
     log_json: bool = False
     tls_cert: Path | None = None
     tls_key: Path | None = None

@@ -56,7 +56,15 @@ class Runtime:
                 settings.dtype,
                 clip_model=settings.clip_model,
                 content_filter=load_content_filter(settings.blocked_terms),
+                compile_unet=settings.compile_unet,
             )
+            for done, (width, height, batch) in enumerate(settings.warmup_buckets, start=1):
+                print(
+                    f"sdxl-bedrock: warming up {width}x{height}, batch {batch} "
+                    f"({done}/{len(settings.warmup_buckets)})",
+                    flush=True,
+                )
+                await asyncio.to_thread(engine.warm_up, width, height, batch)
         except BaseException as error:
             self.load_error = error
             raise

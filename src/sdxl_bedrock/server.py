@@ -22,6 +22,9 @@ log = logging.getLogger(__name__)
 def serve(settings: Settings, verbose: bool = False) -> int:
     """Run until SIGTERM/SIGINT; returns the process exit code."""
     configure_logging(json_lines=settings.log_json, verbose=verbose)
+    if not verbose:
+        # Read when transformers is first imported (by the engine, later): its import-time notices are noise.
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     return asyncio.run(_serve(settings))
 
 

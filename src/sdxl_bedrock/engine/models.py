@@ -123,6 +123,7 @@ def load_pipeline(
     source = (
         spec if isinstance(spec, ModelSource) else resolve_model(spec, single_file_config=single_file_config)
     )
+    quiet_libraries()
     if source.kind == "sdxl-random":
         pipe = random_sdxl_pipeline(source.path, device=device, dtype=dtype)
     elif source.kind == "single-file":
@@ -132,6 +133,16 @@ def load_pipeline(
     pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def quiet_libraries() -> None:
+    """A server's log is for its own lines: no loading progress bars, no library chatter below errors."""
+    import diffusers.utils.logging
+    import transformers.utils.logging
+
+    for library in (diffusers.utils.logging, transformers.utils.logging):
+        library.disable_progress_bar()
+        library.set_verbosity_error()
 
 
 def load_diffusers_folder(folder: Path, dtype: torch.dtype) -> StableDiffusionXLImg2ImgPipeline:

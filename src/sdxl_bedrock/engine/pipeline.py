@@ -16,10 +16,12 @@ each keep their own prompt, guidance scale and seed. Stages:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,7 @@ import torch
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
+from sdxl_bedrock.engine.acceleration import accelerate
 from sdxl_bedrock.engine.clip_guidance import CLIP_GUIDANCE_PRESETS, ClipGuide, guided_on_step
 from sdxl_bedrock.engine.content_filter import ContentFilter, obscure
 from sdxl_bedrock.engine.masking import blend_outside_mask, latent_mask, paste_outside_mask
@@ -49,7 +52,7 @@ from sdxl_bedrock.engine.samplers import (
 )
 from sdxl_bedrock.engine.styles import apply_style
 from sdxl_bedrock.errors import ModelFailure
-from sdxl_bedrock.schema import FinishReason, GeneratedImage, GenerationRequest, Sampler
+from sdxl_bedrock.schema import FinishReason, GeneratedImage, GenerationRequest, Sampler, WeightedPrompt
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +69,8 @@ SDXL_LATENT_RGB_FACTORS = (
     (-0.3165, -0.2492, -0.2188),
 )
 SDXL_LATENT_RGB_BIAS = (0.1084, -0.0175, -0.0011)
+# Bounded by bytes, not entries: a 2000-character prompt is ~27 chunks of 77 tokens.
+PROMPT_CACHE_BYTES = 256 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -127,6 +132,9 @@ class Engine:
         self.zero_unconditional = bool(self.pipe.config.get("force_zeros_for_empty_prompt", True))
         self.vae_scale_factor = int(self.pipe.vae_scale_factor)
         self._lock = threading.Lock()
+        # Repeated prompts (and style templates) skip the text encoders.
+        self.prompt_cache: OrderedDict[str, PromptEmbeddings] = OrderedDict()
+        self.prompt_cache_bytes = PROMPT_CACHE_BYTES
 
     @classmethod
     def load(
@@ -137,8 +145,10 @@ class Engine:
         *,
         clip_model: str | None = None,
         content_filter: ContentFilter | None = None,
+        compile_unet: bool = False,
     ) -> Engine:
-        """`clip_model`: a transformers CLIPModel folder, or `tiny` for the tiny random one."""
+        """`clip_model`: a transformers CLIPModel folder, or `tiny` for the tiny random one.
+        `compile_unet`: torch.compile the UNet (CUDA graphs); warm it up before serving."""
         from sdxl_bedrock.engine.models import load_pipeline
 
         torch_device = resolve_device(device)
@@ -148,10 +158,25 @@ class Engine:
             # SDXL's VAE overflows in half precision; keep it in float32 for good.
             pipe.vae.to(dtype=torch.float32)
         pipe.set_progress_bar_config(disable=True)
+        accelerate(pipe, torch_device, compile_unet=compile_unet)
         clip_guide = None
         if clip_model is not None:
             clip_guide = ClipGuide.load(resolve_clip_model(clip_model), torch_device)
         return cls(pipe, torch_device, torch_dtype, clip_guide=clip_guide, content_filter=content_filter)
+
+    def warm_up(self, width: int, height: int, batch_size: int) -> None:
+        """One small text-to-image batch of this shape: compiles (and captures CUDA graphs) off the clock."""
+        request = GenerationRequest(
+            prompts=(WeightedPrompt("warm-up", 1.0),),
+            negative_prompts=(),
+            width=width,
+            height=height,
+            seed=1,
+            steps=10,
+            cfg_scale=7.0,
+            sampler=Sampler.K_DPMPP_2M,
+        )
+        self.generate([request] * batch_size)
 
     def gpu_memory_bytes(self) -> int:
         return int(torch.cuda.memory_allocated(self.device)) if self.device.type == "cuda" else 0
@@ -172,7 +197,14 @@ class Engine:
         if len(keys) != 1:
             raise ValueError(f"a batch must share one batch key, got {len(keys)}")
         with self._lock:
-            images = self._generate(requests, on_step)
+            try:
+                images = self._generate(requests, on_step)
+            except NonFiniteOutput:
+                if self.dtype == torch.float32:
+                    raise ModelFailure("The model produced a non-finite image.") from None
+                log.warning("non-finite output in %s; retrying the batch once in float32", self.dtype)
+                with self.in_float32():
+                    images = self._generate(requests, on_step)
         if len(images) != len(requests):
             raise ModelFailure(f"the engine made {len(images)} images for {len(requests)} requests")
         # 8. screen with the content filter
@@ -249,6 +281,21 @@ class Engine:
         return empty
 
     def encode_texts(self, texts: list[str]) -> list[PromptEmbeddings]:
+        """`encode_uncached` through a bounded LRU cache of recent prompts."""
+        cache = self.prompt_cache
+        missing = [text for text in dict.fromkeys(texts) if text not in cache]
+        if missing:
+            cache.update(zip(missing, self.encode_uncached(missing), strict=True))
+        for text in texts:
+            cache.move_to_end(text)
+        encoded = [cache[text] for text in texts]
+        held = sum(e.tokens.nbytes + e.pooled.nbytes for e in cache.values())
+        while held > self.prompt_cache_bytes and len(cache) > len(texts):
+            _, evicted = cache.popitem(last=False)
+            held -= evicted.tokens.nbytes + evicted.pooled.nbytes
+        return encoded
+
+    def encode_uncached(self, texts: list[str]) -> list[PromptEmbeddings]:
         """Both CLIP encoders' penultimate hidden states, chunk by chunk, concatenated along the feature axis;
         the pooled output of the second encoder's first chunk."""
         pipe = self.pipe
@@ -412,6 +459,21 @@ class Engine:
 
         return steered
 
+    @contextlib.contextmanager
+    def in_float32(self) -> Iterator[None]:
+        """The UNet and text encoders in float32 for one retry (half precision overflowed), then back."""
+        half_modules = [self.pipe.unet, self.pipe.text_encoder, self.pipe.text_encoder_2]
+        dtype, cache = self.dtype, self.prompt_cache
+        for module in half_modules:
+            module.to(torch.float32)
+        self.dtype, self.prompt_cache = torch.float32, OrderedDict()
+        try:
+            yield
+        finally:
+            for module in half_modules:
+                module.to(dtype)
+            self.dtype, self.prompt_cache = dtype, cache
+
     def decode_pixels(self, latents: torch.Tensor) -> torch.Tensor:
         """Model latents -> the VAE's pixels in [-1, 1]."""
         vae = self.pipe.vae
@@ -421,9 +483,10 @@ class Engine:
         return pixels
 
     def decode(self, latents: torch.Tensor) -> list[Any]:
-        images: list[Any] = self.pipe.image_processor.postprocess(
-            self.decode_pixels(latents), output_type="pil"
-        )
+        pixels = self.decode_pixels(latents)
+        if not bool(torch.isfinite(pixels).all()):
+            raise NonFiniteOutput("the decoded image holds NaN or infinity")
+        images: list[Any] = self.pipe.image_processor.postprocess(pixels, output_type="pil")
         return images
 
     @staticmethod
@@ -463,6 +526,10 @@ class Engine:
             return None, None
         as_tensor = lambda values: torch.tensor(values).view(1, -1, 1, 1).to(like.device, like.dtype)  # noqa: E731
         return as_tensor(mean), as_tensor(std)
+
+
+class NonFiniteOutput(Exception):
+    """Half precision overflowed somewhere: the batch is retried once in float32."""
 
 
 def resolve_clip_model(spec: str) -> Path:

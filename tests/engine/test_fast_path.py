@@ -1,0 +1,72 @@
+"""The fast path keeps results: NaN retry in float32, the prompt-embedding cache, fused projections."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sdxl_bedrock.engine.acceleration import parse_buckets
+from sdxl_bedrock.engine.pipeline import Engine
+from sdxl_bedrock.errors import ModelFailure
+from sdxl_bedrock.schema import GenerationRequest, Sampler, WeightedPrompt
+
+
+def request(prompt: str = "a lamp", seed: int = 1) -> GenerationRequest:
+    return GenerationRequest(
+        prompts=(WeightedPrompt(prompt, 1.0),),
+        negative_prompts=(),
+        width=64,
+        height=64,
+        seed=seed,
+        steps=10,
+        cfg_scale=7.0,
+        sampler=Sampler.K_EULER,
+    )
+
+
+def test_a_half_precision_overflow_is_retried_in_float32(cache_dir: object) -> None:
+    engine = Engine.load("tiny", "cpu", "float16")
+    with torch.no_grad():
+        # Representable in float16, but the activations it makes are not: a typical fp16 overflow.
+        engine.pipe.unet.conv_in.weight.mul_(30000.0)
+    [image] = engine.generate([request()])
+    assert image.image.size == (64, 64)
+    assert engine.dtype == torch.float16 and engine.pipe.unet.dtype == torch.float16, "restored after retry"
+
+
+def test_a_non_finite_image_in_float32_is_a_model_error(cache_dir: object) -> None:
+    engine = Engine.load("tiny", "cpu", "float32")
+    with torch.no_grad():
+        engine.pipe.unet.conv_out.bias.fill_(float("nan"))
+    with pytest.raises(ModelFailure, match="non-finite"):
+        engine.generate([request()])
+
+
+def test_repeated_prompts_skip_the_text_encoders_and_give_the_same_image(cache_dir: object) -> None:
+    engine = Engine.load("tiny", "cpu", "float32")
+    calls = 0
+    encode = engine.encode_uncached
+
+    def counting(texts: list[str]) -> list:  # type: ignore[type-arg]
+        nonlocal calls
+        calls += 1
+        return encode(texts)
+
+    engine.encode_uncached = counting  # type: ignore[method-assign]
+    first = engine.generate([request()])[0].image
+    calls_after_first = calls
+    second = engine.generate([request()])[0].image
+    assert calls == calls_after_first, "the second request found its prompts in the cache"
+    assert first.tobytes() == second.tobytes()
+    engine.prompt_cache_bytes = 0
+    engine.generate([request("another prompt")])
+    assert set(engine.prompt_cache) == {"", "another prompt"}, "the cache keeps only what it is bounded to"
+
+
+def test_the_projections_are_fused() -> None:
+    engine_unet = Engine.load("tiny", "cpu", "float32").pipe.unet
+    assert any(getattr(m, "fused_projections", False) for m in engine_unet.modules())
+
+
+def test_warm_up_buckets_parse() -> None:
+    assert parse_buckets("1024x1024:1,2;832x1216") == [(1024, 1024, 1), (1024, 1024, 2), (832, 1216, 1)]
