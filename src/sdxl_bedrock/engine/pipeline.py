@@ -199,6 +199,10 @@ class Engine:
         with self._lock:
             try:
                 images = self._generate(requests, on_step)
+            except torch.OutOfMemoryError:
+                # Free the allocator's cache before the batcher retries this batch's members one by one.
+                torch.cuda.empty_cache()
+                raise
             except NonFiniteOutput:
                 if self.dtype == torch.float32:
                     raise ModelFailure("The model produced a non-finite image.") from None
