@@ -7,7 +7,6 @@ import math
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from sdxl_bedrock.engine.clip_guidance import (
     CLIP_GUIDANCE_PRESETS,
@@ -19,6 +18,7 @@ from sdxl_bedrock.engine.clip_guidance import (
 from sdxl_bedrock.engine.pipeline import Engine
 from sdxl_bedrock.engine.tiny import tiny_clip_path
 from sdxl_bedrock.schema import GenerationRequest, Sampler, WeightedPrompt
+from tests.engine.conftest import as_array
 
 
 @pytest.fixture(scope="module")
@@ -38,10 +38,6 @@ def request(preset: str, seed: int = 6, sampler: Sampler = Sampler.K_EULER) -> G
         sampler=sampler,
         clip_guidance_preset=preset,
     )
-
-
-def as_array(image: Image.Image) -> np.ndarray:
-    return np.asarray(image.convert("RGB"), dtype=np.int16)
 
 
 def test_the_preset_table_covers_every_preset_but_none() -> None:

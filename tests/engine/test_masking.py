@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import pytest
 import torch
@@ -12,17 +10,7 @@ from PIL import Image
 from sdxl_bedrock.engine.masking import EDGE_RADIUS, latent_mask, paste_outside_mask, soft_edge
 from sdxl_bedrock.engine.pipeline import Engine
 from sdxl_bedrock.schema import GenerationRequest, Sampler, WeightedPrompt
-from tests.conftest import gradient_png
-
-
-@pytest.fixture(scope="module")
-def engine(cache_dir: object) -> Engine:
-    return Engine.load("tiny", device="cpu", dtype="float32")
-
-
-@pytest.fixture(scope="module")
-def source() -> Image.Image:
-    return Image.open(io.BytesIO(gradient_png(64, 64))).convert("RGB")
+from tests.engine.conftest import as_array
 
 
 def square_mask(left: int, top: int, right: int, bottom: int, size: int = 64) -> Image.Image:
@@ -39,10 +27,6 @@ def outside_band(mask: Image.Image, band: int = EDGE_RADIUS) -> np.ndarray:
         for dx in range(-band, band + 1):
             grown |= np.roll(np.roll(masked, dy, 0), dx, 1)
     return ~grown
-
-
-def as_array(image: Image.Image) -> np.ndarray:
-    return np.asarray(image.convert("RGB"), dtype=np.int16)
 
 
 def masked_request(

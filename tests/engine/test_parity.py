@@ -11,27 +11,11 @@ from diffusers import DDIMScheduler, EulerDiscreteScheduler, StableDiffusionXLIm
 from PIL import Image
 
 from sdxl_bedrock.engine.pipeline import Engine
-from sdxl_bedrock.engine.tiny import tiny_model_path
 from sdxl_bedrock.schema import GenerationRequest, Sampler, WeightedPrompt
 from tests.conftest import gradient_png
+from tests.engine.conftest import as_array
 
 SCHEDULERS = {Sampler.DDIM: DDIMScheduler, Sampler.K_EULER: EulerDiscreteScheduler}
-
-
-@pytest.fixture(scope="module")
-def engine(cache_dir: object) -> Engine:
-    return Engine.load("tiny", device="cpu", dtype="float32")
-
-
-@pytest.fixture(scope="module")
-def reference_pipe(cache_dir: object) -> StableDiffusionXLImg2ImgPipeline:
-    pipe = StableDiffusionXLImg2ImgPipeline.from_pretrained(tiny_model_path(), torch_dtype=torch.float32)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
-def as_array(image: Image.Image) -> np.ndarray:
-    return np.asarray(image.convert("RGB"), dtype=np.int16)
 
 
 @pytest.mark.parametrize("sampler", [Sampler.DDIM, Sampler.K_EULER])

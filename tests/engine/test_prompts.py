@@ -6,30 +6,17 @@ import io
 from collections.abc import Sequence
 
 import numpy as np
-import pytest
 import torch
 from diffusers import StableDiffusionXLImg2ImgPipeline
 from PIL import Image
 
 from sdxl_bedrock.engine.pipeline import Engine
 from sdxl_bedrock.engine.prompts import CLIP_WINDOW, chunk_token_ids, stack_rows
-from sdxl_bedrock.engine.tiny import tiny_model_path
 from sdxl_bedrock.schema import GenerationRequest, Sampler, WeightedPrompt
 from tests.conftest import gradient_png
+from tests.engine.conftest import as_array
 
 LONG_PROMPT = ("a lighthouse on a cliff above a stormy sea at dusk, oil painting, " * 40)[:2000]
-
-
-@pytest.fixture(scope="module")
-def engine(cache_dir: object) -> Engine:
-    return Engine.load("tiny", device="cpu", dtype="float32")
-
-
-@pytest.fixture(scope="module")
-def reference_pipe(cache_dir: object) -> StableDiffusionXLImg2ImgPipeline:
-    pipe = StableDiffusionXLImg2ImgPipeline.from_pretrained(tiny_model_path(), torch_dtype=torch.float32)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
 
 
 def request(
@@ -47,10 +34,6 @@ def request(
         denoise_from=0.8,
         init_image=Image.open(io.BytesIO(gradient_png(64, 64))).convert("RGB"),
     )
-
-
-def as_array(image: Image.Image) -> np.ndarray:
-    return np.asarray(image.convert("RGB"), dtype=np.int16)
 
 
 def encoded(engine: Engine, *requests: GenerationRequest) -> tuple[torch.Tensor, torch.Tensor]:

@@ -3,7 +3,6 @@ against an independent implementation, per-request randomness, windows and progr
 
 from __future__ import annotations
 
-import io
 import math
 
 import numpy as np
@@ -24,32 +23,10 @@ from sdxl_bedrock.engine.samplers import (
     timestep_to_sigma,
     training_sigmas,
 )
-from sdxl_bedrock.engine.tiny import tiny_model_path
 from sdxl_bedrock.schema import GenerationRequest, Sampler, WeightedPrompt
-from tests.conftest import gradient_png
+from tests.engine.conftest import as_array
 
 DIFFUSERS_SAMPLERS = [sampler for sampler, spec in SAMPLERS.items() if spec.k_sampler is None]
-
-
-@pytest.fixture(scope="module")
-def engine(cache_dir: object) -> Engine:
-    return Engine.load("tiny", device="cpu", dtype="float32")
-
-
-@pytest.fixture(scope="module")
-def reference_pipe(cache_dir: object) -> StableDiffusionXLImg2ImgPipeline:
-    pipe = StableDiffusionXLImg2ImgPipeline.from_pretrained(tiny_model_path(), torch_dtype=torch.float32)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
-@pytest.fixture(scope="module")
-def source() -> Image.Image:
-    return Image.open(io.BytesIO(gradient_png(64, 64))).convert("RGB")
-
-
-def as_array(image: Image.Image) -> np.ndarray:
-    return np.asarray(image.convert("RGB"), dtype=np.int16)
 
 
 def img2img(
