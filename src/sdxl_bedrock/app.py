@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from sdxl_bedrock import __version__
 from sdxl_bedrock.api import bedrock, playground, stability
 from sdxl_bedrock.api.errors import bedrock_error_response, stability_error_response
+from sdxl_bedrock.api.openapi import metrics_responses, ping_responses
 from sdxl_bedrock.config import Settings
 from sdxl_bedrock.errors import InvalidRequest, ModelNotReady, ServiceError
 from sdxl_bedrock.logs import request_id_var
@@ -118,6 +119,7 @@ def create_app(
     )
     app.state.runtime = runtime
     app.include_router(bedrock.router)
+    app.include_router(playground.page_router)
     app.include_router(playground.router)
     app.include_router(stability.router)
     add_health_routes(app)
@@ -143,14 +145,24 @@ async def load_then_announce(
 
 
 def add_health_routes(app: FastAPI) -> None:
-    @app.get("/ping", summary="Health: 200 once the model is loaded, 429 ModelNotReadyException before")
+    @app.get(
+        "/ping",
+        summary="Health: 200 once the model is loaded, 429 ModelNotReadyException before",
+        response_class=Response,
+        responses=ping_responses(),
+    )
     async def ping(request: Request) -> Response:
         runtime: Runtime = request.app.state.runtime
         if not runtime.ready.is_set():
             raise ModelNotReady("The model is still loading; try again shortly.")
         return JSONResponse({"status": "Healthy"})
 
-    @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    @app.get(
+        "/metrics",
+        summary="Prometheus metrics",
+        response_class=Response,
+        responses=metrics_responses(CONTENT_TYPE_LATEST),
+    )
     async def metrics(request: Request) -> Response:
         runtime: Runtime = request.app.state.runtime
         if runtime.engine is not None:

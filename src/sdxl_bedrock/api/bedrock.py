@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import re
 import time
+from typing import Annotated
 from urllib.parse import unquote
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Path, Request
 from starlette.responses import Response, StreamingResponse
 
 from sdxl_bedrock.api.artifacts import artifacts_json
 from sdxl_bedrock.api.auth import check_bedrock_auth
 from sdxl_bedrock.api.body import read_body
+from sdxl_bedrock.api.openapi import bedrock_request_body, invoke_responses, model_id_schema, stream_responses
 from sdxl_bedrock.api.stream import progress_options, stream_events
 from sdxl_bedrock.errors import InvalidRequest, NotFound
 from sdxl_bedrock.runtime import Runtime
+from sdxl_bedrock.schema import GenerationRequest
 from sdxl_bedrock.validation import parse_bedrock_body
 
 MODEL_NAME = "stability.stable-diffusion-xl-v1"
@@ -26,6 +29,9 @@ FOUNDATION_MODEL_ARN = re.compile(
 MODEL_ROUTE = re.compile(r"^/model/(?P<model>[^/]+)/(?P<action>invoke|invoke-with-response-stream)$")
 
 router = APIRouter()
+# Documentation only: the handlers check the id themselves, on the raw path (a constraint here would answer
+# FastAPI's 422 instead of ValidationException).
+ModelIdParameter = Annotated[str, Path(json_schema_extra=model_id_schema(MODEL_IDS))]
 
 
 def parse_model_id(raw_segment: str) -> str:
@@ -54,27 +60,28 @@ def check_accept(request: Request, header: str = "accept") -> None:
         raise InvalidRequest(f"The requested accept type is not supported: {accept}.", field=header)
 
 
+async def validated_request(request: Request, runtime: Runtime, accept_header: str) -> GenerationRequest:
+    """What both operations check, in AWS's order: auth, then the model id, the accept type, the body."""
+    raw = await read_body(request)
+    check_bedrock_auth(runtime.settings, request.scope, request.headers, raw)
+    parse_model_id(model_segment(request))
+    check_accept(request, accept_header)
+    return await runtime.in_host_thread(parse_bedrock_body, raw, relaxed_sizes=runtime.settings.relaxed_sizes)
+
+
 @router.post(
     "/model/{model_id:path}/invoke",
     summary="InvokeModel",
     description="Bedrock Runtime InvokeModel for stability.stable-diffusion-xl-v1 (image-to-image, "
     "text-to-image, masked image-to-image). The body is Stability's SDXL JSON; see SPEC section 2.",
     response_class=Response,
-    responses={200: {"content": {"application/json": {}}}},
-    openapi_extra={
-        "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}}
-    },
+    responses=invoke_responses(),
+    openapi_extra=bedrock_request_body(),
 )
-async def invoke_model(model_id: str, request: Request) -> Response:
+async def invoke_model(model_id: ModelIdParameter, request: Request) -> Response:
     started = time.monotonic()
     runtime: Runtime = request.app.state.runtime
-    raw = await read_body(request)
-    check_bedrock_auth(runtime.settings, request.scope, request.headers, raw)  # before anything else, as AWS
-    parse_model_id(model_segment(request))
-    check_accept(request)
-    generation = await runtime.in_host_thread(
-        parse_bedrock_body, raw, relaxed_sizes=runtime.settings.relaxed_sizes
-    )
+    generation = await validated_request(request, runtime, accept_header="accept")
     artifacts = await runtime.generate(generation)
     body = await runtime.in_host_thread(artifacts_json, artifacts)
     latency_ms = int((time.monotonic() - started) * 1000)
@@ -91,20 +98,12 @@ async def invoke_model(model_id: str, request: Request) -> Response:
     description="The same request as InvokeModel; the answer is an AWS event stream with one `chunk` event "
     "holding the same JSON. With `extras.progress: true`, progress chunks come first (see docs/API.md).",
     response_class=Response,
-    responses={200: {"content": {"application/vnd.amazon.eventstream": {}}}},
-    openapi_extra={
-        "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}}
-    },
+    responses=stream_responses(),
+    openapi_extra=bedrock_request_body(),
 )
-async def invoke_model_with_response_stream(model_id: str, request: Request) -> Response:
+async def invoke_model_with_response_stream(model_id: ModelIdParameter, request: Request) -> Response:
     runtime: Runtime = request.app.state.runtime
-    raw = await read_body(request)
-    check_bedrock_auth(runtime.settings, request.scope, request.headers, raw)  # before anything else, as AWS
-    parse_model_id(model_segment(request))
-    check_accept(request, "x-amzn-bedrock-accept")
-    generation = await runtime.in_host_thread(
-        parse_bedrock_body, raw, relaxed_sizes=runtime.settings.relaxed_sizes
-    )
+    generation = await validated_request(request, runtime, accept_header="x-amzn-bedrock-accept")
     runtime.admit(generation)  # refusals before the 200 are ordinary error responses
     progress = progress_options(generation.extras)
     return StreamingResponse(

@@ -14,6 +14,7 @@ from typing import get_args
 from fastapi import APIRouter, HTTPException
 from starlette.responses import JSONResponse, Response
 
+from sdxl_bedrock.api.openapi import playground_page_responses
 from sdxl_bedrock.schema import DEFAULT_SAMPLER, Sampler
 from sdxl_bedrock.validation import (
     SDXL_V1_SIZES,
@@ -46,7 +47,9 @@ SECURITY_HEADERS = {
     "Cache-Control": "no-cache",
 }
 
+# The page is documented; its assets and options are the page's own business.
 router = APIRouter(include_in_schema=False)
+page_router = APIRouter()
 
 
 @cache
@@ -58,7 +61,9 @@ def asset_response(name: str) -> Response:
     return Response(asset(name), media_type=ASSET_MEDIA_TYPES[name], headers=SECURITY_HEADERS)
 
 
-@router.get("/")
+@page_router.get(
+    "/", summary="The playground page", response_class=Response, responses=playground_page_responses()
+)
 async def playground_page() -> Response:
     return asset_response("index.html")
 

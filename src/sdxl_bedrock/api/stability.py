@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncGenerator
-from typing import Literal
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Path, Request
 from starlette.datastructures import Headers, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.responses import JSONResponse, Response
@@ -20,6 +20,13 @@ from starlette.responses import JSONResponse, Response
 from sdxl_bedrock.api.auth import check_bearer
 from sdxl_bedrock.api.body import read_body
 from sdxl_bedrock.api.errors import MissingCredentials
+from sdxl_bedrock.api.openapi import (
+    engine_id_schema,
+    engines_responses,
+    stability_form_request_body,
+    stability_generation_responses,
+    stability_json_request_body,
+)
 from sdxl_bedrock.codecs import png_to_base64
 from sdxl_bedrock.config import Settings
 from sdxl_bedrock.errors import InvalidRequest, MalformedBody, NotFound
@@ -44,6 +51,8 @@ MAX_FORM_FILES = 4
 ResponseType = Literal["json", "png"]
 
 router = APIRouter(prefix="/v1")
+# Documentation only: check_engine answers an unknown engine with Stability's 404.
+EngineIdParameter = Annotated[str, Path(json_schema_extra=engine_id_schema([ENGINE_ID]))]
 
 
 def check_api_key(settings: Settings, headers: Headers) -> None:
@@ -134,7 +143,12 @@ async def answer(runtime: Runtime, generation: GenerationRequest, answer_type: R
     return Response(await runtime.in_host_thread(artifacts_body, artifacts), media_type="application/json")
 
 
-@router.get("/engines/list", summary="List engines (Stability v1)")
+@router.get(
+    "/engines/list",
+    summary="List engines (Stability v1)",
+    response_class=Response,
+    responses=engines_responses(),
+)
 async def list_engines(request: Request) -> Response:
     runtime: Runtime = request.app.state.runtime
     check_api_key(runtime.settings, request.headers)
@@ -146,12 +160,10 @@ async def list_engines(request: Request) -> Response:
     summary="text-to-image (Stability v1)",
     description="Stability's text-to-image JSON body; `steps` 10..150 (default 50), `samples` 1..10.",
     response_class=Response,
-    responses={200: {"content": {"application/json": {}, "image/png": {}}}},
-    openapi_extra={
-        "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}}
-    },
+    responses=stability_generation_responses(),
+    openapi_extra=stability_json_request_body(),
 )
-async def text_to_image(engine_id: str, request: Request) -> Response:
+async def text_to_image(engine_id: EngineIdParameter, request: Request) -> Response:
     runtime: Runtime = request.app.state.runtime
     check_api_key(runtime.settings, request.headers)
     check_engine(engine_id)
@@ -175,11 +187,6 @@ async def form_generation(engine_id: str, request: Request, *, masking: bool) ->
     return await answer(runtime, generation, answer_type)
 
 
-FORM_OPENAPI = {
-    "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {"type": "object"}}}}
-}
-
-
 @router.post(
     "/generation/{engine_id}/image-to-image",
     summary="image-to-image (Stability v1)",
@@ -187,10 +194,10 @@ FORM_OPENAPI = {
     "`text_prompts[0][weight]`, `init_image_mode`, `image_strength` or `step_schedule_start`/`_end`, and the "
     "common fields by name.",
     response_class=Response,
-    responses={200: {"content": {"application/json": {}, "image/png": {}}}},
-    openapi_extra=FORM_OPENAPI,
+    responses=stability_generation_responses(),
+    openapi_extra=stability_form_request_body(masking=False),
 )
-async def image_to_image(engine_id: str, request: Request) -> Response:
+async def image_to_image(engine_id: EngineIdParameter, request: Request) -> Response:
     return await form_generation(engine_id, request, masking=False)
 
 
@@ -200,8 +207,8 @@ async def image_to_image(engine_id: str, request: Request) -> Response:
     description="A multipart form: `init_image` and `mask_image` as files, `mask_source`, the prompts and "
     "the common fields by name.",
     response_class=Response,
-    responses={200: {"content": {"application/json": {}, "image/png": {}}}},
-    openapi_extra=FORM_OPENAPI,
+    responses=stability_generation_responses(),
+    openapi_extra=stability_form_request_body(masking=True),
 )
-async def image_to_image_masking(engine_id: str, request: Request) -> Response:
+async def image_to_image_masking(engine_id: EngineIdParameter, request: Request) -> Response:
     return await form_generation(engine_id, request, masking=True)

@@ -20,6 +20,8 @@ from typing import Any
 
 import torch
 
+from sdxl_bedrock.engine.prompts import blend
+
 # OpenAI CLIP's preprocessing, used when a CLIP folder has no preprocessor_config.json.
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -112,8 +114,7 @@ class ClipGuide:
         ).to(self.device)
         # transformers 5 returns the projected embedding as the output's pooler_output.
         features = torch.nn.functional.normalize(self.model.get_text_features(**tokens).pooler_output, dim=-1)
-        weight = torch.tensor(weights, dtype=features.dtype, device=features.device)[:, None]
-        return (features * weight).sum(0) / weight.sum()
+        return blend(features, weights)
 
     def loss_gradient(
         self,

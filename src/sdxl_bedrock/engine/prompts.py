@@ -57,9 +57,16 @@ def tokenize_in_chunks(tokenizer: Any, texts: Sequence[str]) -> list[list[list[i
     ]
 
 
+def relative_weights(weights: Sequence[float]) -> list[float]:
+    """The weights over the largest one, in double precision: a weighted mean is the same, and any valid
+    JSON weight (1e39, 1e-46) stays finite and non-zero in the model's float32 or float16."""
+    largest = max(weights)
+    return [weight / largest for weight in weights] if largest > 0 else list(weights)
+
+
 def blend(embeddings: torch.Tensor, weights: Sequence[float]) -> torch.Tensor:
     """Weighted mean over the first axis: weight 0 adds nothing, and equal prompts blend to themselves."""
-    weight_tensor = torch.tensor(weights, dtype=embeddings.dtype, device=embeddings.device)
+    weight_tensor = torch.tensor(relative_weights(weights), dtype=embeddings.dtype, device=embeddings.device)
     weight_tensor = weight_tensor.view(-1, *([1] * (embeddings.ndim - 1)))
     return (embeddings * weight_tensor).sum(0) / weight_tensor.sum()
 
