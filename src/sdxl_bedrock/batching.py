@@ -153,6 +153,7 @@ class Batcher:
         try:
             images = await self._run_in_engine(batch)
         except BatchAbandoned:
+            self.metrics.abandoned_batches.inc()
             log.info("a batch of %d was abandoned by its callers and stopped early", len(batch))
             return
         except Exception as error:

@@ -45,6 +45,11 @@ class Metrics:
         self.engine_failures = Counter(
             "sdxl_engine_failures", "Batches or requests the engine failed on", registry=self.registry
         )
+        self.abandoned_batches = Counter(
+            "sdxl_abandoned_batches",
+            "Batches stopped early because every caller had gone away",
+            registry=self.registry,
+        )
         self.gpu_memory_bytes = Gauge(
             "sdxl_gpu_memory_allocated_bytes", "GPU memory held by torch", registry=self.registry
         )

@@ -5,7 +5,9 @@ from __future__ import annotations
 import base64
 import io
 import json
+import time
 
+import httpx
 import pytest
 from botocore.exceptions import ClientError
 from PIL import Image
@@ -58,3 +60,30 @@ def test_errors_before_the_stream_starts_are_ordinary_errors(server: RunningServ
     with pytest.raises(ClientError) as caught:
         bedrock(server.url).invoke_model_with_response_stream(modelId=MODEL, body=body(cfg_scale=99))
     assert caught.value.response["Error"]["Code"] == "ValidationException"
+
+
+def test_a_client_that_disconnects_stops_its_work_at_the_next_step(server: RunningServer) -> None:
+    def abandoned() -> float:
+        for line in httpx.get(server.url + "/metrics").text.splitlines():
+            if line.startswith("sdxl_abandoned_batches_total "):
+                return float(line.split()[1])
+        raise AssertionError("no abandoned-batches metric")
+
+    before = abandoned()
+    # 512x512 at 50 full steps runs for seconds on the tiny model: long enough to leave in the middle.
+    long_request = body(
+        steps=50,
+        image_strength=0.0,
+        init_image=base64.b64encode(gradient_png(512, 512)).decode(),
+        extras={"progress": True, "progress_preview_every": 0},
+    )
+    path = f"/model/{MODEL}/invoke-with-response-stream"
+    with httpx.stream("POST", server.url + path, content=long_request, timeout=60) as response:
+        assert response.status_code == 200
+        next(response.iter_raw())  # the first progress frame: the work is running
+    deadline = time.monotonic() + 60
+    while abandoned() == before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert abandoned() == before + 1
+    # The engine is free again: a new request is answered.
+    assert stream_chunks(server, body())[0]["result"] == "success"
