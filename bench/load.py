@@ -23,8 +23,6 @@ import io
 import json
 import os
 import platform
-import socket
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -35,6 +33,8 @@ from typing import Any
 import httpx
 import numpy as np
 from PIL import Image
+from tests.conftest import RunningServer, wait_ready
+from tests.conftest import start_server as start_server_process
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "bench" / "out"
@@ -66,54 +66,19 @@ class Outcome:
 # ---- the server -------------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start_server(args: argparse.Namespace, log_path: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "sdxl_bedrock",
-        "serve",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
+def start_server(args: argparse.Namespace, log_dir: Path) -> RunningServer:
+    server = start_server_process(
+        log_dir,
         "--model",
         args.model,
         "--relaxed-sizes",
         "--max-queue",
         str(args.max_queue),
         *args.server_args,
-    ]
-    with log_path.open("wb") as log:
-        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise SystemExit(f"the server exited ({server.returncode}); see {log_path}")
-        try:
-            if httpx.get(url + "/ping", timeout=2).status_code == 200:
-                return server, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    server.kill()
-    raise SystemExit(f"the server was not ready in 300 s; see {log_path}")
-
-
-def stop_server(server: subprocess.Popen[bytes]) -> int:
-    server.terminate()
-    try:
-        return server.wait(60)
-    except subprocess.TimeoutExpired:
-        server.kill()
-        return server.wait(10)
+        wait=False,
+    )
+    wait_ready(server, timeout_s=300)
+    return server
 
 
 def process_tree(pid: int) -> list[int]:
@@ -309,16 +274,17 @@ def main(argv: list[str] | None = None) -> int:
         f"{platform.machine()}, {os.cpu_count()} cores",
         flush=True,
     )
-    server, url = start_server(args, OUT / "load-server.log")
+    server = start_server(args, OUT)
+    url, pid = server.url, server.process.pid
     outcome = Outcome()
     try:
         warm_up(url, body, args.warmup)
-        rss_before = rss_bytes(server.pid)
-        wall_s, rss_peak = asyncio.run(measured_load(url, server.pid, args, body, outcome))
+        rss_before = rss_bytes(pid)
+        wall_s, rss_peak = asyncio.run(measured_load(url, pid, args, body, outcome))
         time.sleep(1)  # let the last answers' buffers go
-        rss_after = rss_bytes(server.pid)
+        rss_after = rss_bytes(pid)
     finally:
-        exit_code = stop_server(server)
+        exit_code = server.stop()
     megabyte = 1024 * 1024
     rss_delta_mb = (rss_after - rss_before) / megabyte
     results: dict[str, Any] = {

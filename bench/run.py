@@ -19,8 +19,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -28,6 +26,8 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+from tests.conftest import RunningServer, wait_ready
+from tests.conftest import start_server as start_server_process
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "bench" / "out"
@@ -100,18 +100,10 @@ def baseline(args: argparse.Namespace, image_png: bytes) -> dict[str, Any]:
 # -- the server, through boto3 ----------------------------------------------------------------------------
 
 
-def start_server(args: argparse.Namespace) -> tuple[subprocess.Popen[bytes], str]:
-    import httpx
-    from tests.conftest import free_port
-
-    port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "sdxl_bedrock",
-        "serve",
-        "--port",
-        str(port),
+def start_server(args: argparse.Namespace) -> RunningServer:
+    OUT.mkdir(parents=True, exist_ok=True)
+    server = start_server_process(
+        OUT,
         "--model",
         args.model,
         "--device",
@@ -120,26 +112,18 @@ def start_server(args: argparse.Namespace) -> tuple[subprocess.Popen[bytes], str
         "--max-queue",
         "256",
         *args.server_args,
-    ]
-    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url + "/ping", timeout=2).status_code == 200:
-                return server, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    server.kill()
-    raise RuntimeError("the server did not become ready")
+        wait=False,
+    )
+    wait_ready(server, timeout_s=900)  # sdxl-random on a GPU builds 2.6 B parameters and compiles first
+    return server
 
 
 def through_server(args: argparse.Namespace, image_png: bytes) -> dict[str, Any]:
     import boto3
     from botocore.config import Config
 
-    server, url = start_server(args)
+    server = start_server(args)
+    url = server.url
     body_template = {
         "text_prompts": [{"text": "A space ship."}],
         "init_image": base64.b64encode(image_png).decode(),
@@ -179,8 +163,7 @@ def through_server(args: argparse.Namespace, image_png: bytes) -> dict[str, Any]
             "images_per_s": throughput,
         }
     finally:
-        server.terminate()
-        server.wait(60)
+        server.stop()
 
 
 # -- host codecs ------------------------------------------------------------------------------------------
@@ -222,7 +205,6 @@ def main() -> None:
         help="passed on to `sdxl-bedrock serve` (e.g. --max-batch-size 8)",
     )
     args = parser.parse_args()
-    sys.path.insert(0, str(REPO))
 
     image_png = source_png(args.size)
     print(
