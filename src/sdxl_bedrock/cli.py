@@ -59,6 +59,18 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="on SIGTERM, time allowed to finish accepted requests",
     )
+    serve.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the UNet (reduce-overhead, CUDA graphs); warms up --warmup first",
+    )
+    serve.add_argument(
+        "--warmup",
+        metavar="BUCKETS",
+        default=None,
+        help="sizes and batch sizes to run once before serving, e.g. '1024x1024:1,2,4,8;832x1216:1'"
+        " (default with --compile: 1024x1024:1)",
+    )
     serve.add_argument("--log-json", action="store_true", help="log JSON lines, one per request")
     serve.add_argument("--tls-cert", type=Path)
     serve.add_argument("--tls-key", type=Path)
@@ -88,9 +100,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="content filter: a prompt with one of these terms (one a line) comes back blurred",
     )
     serve.add_argument("-v", "--verbose", action="store_true")
+    add_ray_arguments(serve)
     serve.set_defaults(run=run_serve)
 
-    invoke = commands.add_parser("invoke", help="send one request to a running server through boto3")
+    invoke = commands.add_parser(
+        "invoke", help="send one request to a running server through boto3 (streamed, with a progress bar)"
+    )
     invoke.add_argument("--endpoint", default="http://127.0.0.1:8080")
     invoke.add_argument("--model-id", default="stability.stable-diffusion-xl-v1")
     invoke.add_argument("--prompt", required=True)
@@ -98,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     invoke.add_argument("--image", type=Path, help="init_image (image-to-image)")
     invoke.add_argument("--mask", type=Path, help="mask_image (masked image-to-image)")
     invoke.add_argument("--out", type=Path, default=Path("out.png"))
+    invoke.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     for field, kind in BODY_FIELDS.items():
         invoke.add_argument("--" + field.replace("_", "-"), dest=field, type=kind)
     invoke.add_argument(
@@ -135,10 +151,61 @@ BODY_FIELDS: dict[str, Any] = {
 }
 
 
+def add_ray_arguments(serve: argparse.ArgumentParser) -> None:
+    ray = serve.add_argument_group("Ray Serve (pip install 'sdxl-bedrock[ray]'; see docs/SCALING.md)")
+    ray.add_argument(
+        "--ray",
+        action="store_true",
+        help="serve as a Ray Serve deployment: a local Ray, or the cluster that RAY_ADDRESS names",
+    )
+    ray.add_argument("--replicas", type=int, default=1, metavar="N", help="replicas, one model each")
+    ray.add_argument(
+        "--gpus-per-replica",
+        type=float,
+        metavar="X",
+        help="GPUs each replica reserves (fractions share a GPU); default 1 where Ray sees GPUs, else 0",
+    )
+    ray.add_argument(
+        "--cpus-per-replica", type=float, default=1.0, metavar="X", help="CPUs each replica reserves"
+    )
+    ray.add_argument("--min-replicas", type=int, metavar="N", help="autoscale, down to N replicas")
+    ray.add_argument("--max-replicas", type=int, metavar="N", help="autoscale, up to N replicas")
+    ray.add_argument(
+        "--target-ongoing-requests",
+        type=float,
+        metavar="X",
+        help="autoscaling aims at this many requests in flight per replica",
+    )
+    ray.add_argument(
+        "--max-ongoing-requests",
+        type=int,
+        metavar="N",
+        help="requests Ray sends one replica at once (default: twice --max-batch-size)",
+    )
+
+
 def run_serve(args: argparse.Namespace) -> int:
+    settings = serve_settings(args)
+    if args.ray:
+        from sdxl_bedrock.ray_serve import Scaling, serve_with_ray
+
+        scaling = Scaling(
+            replicas=args.replicas,
+            gpus_per_replica=args.gpus_per_replica,
+            cpus_per_replica=args.cpus_per_replica,
+            min_replicas=args.min_replicas,
+            max_replicas=args.max_replicas,
+            target_ongoing_requests=args.target_ongoing_requests,
+            max_ongoing_requests=args.max_ongoing_requests,
+        )
+        return serve_with_ray(settings, scaling, verbose=args.verbose)
     from sdxl_bedrock.server import serve
 
-    settings = Settings(
+    return serve(settings, verbose=args.verbose)
+
+
+def serve_settings(args: argparse.Namespace) -> Settings:
+    return Settings(
         host=args.host,
         port=args.port,
         model=args.model,
@@ -151,6 +218,8 @@ def run_serve(args: argparse.Namespace) -> int:
         request_timeout_s=args.request_timeout,
         shutdown_timeout_s=args.shutdown_timeout,
         log_json=args.log_json,
+        compile_unet=args.compile,
+        warmup_buckets=warmup_buckets(args.warmup, args.compile),
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         access_keys=parse_access_keys(args.access_key),
@@ -158,7 +227,14 @@ def run_serve(args: argparse.Namespace) -> int:
         clip_model=args.clip_model,
         blocked_terms=args.blocked_terms,
     )
-    return serve(settings, verbose=args.verbose)
+
+
+def warmup_buckets(text: str | None, compiled: bool) -> tuple[tuple[int, int, int], ...]:
+    from sdxl_bedrock.engine.acceleration import parse_buckets
+
+    if text is None:
+        text = "1024x1024:1" if compiled else ""
+    return tuple(parse_buckets(text))
 
 
 def parse_access_keys(pairs: list[str]) -> dict[str, str]:
@@ -172,9 +248,9 @@ def parse_access_keys(pairs: list[str]) -> dict[str, str]:
 
 
 def run_invoke(args: argparse.Namespace) -> int:
-    from botocore.exceptions import ClientError
+    from botocore.exceptions import ClientError, EventStreamError
 
-    from sdxl_bedrock.client import bedrock_client, build_body, invoke
+    from sdxl_bedrock.client import bedrock_client, build_body, invoke_streaming
 
     fields = {field: getattr(args, field) for field in BODY_FIELDS}
     for assignment in args.set:
@@ -183,14 +259,26 @@ def run_invoke(args: argparse.Namespace) -> int:
     body = build_body(
         args.prompt, negative_prompt=args.negative_prompt, image=args.image, mask=args.mask, **fields
     )
+    bar = None if args.no_progress else progress_bar
     try:
-        result = invoke(bedrock_client(args.endpoint), body, model_id=args.model_id)
-    except ClientError as error:
+        result = invoke_streaming(bedrock_client(args.endpoint), body, bar, model_id=args.model_id)
+    except (ClientError, EventStreamError) as error:
         print(f"{error.response['Error']['Code']}: {error.response['Error']['Message']}", file=sys.stderr)
         return 1
+    finally:
+        if bar is not None:
+            print(file=sys.stderr)
     args.out.write_bytes(result.png)
     print(result.seed)
     return 0 if result.finish_reason == "SUCCESS" else 2
+
+
+def progress_bar(step: int, steps: int, _preview: bytes | None) -> None:
+    width = 30
+    filled = width * step // max(steps, 1)
+    print(
+        f"\r[{'#' * filled}{'.' * (width - filled)}] step {step}/{steps}", end="", file=sys.stderr, flush=True
+    )
 
 
 def run_model_path(args: argparse.Namespace) -> int:
