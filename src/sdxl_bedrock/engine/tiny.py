@@ -373,11 +373,6 @@ def tiny_model_path(cache_root: Path | None = None) -> Path:
     return build_once(target, build_tiny_model)
 
 
-def build_random_sdxl(folder: Path) -> None:
-    """Write a full-size SDXL base pipeline (2.6B-parameter UNet) with seeded random weights. ~10 GB."""
-    save_random_pipeline(folder, sdxl_base_component_configs(), IMG2IMG_MODEL_INDEX, seed=RANDOM_SDXL_SEED)
-
-
 # --- original (SGM) single-file layout ---------------------------------------------------------------
 # The inverse of diffusers' single-file conversion, driven by the component configs so that it works for
 # the tiny model as well as for SDXL base. Key names follow Stability's sd_xl_base_1.0.safetensors.
