@@ -54,7 +54,10 @@ class Batcher:
         max_queue: int = 64,
         request_timeout_s: float | None = None,
         metrics: Metrics | None = None,
+        engine_thread: ThreadPoolExecutor | None = None,
     ) -> None:
+        """`engine_thread`: the one thread that runs the engine (CUDA graphs belong to the thread that
+        captured them, so the server warms up on the same thread); the batcher makes its own if not given."""
         self.run_batch = run_batch
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_s
@@ -63,7 +66,7 @@ class Batcher:
         self.metrics = metrics or Metrics()
         self._waiting: deque[Job] = deque()
         self._arrived = asyncio.Event()
-        self._engine_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
+        self._engine_thread = engine_thread or ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
         self._task: asyncio.Task[None] | None = None
         self._closing = False
 

@@ -62,14 +62,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--compile",
         action="store_true",
-        help="torch.compile the UNet (reduce-overhead, CUDA graphs); warms up --warmup first",
+        help="torch.compile the UNet (reduce-overhead, CUDA graphs) for the --warmup shapes, compiled before"
+        " serving; other shapes run eager",
     )
     serve.add_argument(
         "--warmup",
         metavar="BUCKETS",
         default=None,
         help="sizes and batch sizes to run once before serving, e.g. '1024x1024:1,2,4,8;832x1216:1'"
-        " (default with --compile: 1024x1024:1)",
+        " (default with --compile: 1024x1024 at 1, 2, 4, ... up to --max-batch-size)",
     )
     serve.add_argument("--log-json", action="store_true", help="log JSON lines, one per request")
     serve.add_argument("--tls-cert", type=Path)
@@ -219,7 +220,7 @@ def serve_settings(args: argparse.Namespace) -> Settings:
         shutdown_timeout_s=args.shutdown_timeout,
         log_json=args.log_json,
         compile_unet=args.compile,
-        warmup_buckets=warmup_buckets(args.warmup, args.compile),
+        warmup_buckets=warmup_buckets(args.warmup, args.compile, args.max_batch_size),
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         access_keys=parse_access_keys(args.access_key),
@@ -229,11 +230,16 @@ def serve_settings(args: argparse.Namespace) -> Settings:
     )
 
 
-def warmup_buckets(text: str | None, compiled: bool) -> tuple[tuple[int, int, int], ...]:
+def warmup_buckets(text: str | None, compiled: bool, max_batch_size: int) -> tuple[tuple[int, int, int], ...]:
+    """The --warmup shapes; with --compile and none named, 1024x1024 in power-of-two batches up to
+    `max_batch_size` (other batch sizes run as chunks of these, padded)."""
     from sdxl_bedrock.engine.acceleration import parse_buckets
 
     if text is None:
-        text = "1024x1024:1" if compiled else ""
+        if not compiled:
+            return ()
+        batches = [2**n for n in range(max_batch_size.bit_length()) if 2**n <= max_batch_size]
+        text = "1024x1024:" + ",".join(map(str, batches))
     return tuple(parse_buckets(text))
 
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics_core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64, 128)
 BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 32)
@@ -53,3 +57,22 @@ class Metrics:
         self.gpu_memory_bytes = Gauge(
             "sdxl_gpu_memory_allocated_bytes", "GPU memory held by torch", registry=self.registry
         )
+
+    def export_unet_calls(self, calls: Mapping[str, int]) -> None:
+        """`calls` (the engine's own count of UNet calls by path) read at each scrape."""
+        self.registry.register(UNetCallsCollector(calls))
+
+
+class UNetCallsCollector(Collector):
+    def __init__(self, calls: Mapping[str, int]) -> None:
+        self.calls = calls
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            "sdxl_unet_calls",
+            "UNet calls by path: compiled (a warmed-up shape) or eager (any other shape)",
+            labels=["path"],
+        )
+        for path in ("compiled", "eager"):
+            family.add_metric([path], self.calls.get(path, 0))
+        yield family

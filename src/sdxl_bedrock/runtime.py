@@ -39,6 +39,9 @@ class Runtime:
         self.load_error: BaseException | None = None
         self.ready = asyncio.Event()
         self.host_pool = ThreadPoolExecutor(settings.host_threads, thread_name_prefix="host")
+        # Loading, warm-up and every batch run on this one thread: CUDA graphs captured during warm-up are
+        # replayed only on the thread that captured them.
+        self.engine_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
         self.metrics = Metrics()
         self.draining = False
         self.active_requests = 0  # HTTP requests in flight, kept by the request middleware
@@ -49,7 +52,7 @@ class Runtime:
 
         settings = self.settings
         try:
-            engine = await asyncio.to_thread(
+            engine = await self.in_engine_thread(
                 Engine.load,
                 settings.model,
                 settings.device,
@@ -64,11 +67,12 @@ class Runtime:
                     f"({done}/{len(settings.warmup_buckets)})",
                     flush=True,
                 )
-                await asyncio.to_thread(engine.warm_up, width, height, batch)
+                await self.in_engine_thread(engine.warm_up, width, height, batch)
         except BaseException as error:
             self.load_error = error
             raise
         self.engine = engine
+        self.metrics.export_unet_calls(engine.unet.calls)
         self.batcher = Batcher(
             engine.generate,
             max_batch_size=settings.max_batch_size,
@@ -76,6 +80,7 @@ class Runtime:
             max_queue=settings.max_queue,
             request_timeout_s=settings.request_timeout_s,
             metrics=self.metrics,
+            engine_thread=self.engine_thread,
         )
         if self.draining:
             await self.batcher.close()
@@ -101,11 +106,14 @@ class Runtime:
         if self.batcher is not None:
             await self.batcher.close()
         self.host_pool.shutdown(wait=False, cancel_futures=True)
+        self.engine_thread.shutdown(wait=False, cancel_futures=True)
 
     async def in_host_thread(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run CPU-bound host work (base64, image codecs, JSON) without blocking the event loop."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.host_pool, functools.partial(function, *args, **kwargs))
+        return await run_in(self.host_pool, function, *args, **kwargs)
+
+    async def in_engine_thread(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await run_in(self.engine_thread, function, *args, **kwargs)
 
     def check_served(self, request: GenerationRequest) -> None:
         """Refuse, clearly, what this server cannot do, rather than ignore a field."""
@@ -149,6 +157,11 @@ class Runtime:
             for job in submitted:
                 job.cancel()
         return list(await asyncio.gather(*(self.in_host_thread(to_artifact, image) for image in images)))
+
+
+async def run_in(executor: ThreadPoolExecutor, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(executor, functools.partial(function, *args, **kwargs))
 
 
 def sample_requests(request: GenerationRequest) -> list[GenerationRequest]:

@@ -30,7 +30,7 @@ import torch
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
-from sdxl_bedrock.engine.acceleration import accelerate
+from sdxl_bedrock.engine.acceleration import UNetInputs, UNetRunner, accelerate
 from sdxl_bedrock.engine.clip_guidance import CLIP_GUIDANCE_PRESETS, ClipGuide, guided_on_step
 from sdxl_bedrock.engine.content_filter import ContentFilter, obscure
 from sdxl_bedrock.engine.masking import blend_outside_mask, latent_mask, paste_outside_mask
@@ -120,6 +120,7 @@ class Engine:
         *,
         clip_guide: ClipGuide | None = None,
         content_filter: ContentFilter | None = None,
+        compile_unet: bool = False,
     ) -> None:
         # A StableDiffusionXLImg2ImgPipeline; diffusers sets its components dynamically, so it is typed Any.
         self.pipe = pipe
@@ -127,6 +128,7 @@ class Engine:
         self.dtype = dtype
         self.clip_guide = clip_guide
         self.content_filter = content_filter
+        self.unet = UNetRunner(pipe.unet, compile=compile_unet)
         self.scheduler_config = dict(self.pipe.scheduler.config)
         self.log_sigmas = training_sigmas(self.pipe.scheduler.alphas_cumprod).log()
         self.zero_unconditional = bool(self.pipe.config.get("force_zeros_for_empty_prompt", True))
@@ -158,11 +160,18 @@ class Engine:
             # SDXL's VAE overflows in half precision; keep it in float32 for good.
             pipe.vae.to(dtype=torch.float32)
         pipe.set_progress_bar_config(disable=True)
-        accelerate(pipe, torch_device, compile_unet=compile_unet)
+        accelerate(pipe, torch_device)
         clip_guide = None
         if clip_model is not None:
             clip_guide = ClipGuide.load(resolve_clip_model(clip_model), torch_device)
-        return cls(pipe, torch_device, torch_dtype, clip_guide=clip_guide, content_filter=content_filter)
+        return cls(
+            pipe,
+            torch_device,
+            torch_dtype,
+            clip_guide=clip_guide,
+            content_filter=content_filter,
+            compile_unet=compile_unet,
+        )
 
     def warm_up(self, width: int, height: int, batch_size: int) -> None:
         """One small text-to-image batch of this shape: compiles (and captures CUDA graphs) off the clock."""
@@ -176,7 +185,8 @@ class Engine:
             cfg_scale=7.0,
             sampler=Sampler.K_DPMPP_2M,
         )
-        self.generate([request] * batch_size)
+        with self.unet.warming_up():
+            self.generate([request] * batch_size)
 
     def gpu_memory_bytes(self) -> int:
         return int(torch.cuda.memory_allocated(self.device)) if self.device.type == "cuda" else 0
@@ -218,7 +228,7 @@ class Engine:
         first = requests[0]
         generators = [torch.Generator("cpu").manual_seed(request.seed) for request in requests]
         cfg_scales = torch.tensor([request.cfg_scale for request in requests], device=self.device)
-        use_guidance = bool((cfg_scales > 1).any())
+        use_guidance = any(request.cfg_scale > 1 for request in requests)
 
         # 1. the sampler's run over the denoising window
         window = denoising_window(first.steps, first.denoise_from, first.denoise_to)
@@ -400,18 +410,18 @@ class Engine:
     def noise_predictor(
         self, conditioning: Conditioning, cfg_scales: torch.Tensor, use_guidance: bool
     ) -> NoisePredictor:
-        unet = self.pipe.unet
-
         def predict_noise(model_input: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
             batch = torch.cat([model_input, model_input]) if use_guidance else model_input
-            noise: torch.Tensor = unet(
-                batch,
-                timestep,
-                encoder_hidden_states=conditioning.tokens,
-                encoder_attention_mask=conditioning.token_mask,
-                added_cond_kwargs={"text_embeds": conditioning.pooled, "time_ids": conditioning.time_ids},
-                return_dict=False,
-            )[0]
+            noise = self.unet(
+                UNetInputs(
+                    batch,
+                    timestep,
+                    conditioning.tokens,
+                    conditioning.token_mask,
+                    conditioning.pooled,
+                    conditioning.time_ids,
+                )
+            )
             if use_guidance:
                 noise_uncond, noise_text = noise.chunk(2)
                 noise = guide(noise_uncond, noise_text, cfg_scales)

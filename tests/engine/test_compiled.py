@@ -1,0 +1,100 @@
+"""`--compile`: the UNet compiled for the warmed-up shapes gives the eager engine's images, and no request
+after warm-up compiles anything (other batch sizes run as padded chunks, other shapes run eager)."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import numpy as np
+import pytest
+import torch
+from torch._dynamo.utils import counters
+
+from sdxl_bedrock.engine.acceleration import UNetInputs, UNetRunner, chunk_rows
+from sdxl_bedrock.engine.pipeline import Engine
+from sdxl_bedrock.schema import GenerationRequest, Sampler, WeightedPrompt
+from tests.engine.conftest import as_array
+
+pytestmark = pytest.mark.slow
+
+
+def request(prompt: str = "a lamp", seed: int = 1, **changes: object) -> GenerationRequest:
+    base = GenerationRequest(
+        prompts=(WeightedPrompt(prompt, 1.0),),
+        negative_prompts=(),
+        width=64,
+        height=64,
+        seed=seed,
+        steps=8,
+        cfg_scale=7.0,
+        sampler=Sampler.K_DPMPP_2M,
+    )
+    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def compiled(cache_dir: object) -> Engine:
+    engine = Engine.load("tiny", "cpu", "float32", compile_unet=True)
+    engine.warm_up(64, 64, 1)  # 2 UNet rows under classifier-free guidance
+    engine.warm_up(64, 64, 2)  # 4 rows
+    return engine
+
+
+def compilations() -> int:
+    return int(counters["stats"]["unique_graphs"])
+
+
+def assert_same_images(compiled: Engine, eager: Engine, requests: list[GenerationRequest]) -> None:
+    for ours, theirs in zip(compiled.generate(requests), eager.generate(requests), strict=True):
+        assert np.abs(as_array(ours.image) - as_array(theirs.image)).max() <= 1
+
+
+def test_rows_are_cut_into_warmed_counts_and_the_remainder_padded() -> None:
+    assert chunk_rows(4, [2, 4]) == [(4, 4)]
+    assert chunk_rows(6, [2, 4]) == [(4, 4), (2, 2)]
+    assert chunk_rows(1, [2, 4]) == [(1, 2)]
+    assert chunk_rows(7, [2, 4]) == [(4, 4), (2, 2), (1, 2)]
+    assert chunk_rows(16, [2, 4, 8]) == [(8, 8), (8, 8)]
+
+
+def test_padding_rows_change_no_real_row(engine: Engine) -> None:
+    config = engine.pipe.unet.config
+    pooled = config.projection_class_embeddings_input_dim - 6 * config.addition_time_embed_dim
+    generator = torch.Generator().manual_seed(0)
+    inputs = UNetInputs(
+        torch.randn(3, 4, 8, 8, generator=generator).to(memory_format=torch.channels_last),
+        torch.tensor(500),
+        torch.randn(3, 77, config.cross_attention_dim, generator=generator),
+        None,
+        torch.randn(3, pooled, generator=generator),
+        torch.tensor([[64.0, 64, 0, 0, 64, 64]] * 3),
+    )
+    with torch.inference_mode():
+        alone = UNetRunner.run(engine.pipe.unet, inputs)
+        padded = UNetRunner.run(engine.pipe.unet, inputs.padded_to(8))[:3]
+    torch.testing.assert_close(padded, alone, rtol=1e-4, atol=1e-5)
+
+
+def test_warmed_shapes_run_compiled_for_any_batch_size_without_compiling(
+    compiled: Engine, engine: Engine
+) -> None:
+    before, eager_calls = compilations(), compiled.unet.calls["eager"]
+    assert_same_images(compiled, engine, [request()])  # 2 rows: warmed
+    assert_same_images(compiled, engine, [request(f"prompt {i}", seed=i) for i in range(3)])  # 6 = 4 + 2
+    assert_same_images(compiled, engine, [request(cfg_scale=1.0)])  # 1 row, padded to 2
+    assert_same_images(compiled, engine, [request(sampler=Sampler.K_EULER)])  # float timesteps
+    assert compilations() == before, "a request compiled a graph after warm-up"
+    assert compiled.unet.calls["eager"] == eager_calls, "every call went through the compiled graphs"
+
+
+def test_other_shapes_run_eager_with_a_warning(
+    compiled: Engine, engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    before, eager_calls = compilations(), compiled.unet.calls["eager"]
+    with caplog.at_level(logging.WARNING, "sdxl_bedrock.engine.acceleration"):
+        assert_same_images(compiled, engine, [request(width=128)])
+        assert_same_images(compiled, engine, [request("a long prompt, " * 20)])  # 2 chunks of 77 tokens
+    assert compilations() == before
+    assert compiled.unet.calls["eager"] == eager_calls + 2 * 8, "two requests of 8 steps ran eager"
+    assert sum("was not warmed up" in record.message for record in caplog.records) == 2
