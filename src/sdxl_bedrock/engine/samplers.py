@@ -141,18 +141,24 @@ def start_sampling(
     """The run of `sampler` over steps [first, last) of a `steps`-step schedule, one generator per row."""
     scheduler = make_scheduler(sampler, model_scheduler_config)
     with diffusers_numpy_warnings_silenced():
-        scheduler.set_timesteps(steps, device=device)
+        # The schedule stays on the host, where schedulers read its values (DDIM indexes by timestep);
+        # a device copy feeds the model, so no step reads a value back from the device.
+        scheduler.set_timesteps(steps, device="cpu")
     k_sampler = SAMPLERS[sampler].k_sampler
     if k_sampler is not None:
         return KDiffusionRun(k_sampler, scheduler, window, generators)
-    return SchedulerRun(scheduler, window, generators)
+    return SchedulerRun(scheduler, window, generators, device)
 
 
 class SchedulerRun:
     """A diffusers scheduler over a window; `scheduler.order` model calls (timesteps) per step."""
 
     def __init__(
-        self, scheduler: Any, window: tuple[int, int], generators: Sequence[torch.Generator]
+        self,
+        scheduler: Any,
+        window: tuple[int, int],
+        generators: Sequence[torch.Generator],
+        device: torch.device,
     ) -> None:
         first, last = window
         self.scheduler = scheduler
@@ -160,6 +166,7 @@ class SchedulerRun:
         self.steps = last - first
         # The whole schedule from the window's start: its tail past the window gives the end's noise level.
         self.timesteps = scheduler.timesteps[first * self.order :]
+        self.model_timesteps = self.timesteps.to(device)
         self.ends_clean = last * self.order >= len(scheduler.timesteps)
         if hasattr(scheduler, "set_begin_index"):
             scheduler.set_begin_index(first * self.order)
@@ -169,8 +176,10 @@ class SchedulerRun:
             # diffusers' randn_tensor draws row i from generators[i] when the list matches the batch.
             self.step_kwargs["generator"] = list(generators) if len(generators) > 1 else generators[0]
 
-    def timesteps_of_step(self, index: int) -> torch.Tensor:
-        return self.timesteps[index * self.order : (index + 1) * self.order]
+    def timesteps_of_step(self, index: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(scheduler timestep, the same on the model's device) for each model call of step `index`."""
+        calls = slice(index * self.order, (index + 1) * self.order)
+        return zip(self.timesteps[calls], self.model_timesteps[calls], strict=True)
 
     def noised(self, clean: torch.Tensor, noise: torch.Tensor, index: int) -> torch.Tensor:
         if index == self.steps and self.ends_clean:
@@ -181,8 +190,8 @@ class SchedulerRun:
 
     def step(self, predict_noise: NoisePredictor, latents: torch.Tensor, index: int) -> StepResult:
         denoised = latents
-        for timestep in self.timesteps_of_step(index):
-            noise = predict_noise(self.scheduler.scale_model_input(latents, timestep), timestep)
+        for timestep, model_timestep in self.timesteps_of_step(index):
+            noise = predict_noise(self.scheduler.scale_model_input(latents, timestep), model_timestep)
             output = self.scheduler.step(noise, timestep, latents, **self.step_kwargs)
             latents = output.prev_sample
             denoised = clean_estimate(self.scheduler, output)
@@ -241,7 +250,8 @@ class KDiffusionRun:
     def denoiser(self, predict_noise: NoisePredictor) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
         def model(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
             level = sigma[0].to("cpu", torch.float32)
-            timestep = sigma_to_timestep(level, self.log_sigmas).to(x.device)
+            # From pageable host memory without waiting for the device's queued work.
+            timestep = sigma_to_timestep(level, self.log_sigmas).to(x.device, non_blocking=True)
             scale_in = (level**2 + 1) ** -0.5
             output = predict_noise(x * scale_in.to(x.dtype), timestep)
             if self.prediction_type == "epsilon":

@@ -1,0 +1,119 @@
+"""The CUDA paths, on a GPU (skipped without one): the same engine code the CPU suite tests, checked for
+what only a GPU can show. Run with `python -m pytest -m gpu tests/gpu` (bench/gpu/run.sh does it on a lent
+machine)."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch._dynamo.utils import counters
+
+from sdxl_bedrock.engine.pipeline import Engine
+from sdxl_bedrock.schema import GenerationRequest, Sampler, WeightedPrompt
+from tests.conftest import gradient_png
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+]
+
+# Samplers whose steps draw no noise. The ancestral ones draw theirs from each request's CPU generator (so
+# a seed gives the same picture on any device), which copies that noise to the GPU at each step.
+DETERMINISTIC = [
+    Sampler.K_DPMPP_2M,
+    Sampler.K_EULER,
+    Sampler.DDIM,
+    Sampler.K_HEUN,
+    Sampler.K_LMS,
+    Sampler.K_DPM_2,
+]
+
+
+def request(seed: int = 1, **changes: object) -> GenerationRequest:
+    source = Image.open(io.BytesIO(gradient_png(128, 128))).convert("RGB")
+    base = GenerationRequest(
+        prompts=(WeightedPrompt("a lighthouse", 1.0),),
+        negative_prompts=(),
+        width=128,
+        height=128,
+        seed=seed,
+        steps=30,
+        cfg_scale=7.0,
+        sampler=Sampler.K_DPMPP_2M,
+        init_image=source,
+        denoise_from=0.65,
+    )
+    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+
+
+def pixels(image: Image.Image) -> np.ndarray:
+    return np.asarray(image.convert("RGB"), dtype=np.int16)
+
+
+@pytest.fixture(scope="module")
+def half(cache_dir: object) -> Engine:
+    return Engine.load("tiny", "cuda", "float16")
+
+
+@pytest.fixture(scope="module")
+def single(cache_dir: object) -> Engine:
+    return Engine.load("tiny", "cuda", "float32")
+
+
+@pytest.mark.parametrize("sampler", DETERMINISTIC)
+def test_the_denoising_loop_never_syncs_with_the_host(half: Engine, sampler: Sampler) -> None:
+    """CUDA's sync detector is armed from the end of the first step to the end of the last."""
+
+    def on_step(done: int, total: int, preview: object) -> None:
+        torch.cuda.set_sync_debug_mode("error" if done < total else "default")
+
+    try:
+        half.generate([request(sampler=sampler), request(seed=2, sampler=sampler, cfg_scale=1.0)], on_step)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
+def test_half_precision_makes_finite_images_equal_alone_and_batched(half: Engine) -> None:
+    alone = half.generate([request(seed=5)])[0].image
+    others = [request(seed=i, prompts=(WeightedPrompt(f"p{i}", 1.0),)) for i in range(4)]
+    batched = half.generate([*others, request(seed=5)])[-1].image
+    assert pixels(alone).std() > 0
+    assert np.abs(pixels(alone) - pixels(batched)).max() <= 2
+
+
+def test_a_seed_gives_the_same_picture_on_the_gpu_as_on_the_cpu(single: Engine, cache_dir: object) -> None:
+    cpu = Engine.load("tiny", "cpu", "float32")
+    on_gpu, on_cpu = (pixels(e.generate([request(seed=9)])[0].image) for e in (single, cpu))
+    assert np.abs(on_gpu - on_cpu).mean() < 1.0, "same noise (CPU generators), only TF32 rounding apart"
+
+
+def test_compiled_cuda_graphs_serve_any_batch_size_without_recompiling(
+    half: Engine, cache_dir: object
+) -> None:
+    compiled = Engine.load("tiny", "cuda", "float16", compile_unet=True)
+    compiled.warm_up(128, 128, 1)
+    compiled.warm_up(128, 128, 2)
+    before, eager = int(counters["stats"]["unique_graphs"]), compiled.unet.calls["eager"]
+    batch = [request(seed=i) for i in range(3)]  # 6 UNet rows: a 4-row graph and a 2-row graph
+    ours, theirs = compiled.generate(batch), half.generate(batch)
+    assert int(counters["stats"]["unique_graphs"]) == before
+    assert compiled.unet.calls["eager"] == eager
+    for a, b in zip(ours, theirs, strict=True):
+        assert np.abs(pixels(a.image) - pixels(b.image)).max() <= 3
+
+
+def test_out_of_memory_frees_the_cache_and_the_engine_recovers(half: Engine) -> None:
+    free, _ = torch.cuda.mem_get_info()
+    hog = torch.empty(free - 64 * 2**20, dtype=torch.uint8, device="cuda")
+    try:
+        big = dict(width=1024, height=1024, init_image=None, denoise_from=1.0)
+        with pytest.raises(torch.OutOfMemoryError):
+            half.generate([request(seed=i, **big) for i in range(8)])
+    finally:
+        del hog
+    assert half.generate([request()])[0].image.size == (128, 128)
