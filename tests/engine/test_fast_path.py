@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
+
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from sdxl_bedrock.engine.acceleration import parse_buckets
 from sdxl_bedrock.engine.pipeline import Engine
 from sdxl_bedrock.errors import ModelFailure
 from sdxl_bedrock.schema import GenerationRequest, Sampler, WeightedPrompt
+from tests.engine.conftest import as_array
 
 
 def request(prompt: str = "a lamp", seed: int = 1) -> GenerationRequest:
@@ -70,3 +75,13 @@ def test_the_projections_are_fused() -> None:
 
 def test_warm_up_buckets_parse() -> None:
     assert parse_buckets("1024x1024:1,2;832x1216") == [(1024, 1024, 1), (1024, 1024, 2), (832, 1216, 1)]
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_half_precisions_make_the_float32_picture(engine: Engine, source: Image.Image, dtype: str) -> None:
+    """The GPU's dtypes on the CPU: the same code path, only rounding apart (the VAE stays in float32)."""
+    half = Engine.load("tiny", "cpu", dtype)
+    assert half.pipe.vae.dtype == torch.float32
+    image_to_image = dataclasses.replace(request(), init_image=source, denoise_from=0.65, steps=30)
+    ours, reference = (as_array(e.generate([image_to_image])[0].image) for e in (half, engine))
+    assert np.abs(ours - reference).mean() < 1.5
