@@ -91,6 +91,11 @@ class InputShape:
     masked: bool  # a padding-chunk mask is passed (prompts of different chunk counts in one batch)
     dtype: torch.dtype
 
+    def __str__(self) -> str:
+        _, height, width = self.latent
+        masked = ", padding masked" if self.masked else ""
+        return f"UNet input of {width}x{height} latents, {self.tokens} prompt tokens{masked}, {self.dtype}"
+
 
 def chunk_rows(rows: int, warmed: Sequence[int]) -> list[tuple[int, int]]:
     """Split `rows` into chunks that each run as one warmed row count: [(rows in chunk, count run as)].
@@ -151,9 +156,7 @@ class UNetRunner:
         if not warmed:
             if shape not in self._reported:
                 self._reported.add(shape)
-                log.warning(
-                    "UNet input shape %s was not warmed up: it runs eager (add it to --warmup)", shape
-                )
+                log.warning("%s was not warmed up: it runs eager (add its size to --warmup)", shape)
             return self.run_eager(inputs)
         outputs, start = [], 0
         for rows, run_as in chunk_rows(inputs.rows, sorted(warmed)):
