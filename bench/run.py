@@ -1,13 +1,18 @@
 """End-to-end benchmark: the server through boto3 against plain diffusers in-process, measured in one run.
 
     python -m bench.run [--model tiny] [--device cpu] [--size 512] [--requests 8] [--concurrency 1 4 8 16]
+                        [--out-dir bench/out] [--server-args ...]
 
 Reports, on the same weights and parameters (image-to-image, 30 steps, image_strength 0.35, cfg 7,
 K_DPMPP_2M = diffusers' DPMSolverMultistepScheduler):
 - latency p50/p95 through HTTP with boto3 vs `StableDiffusionXLImg2ImgPipeline` called in-process;
 - throughput at several client concurrencies vs the pipeline called sequentially;
-- the host-side codec cost (base64 + PNG decode of the request, PNG encode + base64 of the answer).
-Prints a table and writes JSON to bench/out/. Timings are for comparison within one run on one machine.
+- the host-side codec cost (base64 + PNG decode of the request, PNG encode + base64 of the answer);
+- image health: finish reasons of every answer, and blank (constant: black, or NaN cast to black) images
+  among the baseline's and the latency run's pictures (decoded outside the timed span).
+Prints a table and writes JSON (after each phase, so a run cut short keeps what it measured) and the
+server's log to --out-dir (bench/out/). Timings are for comparison within one run on one machine.
+On a GPU: bench/gpu/run.sh (bench/gpu/README.md).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import os
 import platform
 import statistics
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -45,6 +51,25 @@ def source_png(size: int) -> bytes:
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+
+
+def blank(image: Image.Image) -> bool:
+    """A constant picture: what a NaN in the latents becomes (black) once cast to 8 bits."""
+    return float(np.asarray(image.convert("RGB"), dtype=np.float32).std()) < 1.0
+
+
+def versions() -> dict[str, str]:
+    import diffusers
+    import torch
+    import transformers
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda": str(torch.version.cuda),
+        "diffusers": diffusers.__version__,
+        "transformers": transformers.__version__,
+    }
 
 
 def hardware() -> str:
@@ -74,9 +99,12 @@ def baseline(args: argparse.Namespace, image_png: bytes) -> dict[str, Any]:
     pipe.set_progress_bar_config(disable=True)
     image = Image.open(io.BytesIO(image_png)).convert("RGB")
 
+    blanks = 0
+
     def one(seed: int) -> float:
+        nonlocal blanks
         started = time.perf_counter()
-        pipe(
+        output = pipe(
             prompt="A space ship.",
             image=image,
             strength=0.65,
@@ -86,7 +114,9 @@ def baseline(args: argparse.Namespace, image_png: bytes) -> dict[str, Any]:
         )
         if device.type == "cuda":
             torch.cuda.synchronize()
-        return time.perf_counter() - started
+        elapsed = time.perf_counter() - started
+        blanks += sum(blank(picture) for picture in output.images)
+        return elapsed
 
     one(0)  # warm-up
     latencies = [one(seed) for seed in range(1, args.requests + 1)]
@@ -94,16 +124,29 @@ def baseline(args: argparse.Namespace, image_png: bytes) -> dict[str, Any]:
         "p50_s": statistics.median(latencies),
         "p95_s": percentile(latencies, 0.95),
         "sequential_images_per_s": len(latencies) / sum(latencies),
+        "images": len(latencies) + 1,
+        "blank_images": blanks,
     }
+
+
+def release_gpu_memory() -> None:
+    """Hand the memory the baseline's pipeline held back to the GPU, for the server process."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 # -- the server, through boto3 ----------------------------------------------------------------------------
 
 
 def start_server(args: argparse.Namespace) -> RunningServer:
-    OUT.mkdir(parents=True, exist_ok=True)
+    args.out_dir.mkdir(parents=True, exist_ok=True)
     server = start_server_process(
-        OUT,
+        args.out_dir,
         "--model",
         args.model,
         "--device",
@@ -142,14 +185,23 @@ def through_server(args: argparse.Namespace, image_png: bytes) -> dict[str, Any]
             config=Config(max_pool_connections=64, read_timeout=900, retries={"max_attempts": 1}),
         )
 
-        def one(seed: int) -> float:
+        finish_reasons: Counter[str] = Counter()
+        blanks = 0
+
+        def one(seed: int, inspect: bool = False) -> float:
+            nonlocal blanks
             started = time.perf_counter()
             response = client.invoke_model(modelId=MODEL_ID, body=json.dumps({**body_template, "seed": seed}))
-            json.loads(response["body"].read())
-            return time.perf_counter() - started
+            answer = json.loads(response["body"].read())
+            elapsed = time.perf_counter() - started
+            for artifact in answer["artifacts"]:
+                finish_reasons[artifact["finishReason"]] += 1  # Counter's += is one bytecode-safe update
+                if inspect:
+                    blanks += blank(Image.open(io.BytesIO(base64.b64decode(artifact["base64"]))))
+            return elapsed
 
-        one(1000)  # warm-up
-        latencies = [one(seed) for seed in range(1, args.requests + 1)]
+        one(1000, inspect=True)  # warm-up
+        latencies = [one(seed, inspect=True) for seed in range(1, args.requests + 1)]
         throughput = {}
         for concurrency in args.concurrency:
             count = max(args.requests, concurrency * 2)
@@ -161,6 +213,8 @@ def through_server(args: argparse.Namespace, image_png: bytes) -> dict[str, Any]
             "p50_s": statistics.median(latencies),
             "p95_s": percentile(latencies, 0.95),
             "images_per_s": throughput,
+            "finish_reasons": dict(finish_reasons),
+            "blank_images_of_latency_run": blanks,
         }
     finally:
         server.stop()
@@ -199,6 +253,9 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=8)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 8, 16])
     parser.add_argument(
+        "--out-dir", type=Path, default=OUT, help="where the JSON and the server's log go (bench/out)"
+    )
+    parser.add_argument(
         "--server-args",
         nargs=argparse.REMAINDER,
         default=[],
@@ -212,21 +269,31 @@ def main() -> None:
         f"image_strength 0.35, cfg 7, K_DPMPP_2M; {args.requests} requests per figure",
         flush=True,
     )
-    reference = baseline(args, image_png)
-    served = through_server(args, image_png)
-    codecs = codec_cost()
-    results = {
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    target = args.out_dir / f"bench-{args.model}-{args.device}-{args.size}.json"
+    results: dict[str, Any] = {
         "hardware": hardware(),
+        "versions": versions(),
         "model": args.model,
         "size": args.size,
-        "diffusers_in_process": reference,
-        "server_boto3": served,
-        "latency_ratio_p50": served["p50_s"] / reference["p50_s"],
-        "throughput_ratio": {
-            c: ips / reference["sequential_images_per_s"] for c, ips in served["images_per_s"].items()
-        },
-        "host_codecs_1024": codecs,
+        "requests": args.requests,
+        "server_args": args.server_args,
     }
+
+    def save() -> None:
+        target.write_text(json.dumps(results, indent=2))
+
+    reference = results["diffusers_in_process"] = baseline(args, image_png)
+    save()
+    release_gpu_memory()
+    served = results["server_boto3"] = through_server(args, image_png)
+    results["latency_ratio_p50"] = served["p50_s"] / reference["p50_s"]
+    results["throughput_ratio"] = {
+        c: ips / reference["sequential_images_per_s"] for c, ips in served["images_per_s"].items()
+    }
+    save()
+    codecs = results["host_codecs_1024"] = codec_cost()
+    save()
     print(f"hardware: {results['hardware']}")
     print(f"{'':34} {'p50 s':>8} {'p95 s':>8}")
     print(f"{'diffusers in-process':34} {reference['p50_s']:8.3f} {reference['p95_s']:8.3f}")
@@ -245,10 +312,12 @@ def main() -> None:
         f"host codecs for 1024x1024: decode request {codecs['decode_request_ms']:.1f} ms, "
         f"encode answer {codecs['encode_answer_ms']:.1f} ms"
     )
-    OUT.mkdir(parents=True, exist_ok=True)
-    target = OUT / f"bench-{args.model}-{args.device}-{args.size}.json"
-    target.write_text(json.dumps(results, indent=2))
-    print(f"wrote {target.relative_to(REPO)}")
+    print(
+        f"image health: finish reasons {served['finish_reasons']}; blank images: diffusers "
+        f"{reference['blank_images']} of {reference['images']}, "
+        f"server {served['blank_images_of_latency_run']} of {args.requests + 1}"
+    )
+    print(f"wrote {target}")
 
 
 if __name__ == "__main__":
