@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 MODEL ?= tiny
 
-.PHONY: install browser serve test check bench clean
+.PHONY: install browser serve test check bench clean gpu-wheels gpu-check
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,3 +39,13 @@ bench: install
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info
+
+# Wheels the GPU machine (Python 3.12, CUDA torch, no network) lacks, for bench/gpu/run.sh there: see
+# bench/gpu/README.md. Downloads, checks the set is complete, prints its size (carry [".gpu-wheels"]).
+gpu-wheels: install
+	$(BIN)/python bench/gpu/wheels.py --dest .gpu-wheels
+
+# The plumbing of bench/gpu/run.sh on this CPU, as on the machine: a 3.11 stand-in for its python3,
+# the carried wheels, tiny numbers (SDXL_GPU_DRYRUN=1). Minutes; writes to bench/out/gpu-dryrun.
+gpu-check: install
+	bash bench/gpu/simulate.sh

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# A CPU rehearsal of bench/gpu/run.sh (`make gpu-check`): proves the carried wheel set is complete over a
+# stand-in for the GPU machine's python3 and that the script's plumbing works end to end.
+#
+#     bash bench/gpu/simulate.sh [default|tests|eager|compiled|all]     (default: default)
+#
+# The stand-in ($SIM/device, a venv of python3.11: this box has no CUDA torch and no cp312 CPU torch) holds
+# torch 2.13.0+cpu and the machine's own packages at its versions where PyPI has them (huggingface-hub 1.33.0,
+# tokenizers 0.23.2, transformers 5.17.0, accelerate 1.15.0, safetensors 0.8.0; numpy 2.5.2 is not on PyPI:
+# the newest is used), a deliberately old typing-extensions, and NONE of the carried packages. The wheels are
+# bench/gpu/requirements.txt fetched for cp311 (bench/gpu/wheels.py --python 3.11) into $SIM, not
+# .gpu-wheels. run.sh then runs with SDXL_GPU_DRYRUN=1 (cpu, tiny model, 256x256, 2 requests), offline
+# (PIP_NO_INDEX=1), the tests stage on tests/gpu (collected, skipped without CUDA) and tests/test_codecs.py,
+# $OUT = bench/out/gpu-dryrun. What it cannot show: CUDA, the machine's Python 3.12, its exact package versions,
+# sdxl-random's size and the timings.
+set -eu
+cd "$(dirname "$0")/../.."
+ROOT=$PWD
+SIM=${SDXL_GPU_SIM:-/tmp/sdxl-gpu-sim}
+PYTHON=${PYTHON:-python3.11}
+mkdir -p "$SIM"
+
+# The carried packages that the machine does not have at all (not those carried to replace its version).
+CARRIED=$(grep -v '^#' bench/gpu/requirements.txt | sed 's/[=<>!~ ].*//' | grep -v '^$' |
+    grep -vxFf <(grep -v '^#' bench/gpu/device-packages.txt))
+if [ ! -e "$SIM/device/.ready" ]; then
+    rm -rf "$SIM/device"
+    "$PYTHON" -m venv "$SIM/device"
+    "$SIM/device/bin/pip" install --quiet torch==2.13.0
+    "$SIM/device/bin/pip" install --quiet torch==2.13.0 huggingface-hub==1.33.0 tokenizers==0.23.2 \
+        transformers==5.17.0 accelerate==1.15.0 safetensors==0.8.0 'numpy<2.6' typing-extensions==4.12.2 \
+        anyio annotated-doc certifi click filelock fsspec h11 hf-xet httpcore httpx hypothesis idna jinja2 \
+        packaging pillow prometheus-client psutil pytest pytest-timeout python-dateutil pyyaml regex requests \
+        rich scipy shellingham six tqdm typer urllib3 uvloop zipp
+    # Whatever the resolver pulled in that the machine lacks goes: the carried wheels must bring it.
+    # shellcheck disable=SC2086
+    "$SIM/device/bin/pip" uninstall --quiet -y $CARRIED 2>/dev/null || true
+    "$SIM/device/bin/pip" install --quiet --force-reinstall --no-deps typing-extensions==4.12.2
+    touch "$SIM/device/.ready"
+fi
+echo "stand-in python: $("$SIM/device/bin/python" -c 'import sys, torch, transformers, typing_extensions as t
+print(sys.version.split()[0], "torch", torch.__version__, "transformers", transformers.__version__)')"
+for name in $CARRIED; do
+    if "$SIM/device/bin/pip" show --quiet "$name" >/dev/null 2>&1; then
+        echo "error: the stand-in has $name, which the machine lacks" >&2
+        exit 1
+    fi
+done
+
+"$ROOT/.venv/bin/python" bench/gpu/wheels.py --python 3.11 --dest "$SIM/wheels-cp311"
+
+export OUT=${OUT:-$ROOT/bench/out/gpu-dryrun}
+rm -rf "$OUT"
+mkdir -p "$OUT"
+env SDXL_GPU_DRYRUN=1 PIP_NO_INDEX=1 SDXL_GPU_PYTHON="$SIM/device/bin/python" \
+    SDXL_GPU_WHEELS="$SIM/wheels-cp311" SDXL_GPU_SCRATCH="$SIM/scratch" \
+    SDXL_GPU_TESTS="${SDXL_GPU_TESTS:-tests/gpu tests/test_codecs.py}" \
+    SDXL_GPU_MARK="${SDXL_GPU_MARK:-gpu or not gpu}" \
+    bash bench/gpu/run.sh "${1:-default}" && status=0 || status=$?
+echo "simulate.sh: run.sh exited $status; $OUT holds $(find "$OUT" -type f | wc -l) files (8 come back):"
+ls -la "$OUT"
+exit "$status"
