@@ -9,6 +9,7 @@ import logging
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from torch._dynamo.utils import counters
 
 from sdxl_bedrock.engine.acceleration import UNetInputs, UNetRunner, chunk_rows
@@ -77,13 +78,20 @@ def test_padding_rows_change_no_real_row(engine: Engine) -> None:
 
 
 def test_warmed_shapes_run_compiled_for_any_batch_size_without_compiling(
-    compiled: Engine, engine: Engine
+    compiled: Engine, engine: Engine, source: Image.Image
 ) -> None:
+    """Warmed up on text-to-image with one sampler; served: image-to-image (latents from the VAE, in
+    another memory layout), other samplers (float timesteps, a second model call per step), any batch."""
     before, eager_calls = compilations(), compiled.unet.calls["eager"]
+    image_to_image = {"init_image": source, "denoise_from": 0.65}
     assert_same_images(compiled, engine, [request()])  # 2 rows: warmed
-    assert_same_images(compiled, engine, [request(f"prompt {i}", seed=i) for i in range(3)])  # 6 = 4 + 2
+    assert_same_images(compiled, engine, [request(**image_to_image)])
+    assert_same_images(  # 6 rows = 4 + 2
+        compiled, engine, [request(f"prompt {i}", seed=i, **image_to_image) for i in range(3)]
+    )
     assert_same_images(compiled, engine, [request(cfg_scale=1.0)])  # 1 row, padded to 2
-    assert_same_images(compiled, engine, [request(sampler=Sampler.K_EULER)])  # float timesteps
+    for sampler in (Sampler.K_EULER, Sampler.K_HEUN, Sampler.K_DPMPP_2S_ANCESTRAL):
+        assert_same_images(compiled, engine, [request(sampler=sampler, **image_to_image)])
     assert compilations() == before, "a request compiled a graph after warm-up"
     assert compiled.unet.calls["eager"] == eager_calls, "every call went through the compiled graphs"
 

@@ -179,12 +179,17 @@ class UNetRunner:
     @staticmethod
     def run(unet: Any, inputs: UNetInputs) -> torch.Tensor:
         output: torch.Tensor = unet(
-            inputs.sample,
+            # One memory layout whatever made the latents (noise is contiguous, the VAE's output channels
+            # last): a compiled graph is specialised on strides too.
+            inputs.sample.contiguous(memory_format=torch.channels_last),
             # The UNet embeds timesteps in float32 anyway; one dtype keeps one compiled graph per shape.
             inputs.timestep.to(torch.float32),
-            encoder_hidden_states=inputs.tokens,
-            encoder_attention_mask=inputs.token_mask,
-            added_cond_kwargs={"text_embeds": inputs.pooled, "time_ids": inputs.time_ids},
+            encoder_hidden_states=inputs.tokens.contiguous(),
+            encoder_attention_mask=None if inputs.token_mask is None else inputs.token_mask.contiguous(),
+            added_cond_kwargs={
+                "text_embeds": inputs.pooled.contiguous(),
+                "time_ids": inputs.time_ids.contiguous(),
+            },
             return_dict=False,
         )[0]
         return output
