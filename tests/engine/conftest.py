@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
+from typing import Any
 
 import numpy as np
 import pytest
@@ -12,6 +14,7 @@ from PIL import Image
 
 from sdxl_bedrock.engine.pipeline import Engine
 from sdxl_bedrock.engine.tiny import tiny_model_path
+from sdxl_bedrock.schema import GenerationRequest, Sampler, WeightedPrompt
 from tests.conftest import gradient_png
 
 
@@ -34,3 +37,18 @@ def source() -> Image.Image:
 
 def as_array(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("RGB"), dtype=np.int16)
+
+
+def generation_request(prompt: str = "a lamp", **changes: Any) -> GenerationRequest:
+    """A 64x64 text-to-image request, 10 steps of K_DPMPP_2M, cfg 7, seed 1; `changes` replace fields."""
+    base = GenerationRequest(
+        prompts=(WeightedPrompt(prompt, 1.0),),
+        negative_prompts=(),
+        width=64,
+        height=64,
+        seed=1,
+        steps=10,
+        cfg_scale=7.0,
+        sampler=Sampler.K_DPMPP_2M,
+    )
+    return dataclasses.replace(base, **changes)

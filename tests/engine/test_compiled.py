@@ -3,8 +3,8 @@ after warm-up compiles anything (other batch sizes run as padded chunks, other s
 
 from __future__ import annotations
 
-import dataclasses
 import logging
+from typing import Any
 
 import numpy as np
 import pytest
@@ -14,24 +14,14 @@ from torch._dynamo.utils import counters
 
 from sdxl_bedrock.engine.acceleration import UNetInputs, UNetRunner, chunk_rows
 from sdxl_bedrock.engine.pipeline import Engine
-from sdxl_bedrock.schema import GenerationRequest, Sampler, WeightedPrompt
-from tests.engine.conftest import as_array
+from sdxl_bedrock.schema import GenerationRequest, Sampler
+from tests.engine.conftest import as_array, generation_request
 
 pytestmark = pytest.mark.slow
 
 
-def request(prompt: str = "a lamp", seed: int = 1, **changes: object) -> GenerationRequest:
-    base = GenerationRequest(
-        prompts=(WeightedPrompt(prompt, 1.0),),
-        negative_prompts=(),
-        width=64,
-        height=64,
-        seed=seed,
-        steps=8,
-        cfg_scale=7.0,
-        sampler=Sampler.K_DPMPP_2M,
-    )
-    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+def request(prompt: str = "a lamp", seed: int = 1, **changes: Any) -> GenerationRequest:
+    return generation_request(prompt, seed=seed, steps=8, **changes)
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +73,7 @@ def test_warmed_shapes_run_compiled_for_any_batch_size_without_compiling(
     """Warmed up on text-to-image with one sampler; served: image-to-image (latents from the VAE, in
     another memory layout), other samplers (float timesteps, a second model call per step), any batch."""
     before, eager_calls = compilations(), compiled.unet.calls["eager"]
-    image_to_image = {"init_image": source, "denoise_from": 0.65}
+    image_to_image: dict[str, Any] = {"init_image": source, "denoise_from": 0.65}
     assert_same_images(compiled, engine, [request()])  # 2 rows: warmed
     assert_same_images(compiled, engine, [request(**image_to_image)])
     assert_same_images(  # 6 rows = 4 + 2

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pytest
 import torch
@@ -12,21 +10,12 @@ from PIL import Image
 from sdxl_bedrock.engine.acceleration import parse_buckets
 from sdxl_bedrock.engine.pipeline import Engine
 from sdxl_bedrock.errors import ModelFailure
-from sdxl_bedrock.schema import GenerationRequest, Sampler, WeightedPrompt
-from tests.engine.conftest import as_array
+from sdxl_bedrock.schema import GenerationRequest, Sampler
+from tests.engine.conftest import as_array, generation_request
 
 
 def request(prompt: str = "a lamp", seed: int = 1) -> GenerationRequest:
-    return GenerationRequest(
-        prompts=(WeightedPrompt(prompt, 1.0),),
-        negative_prompts=(),
-        width=64,
-        height=64,
-        seed=seed,
-        steps=10,
-        cfg_scale=7.0,
-        sampler=Sampler.K_EULER,
-    )
+    return generation_request(prompt, seed=seed, sampler=Sampler.K_EULER)
 
 
 def test_a_half_precision_overflow_is_retried_in_float32(cache_dir: object) -> None:
@@ -82,6 +71,6 @@ def test_half_precisions_make_the_float32_picture(engine: Engine, source: Image.
     """The GPU's dtypes on the CPU: the same code path, only rounding apart (the VAE stays in float32)."""
     half = Engine.load("tiny", "cpu", dtype)
     assert half.pipe.vae.dtype == torch.float32
-    image_to_image = dataclasses.replace(request(), init_image=source, denoise_from=0.65, steps=30)
+    image_to_image = generation_request(init_image=source, denoise_from=0.65, steps=30)
     ours, reference = (as_array(e.generate([image_to_image])[0].image) for e in (half, engine))
     assert np.abs(ours - reference).mean() < 1.5

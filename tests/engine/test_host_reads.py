@@ -12,7 +12,8 @@ from PIL import Image
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from sdxl_bedrock.engine.pipeline import Engine
-from sdxl_bedrock.schema import GenerationRequest, Sampler, WeightedPrompt
+from sdxl_bedrock.schema import GenerationRequest, WeightedPrompt
+from tests.engine.conftest import generation_request
 
 HOST_READS = {
     torch.ops.aten._local_scalar_dense.default,  # .item(), float(t), int(t)
@@ -27,7 +28,7 @@ class HostReads(TorchDispatchMode):
         super().__init__()
         self.seen: collections.Counter[str] = collections.Counter()
 
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         if func in HOST_READS:
             self.seen[str(func)] += 1
         return func(*args, **(kwargs or {}))
@@ -48,15 +49,12 @@ def host_reads_in_loop(engine: Engine, requests: list[GenerationRequest]) -> col
 
 
 def request(source: Image.Image | None, cfg_scale: float, seed: int) -> GenerationRequest:
-    return GenerationRequest(
-        prompts=(WeightedPrompt("a harbour at dawn", 1.0),),
+    return generation_request(
+        "a harbour at dawn",
         negative_prompts=(WeightedPrompt("fog", 1.0),),
-        width=64,
-        height=64,
         seed=seed,
         steps=30,
         cfg_scale=cfg_scale,
-        sampler=Sampler.K_DPMPP_2M,
         init_image=source,
         denoise_from=0.65 if source is not None else 1.0,
     )

@@ -4,8 +4,8 @@ machine)."""
 
 from __future__ import annotations
 
-import dataclasses
 import io
+from typing import Any
 
 import numpy as np
 import pytest
@@ -16,6 +16,7 @@ from torch._dynamo.utils import counters
 from sdxl_bedrock.engine.pipeline import Engine
 from sdxl_bedrock.schema import GenerationRequest, Sampler, WeightedPrompt
 from tests.conftest import gradient_png
+from tests.engine.conftest import generation_request
 
 pytestmark = [
     pytest.mark.gpu,
@@ -34,21 +35,10 @@ DETERMINISTIC = [
 ]
 
 
-def request(seed: int = 1, **changes: object) -> GenerationRequest:
+def request(seed: int = 1, **changes: Any) -> GenerationRequest:
     source = Image.open(io.BytesIO(gradient_png(128, 128))).convert("RGB")
-    base = GenerationRequest(
-        prompts=(WeightedPrompt("a lighthouse", 1.0),),
-        negative_prompts=(),
-        width=128,
-        height=128,
-        seed=seed,
-        steps=30,
-        cfg_scale=7.0,
-        sampler=Sampler.K_DPMPP_2M,
-        init_image=source,
-        denoise_from=0.65,
-    )
-    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+    image_to_image = {"width": 128, "height": 128, "init_image": source, "denoise_from": 0.65}
+    return generation_request("a lighthouse", seed=seed, steps=30, **{**image_to_image, **changes})
 
 
 def pixels(image: Image.Image) -> np.ndarray:
