@@ -138,7 +138,7 @@ class UNetRunner:
 
     @contextlib.contextmanager
     def warming_up(self) -> Iterator[None]:
-        """Calls inside compile (and capture) their shapes, which later calls may then use."""
+        """Calls made inside compile (and capture) a graph for their shape, which later calls may use."""
         self.warming = True
         try:
             yield
