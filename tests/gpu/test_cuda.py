@@ -79,7 +79,8 @@ def test_half_precision_makes_finite_images_equal_alone_and_batched(half: Engine
 def test_a_seed_gives_the_same_picture_on_the_gpu_as_on_the_cpu(single: Engine, cache_dir: object) -> None:
     cpu = Engine.load("tiny", "cpu", "float32")
     on_gpu, on_cpu = (pixels(e.generate([request(seed=9)])[0].image) for e in (single, cpu))
-    assert np.abs(on_gpu - on_cpu).mean() < 1.0, "same noise (CPU generators), only TF32 rounding apart"
+    # Other noise would put them tens of levels apart; TF32 matmuls on the GPU leave a few levels at most.
+    assert np.abs(on_gpu - on_cpu).mean() < 3.0, "same noise (CPU generators), only rounding apart"
 
 
 def test_compiled_cuda_graphs_serve_any_batch_size_without_recompiling(
