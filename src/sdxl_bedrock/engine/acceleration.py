@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,26 +61,28 @@ class UNetInputs:
         )
 
     def rows_slice(self, start: int, stop: int) -> UNetInputs:
-        def cut(tensor: torch.Tensor | None) -> Any:
-            return None if tensor is None else tensor[start:stop]
-
-        return UNetInputs(
-            cut(self.sample), self.timestep, cut(self.tokens), cut(self.token_mask), cut(self.pooled),
-            cut(self.time_ids),
-        )  # fmt: skip
+        return self.map_rows(lambda tensor: tensor[start:stop])
 
     def padded_to(self, rows: int) -> UNetInputs:
         """Padded with copies of the last row: UNet rows are independent, so padding changes no real row."""
 
-        def pad(tensor: torch.Tensor | None) -> Any:
-            if tensor is None or rows == tensor.shape[0]:
+        def pad(tensor: torch.Tensor) -> torch.Tensor:
+            if rows == tensor.shape[0]:
                 return tensor
             return torch.cat([tensor, tensor[-1:].expand(rows - tensor.shape[0], *tensor.shape[1:])])
 
-        return UNetInputs(
-            pad(self.sample), self.timestep, pad(self.tokens), pad(self.token_mask), pad(self.pooled),
-            pad(self.time_ids),
-        )  # fmt: skip
+        return self.map_rows(pad)
+
+    def map_rows(self, function: Callable[[torch.Tensor], torch.Tensor]) -> UNetInputs:
+        """`function` applied to every tensor that has one row per batch row (all but the timestep)."""
+        return dataclasses.replace(
+            self,
+            sample=function(self.sample),
+            tokens=function(self.tokens),
+            token_mask=None if self.token_mask is None else function(self.token_mask),
+            pooled=function(self.pooled),
+            time_ids=function(self.time_ids),
+        )
 
 
 @dataclass(frozen=True)
@@ -97,7 +100,7 @@ class InputShape:
         return f"UNet input of {width}x{height} latents, {self.tokens} prompt tokens{masked}, {self.dtype}"
 
 
-def chunk_rows(rows: int, warmed: Sequence[int]) -> list[tuple[int, int]]:
+def chunk_rows(rows: int, warmed: Collection[int]) -> list[tuple[int, int]]:
     """Split `rows` into chunks that each run as one warmed row count: [(rows in chunk, count run as)].
 
     Greedy: the largest warmed count that fits, then the next; a remainder smaller than every warmed count
@@ -159,7 +162,7 @@ class UNetRunner:
                 log.warning("%s was not warmed up: it runs eager (add its size to --warmup)", shape)
             return self.run_eager(inputs)
         outputs, start = [], 0
-        for rows, run_as in chunk_rows(inputs.rows, sorted(warmed)):
+        for rows, run_as in chunk_rows(inputs.rows, warmed):
             chunk = inputs.rows_slice(start, start + rows).padded_to(run_as)
             outputs.append(self.run_compiled(chunk)[:rows])
             start += rows
