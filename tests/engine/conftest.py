@@ -11,6 +11,7 @@ import pytest
 import torch
 from diffusers import StableDiffusionXLImg2ImgPipeline
 from PIL import Image
+from torch._dynamo.utils import counters
 
 from sdxl_bedrock.engine.pipeline import Engine
 from sdxl_bedrock.engine.tiny import tiny_model_path
@@ -52,3 +53,8 @@ def generation_request(prompt: str = "a lamp", **changes: Any) -> GenerationRequ
         sampler=Sampler.K_DPMPP_2M,
     )
     return dataclasses.replace(base, **changes)
+
+
+def compilations() -> int:
+    """Graphs torch.compile has made in this process so far."""
+    return int(counters["stats"]["unique_graphs"])

@@ -10,12 +10,11 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torch._dynamo.utils import counters
 
 from sdxl_bedrock.engine.acceleration import UNetInputs, UNetRunner, chunk_rows
 from sdxl_bedrock.engine.pipeline import Engine
 from sdxl_bedrock.schema import GenerationRequest, Sampler
-from tests.engine.conftest import as_array, generation_request
+from tests.engine.conftest import as_array, compilations, generation_request
 
 pytestmark = pytest.mark.slow
 
@@ -30,10 +29,6 @@ def compiled(cache_dir: object) -> Engine:
     engine.warm_up(64, 64, 1)  # 2 UNet rows under classifier-free guidance
     engine.warm_up(64, 64, 2)  # 4 rows
     return engine
-
-
-def compilations() -> int:
-    return int(counters["stats"]["unique_graphs"])
 
 
 def assert_same_images(compiled: Engine, eager: Engine, requests: list[GenerationRequest]) -> None:

@@ -11,12 +11,11 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torch._dynamo.utils import counters
 
 from sdxl_bedrock.engine.pipeline import Engine
 from sdxl_bedrock.schema import GenerationRequest, Sampler, WeightedPrompt
 from tests.conftest import gradient_png
-from tests.engine.conftest import generation_request
+from tests.engine.conftest import compilations, generation_request
 
 pytestmark = [
     pytest.mark.gpu,
@@ -89,10 +88,10 @@ def test_compiled_cuda_graphs_serve_any_batch_size_without_recompiling(
     compiled = Engine.load("tiny", "cuda", "float16", compile_unet=True)
     compiled.warm_up(128, 128, 1)
     compiled.warm_up(128, 128, 2)
-    before, eager = int(counters["stats"]["unique_graphs"]), compiled.unet.calls["eager"]
+    before, eager = compilations(), compiled.unet.calls["eager"]
     batch = [request(seed=i) for i in range(3)]  # 6 UNet rows: a 4-row graph and a 2-row graph
     ours, theirs = compiled.generate(batch), half.generate(batch)
-    assert int(counters["stats"]["unique_graphs"]) == before
+    assert compilations() == before
     assert compiled.unet.calls["eager"] == eager
     for a, b in zip(ours, theirs, strict=True):
         assert np.abs(pixels(a.image) - pixels(b.image)).max() <= 3
