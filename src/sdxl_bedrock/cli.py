@@ -39,6 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     serve.add_argument("--dtype", choices=["auto", "float32", "float16", "bfloat16"], default="auto")
     serve.add_argument(
+        "--vae-dtype",
+        choices=["auto", "float32", "float16", "bfloat16"],
+        default="auto",
+        help="auto: bfloat16 on a GPU under a half --dtype (SDXL's VAE overflows float16), else --dtype",
+    )
+    serve.add_argument(
         "--relaxed-sizes",
         action="store_true",
         help="accept any width/height that is a multiple of 64, not only SDXL's nine sizes",
@@ -212,6 +218,7 @@ def serve_settings(args: argparse.Namespace) -> Settings:
         model=args.model,
         device=args.device,
         dtype=args.dtype,
+        vae_dtype=args.vae_dtype,
         relaxed_sizes=args.relaxed_sizes,
         max_batch_size=args.max_batch_size,
         max_wait_ms=args.max_wait_ms,

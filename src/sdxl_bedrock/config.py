@@ -15,6 +15,7 @@ class Settings:
     model: str = "tiny"
     device: str = "auto"
     dtype: str = "auto"
+    vae_dtype: str = "auto"
     # Accept any multiple of 64 as a size instead of SDXL's nine; for other models and for quick tests.
     relaxed_sizes: bool = False
     max_batch_size: int = 8

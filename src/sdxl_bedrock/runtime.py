@@ -57,6 +57,7 @@ class Runtime:
                 settings.model,
                 settings.device,
                 settings.dtype,
+                vae_dtype=settings.vae_dtype,
                 clip_model=settings.clip_model,
                 content_filter=load_content_filter(settings.blocked_terms),
                 compile_unet=settings.compile_unet,

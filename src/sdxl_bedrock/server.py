@@ -38,7 +38,8 @@ async def _serve(settings: Settings) -> int:
         print(
             f"sdxl-bedrock listening on {settings.scheme}://{settings.host}:{settings.port} "
             f"(model {settings.model}, device {engine.device}, "
-            f"dtype {str(engine.dtype).removeprefix('torch.')})",
+            f"dtype {str(engine.dtype).removeprefix('torch.')}, "
+            f"VAE {str(engine.pipe.vae.dtype).removeprefix('torch.')})",
             flush=True,
         )
 

@@ -100,3 +100,27 @@ def test_ping_says_model_not_ready_until_loaded_then_healthy(tmp_path: Path) -> 
         assert "listening on" in server.log()
     finally:
         assert server.stop() == 0
+
+
+def test_the_vae_dtype_option_is_announced_and_serves(tmp_path: Path, cache_dir: Path) -> None:
+    """What a GPU runs by default (`--vae-dtype auto` there is bfloat16), asked for by name on the CPU."""
+    source, out = tmp_path / "in.png", tmp_path / "out.png"
+    source.write_bytes(gradient_png(64, 64))
+    server = start_server(tmp_path, "--model", "tiny", "--relaxed-sizes", "--vae-dtype", "bfloat16")
+    try:
+        assert "dtype float32, VAE bfloat16)" in server.log()
+        done = cli(
+            "invoke",
+            "--endpoint",
+            server.url,
+            "--image",
+            str(source),
+            "--prompt",
+            "a boat",
+            "--out",
+            str(out),
+        )
+        assert done.returncode == 0, done.stderr
+        assert Image.open(out).convert("RGB").getextrema() != ((0, 0), (0, 0), (0, 0)), "not a black image"
+    finally:
+        assert server.stop() == 0

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from sdxl_bedrock.engine.acceleration import parse_buckets
-from sdxl_bedrock.engine.pipeline import Engine
+from sdxl_bedrock.engine.pipeline import Engine, resolve_vae_dtype
 from sdxl_bedrock.errors import ModelFailure
 from sdxl_bedrock.schema import GenerationRequest, Sampler
 from tests.engine.conftest import as_array, generation_request
@@ -26,6 +26,20 @@ def test_a_half_precision_overflow_is_retried_in_float32(cache_dir: object) -> N
     [image] = engine.generate([request()])
     assert image.image.size == (64, 64)
     assert engine.dtype == torch.float16 and engine.pipe.unet.dtype == torch.float16, "restored after retry"
+
+
+def test_a_vae_overflow_is_retried_with_the_vae_in_float32(engine: Engine, cache_dir: object) -> None:
+    bfloat16_vae = Engine.load("tiny", "cpu", "float32", vae_dtype="bfloat16")
+
+    def overflow_in_bfloat16(module: object, inputs: object, output: torch.Tensor) -> torch.Tensor | None:
+        return output * float("inf") if output.dtype == torch.bfloat16 else None
+
+    bfloat16_vae.pipe.vae.decoder.conv_out.register_forward_hook(overflow_in_bfloat16)
+    [image] = bfloat16_vae.generate([request()])
+    assert bfloat16_vae.pipe.vae.dtype == torch.bfloat16, "restored after retry"
+    reference = engine.generate([request()])[0].image
+    # The float32 picture, up to the VAE weights' rounding to bfloat16 and back.
+    assert np.abs(as_array(image.image) - as_array(reference)).max() <= 2
 
 
 def test_a_non_finite_image_in_float32_is_a_model_error(cache_dir: object) -> None:
@@ -64,6 +78,31 @@ def test_the_projections_are_fused() -> None:
 
 def test_warm_up_buckets_parse() -> None:
     assert parse_buckets("1024x1024:1,2;832x1216") == [(1024, 1024, 1), (1024, 1024, 2), (832, 1216, 1)]
+
+
+@pytest.mark.parametrize(
+    ("device", "model_dtype", "force_upcast", "expected"),
+    [
+        ("cpu", torch.float32, True, torch.float32),
+        ("cpu", torch.float16, True, torch.float32),  # no fast bfloat16 convolutions to count on
+        ("cpu", torch.float16, False, torch.float16),  # a VAE fixed for float16 runs in it
+        ("cuda", torch.float32, True, torch.float32),  # a float32 model is asked for exactness
+    ],
+)
+def test_the_automatic_vae_dtype(
+    device: str, model_dtype: torch.dtype, force_upcast: bool, expected: torch.dtype
+) -> None:
+    assert resolve_vae_dtype("auto", torch.device(device), model_dtype, force_upcast) == expected
+    assert resolve_vae_dtype("bfloat16", torch.device(device), model_dtype, force_upcast) == torch.bfloat16
+
+
+def test_a_bfloat16_vae_makes_the_float32_picture(engine: Engine, source: Image.Image) -> None:
+    """What a GPU runs by default (bfloat16 VAE, float16 UNet), on the CPU: only rounding apart."""
+    half = Engine.load("tiny", "cpu", "float16", vae_dtype="bfloat16")
+    assert half.pipe.vae.dtype == torch.bfloat16
+    image_to_image = generation_request(init_image=source, denoise_from=0.65, steps=30)
+    ours, reference = (as_array(e.generate([image_to_image])[0].image) for e in (half, engine))
+    assert np.abs(ours - reference).mean() < 1.5
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])

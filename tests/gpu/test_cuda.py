@@ -82,6 +82,13 @@ def test_a_seed_gives_the_same_picture_on_the_gpu_as_on_the_cpu(single: Engine, 
     assert np.abs(on_gpu - on_cpu).mean() < 3.0, "same noise (CPU generators), only rounding apart"
 
 
+def test_the_default_bfloat16_vae_makes_the_float32_vae_picture(half: Engine, cache_dir: object) -> None:
+    assert half.pipe.vae.dtype == torch.bfloat16, "--vae-dtype auto on a GPU with bfloat16"
+    float32_vae = Engine.load("tiny", "cuda", "float16", vae_dtype="float32")
+    ours, theirs = (pixels(e.generate([request(seed=11)])[0].image) for e in (half, float32_vae))
+    assert np.abs(ours - theirs).mean() < 1.5
+
+
 def test_compiled_cuda_graphs_serve_any_batch_size_without_recompiling(
     half: Engine, cache_dir: object
 ) -> None:

@@ -145,20 +145,21 @@ class Engine:
         device: str = "auto",
         dtype: str = "auto",
         *,
+        vae_dtype: str = "auto",
         clip_model: str | None = None,
         content_filter: ContentFilter | None = None,
         compile_unet: bool = False,
     ) -> Engine:
-        """`clip_model`: a transformers CLIPModel folder, or `tiny` for the tiny random one.
+        """`vae_dtype`: see `resolve_vae_dtype`.
+        `clip_model`: a transformers CLIPModel folder, or `tiny` for the tiny random one.
         `compile_unet`: torch.compile the UNet (CUDA graphs); warm it up before serving."""
         from sdxl_bedrock.engine.models import load_pipeline
 
         torch_device = resolve_device(device)
         torch_dtype = resolve_dtype(dtype, torch_device)
         pipe: Any = load_pipeline(model, device=str(torch_device), dtype=torch_dtype)
-        if pipe.vae.config.force_upcast:
-            # SDXL's VAE overflows in half precision; keep it in float32 for good.
-            pipe.vae.to(dtype=torch.float32)
+        force_upcast = bool(pipe.vae.config.force_upcast)
+        pipe.vae.to(dtype=resolve_vae_dtype(vae_dtype, torch_device, torch_dtype, force_upcast))
         pipe.set_progress_bar_config(disable=True)
         accelerate(pipe, torch_device)
         clip_guide = None
@@ -214,9 +215,11 @@ class Engine:
                 torch.cuda.empty_cache()
                 raise
             except NonFiniteOutput:
-                if self.dtype == torch.float32:
+                half = self.half_precision_modules()
+                if not half:
                     raise ModelFailure("The model produced a non-finite image.") from None
-                log.warning("non-finite output in %s; retrying the batch once in float32", self.dtype)
+                names = ", ".join(f"{type(module).__name__} in {module.dtype}" for module in half)
+                log.warning("non-finite output (%s); retrying the batch once in float32", names)
                 with self.in_float32():
                     images = self._generate(requests, on_step)
         if len(images) != len(requests):
@@ -473,10 +476,15 @@ class Engine:
 
         return steered
 
+    def half_precision_modules(self) -> list[Any]:
+        pipe = self.pipe
+        modules = [pipe.unet, pipe.text_encoder, pipe.text_encoder_2, pipe.vae]
+        return [module for module in modules if module.dtype != torch.float32]
+
     @contextlib.contextmanager
     def in_float32(self) -> Iterator[None]:
-        """The UNet and text encoders in float32 for one retry (half precision overflowed), then back."""
-        half_modules = [self.pipe.unet, self.pipe.text_encoder, self.pipe.text_encoder_2]
+        """Every half-precision model in float32 for one retry (half precision overflowed), then back."""
+        half_modules = {module: module.dtype for module in self.half_precision_modules()}
         dtype, cache = self.dtype, self.prompt_cache
         for module in half_modules:
             module.to(torch.float32)
@@ -484,8 +492,8 @@ class Engine:
         try:
             yield
         finally:
-            for module in half_modules:
-                module.to(dtype)
+            for module, module_dtype in half_modules.items():
+                module.to(module_dtype)
             self.dtype, self.prompt_cache = dtype, cache
 
     def decode_pixels(self, latents: torch.Tensor) -> torch.Tensor:
@@ -566,7 +574,25 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     if dtype == "auto":
         return torch.float16 if device.type == "cuda" else torch.float32
-    return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype]
+    return DTYPES[dtype]
+
+
+def resolve_vae_dtype(
+    vae_dtype: str, device: torch.device, model_dtype: torch.dtype, force_upcast: bool
+) -> torch.dtype:
+    """`auto`: the model's dtype, except where a half-precision model has a VAE that overflows in float16
+    (`force_upcast`, as SDXL's own): then bfloat16, float32's range at half the memory traffic, on a GPU
+    that has it (ComfyUI's choice too), else float32. A non-finite image is retried in float32 either way."""
+    if vae_dtype != "auto":
+        return DTYPES[vae_dtype]
+    if model_dtype == torch.float32 or not force_upcast:
+        return model_dtype
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
