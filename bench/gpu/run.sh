@@ -3,11 +3,12 @@
 #
 #     bash bench/gpu/run.sh [default|tests|eager|compiled|all]      (carry [".gpu-wheels"]; bench/gpu/README.md)
 #
-#   default   tests + eager            (fits one 10-minute device call)
+#   default   tests + eager + vae      (fits one 10-minute device call)
 #   tests     python -m pytest -q -m gpu tests/gpu
 #   eager     python -m bench.run --model sdxl-random --device cuda --size 1024 --server-args --dtype float16
+#   vae       python -m bench.vae --model sdxl-random --device cuda --size 1024 --batch 1 8 (float32 vs bfloat16)
 #   compiled  the same with --compile --warmup 1024x1024:1,2,4,8 (torch.compile, CUDA graphs)
-#   all       tests + eager + compiled (longer than one device call: for a machine without that limit)
+#   all       tests + eager + vae + compiled (longer than one device call: for a machine without that limit)
 #
 # Installs .gpu-wheels/*.whl (`make gpu-wheels` here) with --no-index --no-deps into a --target folder in
 # /tmp that PYTHONPATH puts ahead of the machine's own packages (a venv made from /opt/torch/.venv/bin/python3
@@ -15,13 +16,13 @@
 # with $PWD/src and $PWD (the project is not pip-installed: pyproject says python <3.12). Each stage runs
 # under its own `timeout` inside a whole-run budget (SDXL_GPU_BUDGET_S: 560 s; `all` 1800 s), a failed
 # stage does not stop the next, and whatever exists is in $OUT: run.log (everything printed), servers.log
-# (the servers' logs), bench-eager.json, bench-compiled.json, pytest-gpu.xml, summary.md (the figures for
-# bench/RESULTS.md).
+# (the servers' logs), bench-eager.json, bench-compiled.json, vae.json, pytest-gpu.xml, summary.md (the
+# figures for bench/RESULTS.md).
 #
 # Knobs (environment): SDXL_GPU_PYTHON, SDXL_GPU_WHEELS, SDXL_GPU_MODEL (sdxl-random), SDXL_GPU_DEVICE (cuda),
 # SDXL_GPU_SIZE (1024), SDXL_GPU_DTYPE (float16), SDXL_GPU_REQUESTS (8), SDXL_GPU_CONCURRENCY ("1 4 8 16"),
 # SDXL_GPU_WARMUP (SIZExSIZE:1,2,4,8), SDXL_GPU_SERVER_ARGS (more `serve` options), SDXL_GPU_BUDGET_S,
-# SDXL_GPU_TIMEOUT_TESTS / _EAGER / _COMPILED (seconds; caps inside the budget), SDXL_GPU_TESTS (tests/gpu;
+# SDXL_GPU_TIMEOUT_TESTS / _EAGER / _VAE / _COMPILED (seconds; caps inside the budget), SDXL_GPU_TESTS (tests/gpu;
 # several paths space-separated), SDXL_GPU_MARK (gpu), SDXL_GPU_SCRATCH (/tmp/sdxl-gpu).
 # SDXL_GPU_DRYRUN=1: the same plumbing on a CPU (tiny model, 256x256, 2 requests) to check the script.
 set -u
@@ -30,9 +31,9 @@ set -o pipefail
 STARTED=$SECONDS
 STAGE=${1:-default}
 case "$STAGE" in
-default | tests | eager | compiled | all) ;;
+default | tests | eager | vae | compiled | all) ;;
 *)
-    echo "usage: bash bench/gpu/run.sh [default|tests|eager|compiled|all]" >&2
+    echo "usage: bash bench/gpu/run.sh [default|tests|eager|vae|compiled|all]" >&2
     exit 2
     ;;
 esac
@@ -204,24 +205,38 @@ stage_bench() { # stage_bench NAME CAP SERVE_OPTIONS...
     done
 }
 
+stage_vae() {
+    local dir=$SCRATCH/vae batches=(1 8)
+    [ "${SDXL_GPU_DRYRUN:-0}" = 1 ] && batches=(1 2)
+    rm -rf "$dir"
+    run_stage vae "$1" "$PY" -m bench.vae --model "$MODEL" --device "$DEVICE" --size "$SIZE" \
+        --batch "${batches[@]}" --out-dir "$dir"
+    for json in "$dir"/vae-*.json; do
+        [ -e "$json" ] && cp "$json" "$OUT/vae.json"
+    done
+}
+
 case "$STAGE" in
 default)
     stage_tests "${SDXL_GPU_TIMEOUT_TESTS:-170}"
     stage_bench eager "${SDXL_GPU_TIMEOUT_EAGER:-400}"
+    stage_vae "${SDXL_GPU_TIMEOUT_VAE:-90}"
     ;;
 tests) stage_tests "${SDXL_GPU_TIMEOUT_TESTS:-600}" ;;
 eager) stage_bench eager "${SDXL_GPU_TIMEOUT_EAGER:-600}" ;;
+vae) stage_vae "${SDXL_GPU_TIMEOUT_VAE:-300}" ;;
 compiled) stage_bench compiled "${SDXL_GPU_TIMEOUT_COMPILED:-600}" --compile --warmup "$WARMUP" ;;
 all)
     stage_tests "${SDXL_GPU_TIMEOUT_TESTS:-300}"
     stage_bench eager "${SDXL_GPU_TIMEOUT_EAGER:-400}"
+    stage_vae "${SDXL_GPU_TIMEOUT_VAE:-90}"
     stage_bench compiled "${SDXL_GPU_TIMEOUT_COMPILED:-600}" --compile --warmup "$WARMUP"
     ;;
 esac
 
 # -- what came of it ---------------------------------------------------------------------------------------
 shopt -s nullglob
-summaries=("$OUT"/bench-*.json)
+summaries=("$OUT"/bench-*.json "$OUT"/vae*.json)
 shopt -u nullglob
 if [ ${#summaries[@]} -gt 0 ]; then
     "$PY" bench/gpu/summary.py "${summaries[@]}" 2>&1 | tee "$OUT/summary.md" | tee -a "$LOG"

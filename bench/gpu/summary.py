@@ -1,6 +1,6 @@
 """The figures of bench/gpu/run.sh's JSON files as Markdown for bench/RESULTS.md, against issue 6's targets.
 
-    python bench/gpu/summary.py OUT/bench-eager.json [OUT/bench-compiled.json]
+    python bench/gpu/summary.py OUT/bench-eager.json [OUT/bench-compiled.json] [OUT/vae.json]
 
 Targets (one H100, 1024x1024 image-to-image, 30 steps, image_strength 0.35, cfg 7): server p50 <= 0.5 s
 for one request; >= 2.5 images/s with 16 concurrent clients; no black/NaN images. Published baselines for
@@ -81,6 +81,14 @@ def describe(name: str, results: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+def describe_vae(results: dict[str, Any]) -> list[str]:
+    from bench.vae import table
+
+    size = results.get("size")
+    heading = f"### VAE (bench.vae): {results.get('model')} {size}x{size}, {results.get('hardware', '?')}"
+    return [heading, "", *table(results["vae"]), ""]
+
+
 def main() -> int:
     if len(sys.argv) < 2:
         print(__doc__, file=sys.stderr)
@@ -92,7 +100,10 @@ def main() -> int:
         except (OSError, ValueError) as error:
             print(f"### {path.name}: unreadable ({error})\n")
             continue
-        print("\n".join(describe(path.stem.removeprefix("bench-"), results)))
+        if "vae" in results:
+            print("\n".join(describe_vae(results)))
+        else:
+            print("\n".join(describe(path.stem.removeprefix("bench-"), results)))
     return 0
 
 
