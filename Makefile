@@ -17,7 +17,16 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-install: $(STAMP)
+# The first boto3/botocore that knew Bedrock (September 2023), beside the venv's own, for
+# tests/e2e/test_old_botocore.py: its whole dependency set pinned, so nothing resolves against the venv.
+OLD_BOTOCORE := $(VENV)/old-botocore
+$(OLD_BOTOCORE)/.installed: $(STAMP)
+	rm -rf $(OLD_BOTOCORE)
+	$(BIN)/pip install --quiet --no-deps --target $(OLD_BOTOCORE) boto3==1.28.57 botocore==1.31.57 \
+		s3transfer==0.7.0 jmespath==1.0.1 python-dateutil==2.9.0.post0 six==1.17.0 urllib3==1.26.20
+	touch $@
+
+install: $(STAMP) $(OLD_BOTOCORE)/.installed
 
 # Debian's chromium for the playground's browser test (Playwright drives it; never `playwright install`).
 browser:
