@@ -243,18 +243,23 @@ def codec_cost(repeats: int = 10) -> dict[str, float]:
     }
 
 
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """What a benchmark runs on, and where its figures go: the options every benchmark here shares."""
+    parser.add_argument("--model", default="tiny")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument(
+        "--out-dir", type=Path, default=OUT, help="where the JSON (and a server's log) go (bench/out)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--model", default="tiny")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--size", type=int, default=512)
+    add_model_arguments(parser)
     parser.add_argument("--requests", type=int, default=8)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 8, 16])
-    parser.add_argument(
-        "--out-dir", type=Path, default=OUT, help="where the JSON and the server's log go (bench/out)"
-    )
     parser.add_argument(
         "--server-args",
         nargs=argparse.REMAINDER,

@@ -16,12 +16,11 @@ import json
 import statistics
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from bench.run import OUT, hardware, versions
+from bench.run import add_model_arguments, hardware, versions
 
 DTYPES = ("float32", "bfloat16")
 
@@ -100,12 +99,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--model", default="tiny")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--size", type=int, default=512)
+    add_model_arguments(parser)
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--out-dir", type=Path, default=OUT)
     args = parser.parse_args()
     results = {
         "hardware": hardware(),
