@@ -18,7 +18,8 @@ import torch
 from diffusers.utils.torch_utils import randn_tensor
 
 Denoiser = Callable[..., torch.Tensor]
-"""`model(x, sigma, **extra_args) -> denoised`, with `sigma` a tensor of one noise level per batch row."""
+"""`model(x, sigma, **extra_args) -> denoised`, with `sigma` a host (CPU) tensor of one noise level per batch
+row: the schedule lives on the host, and a level read back from the GPU would wait for its queued work."""
 StepInfo = dict[str, Any]
 
 
@@ -69,7 +70,7 @@ def sample_dpmpp_2s_ancestral(
     adds fresh noise of sigma_up (Ho et al. 2020's ancestral sampling) to reach the next sigma.
     """
     extra_args = extra_args or {}
-    ones = x.new_ones([x.shape[0]])
+    ones = torch.ones(x.shape[0], dtype=torch.float64)
     for i in range(len(sigmas) - 1):
         sigma, sigma_next = float(sigmas[i]), float(sigmas[i + 1])
         denoised = model(x, sigma * ones, **extra_args)

@@ -228,6 +228,21 @@ class Engine:
         return [self.screen(request, image) for request, image in zip(requests, images, strict=True)]
 
     def _generate(self, requests: Sequence[GenerationRequest], on_step: StepCallback | None) -> list[Any]:
+        latents = self.denoised_latents(requests, on_step)
+        if latents is None:
+            # image_strength 1 (or a window narrower than one step): the source is kept as it is.
+            return [request.init_image for request in requests]
+
+        # 6. decode
+        images = self.decode(latents)
+
+        # 7. the original pixels outside the mask
+        return [self.paste_original(request, image) for request, image in zip(requests, images, strict=True)]
+
+    def denoised_latents(
+        self, requests: Sequence[GenerationRequest], on_step: StepCallback | None = None
+    ) -> torch.Tensor | None:
+        """Steps 1-5, all on the device: the batch's final latents; None when there is nothing to denoise."""
         first = requests[0]
         generators = [torch.Generator("cpu").manual_seed(request.seed) for request in requests]
         cfg_scales = torch.tensor([request.cfg_scale for request in requests], device=self.device)
@@ -239,8 +254,7 @@ class Engine:
             first.sampler, self.scheduler_config, first.steps, window, generators, self.device
         )
         if sampling.steps == 0:
-            # image_strength 1 (or a window narrower than one step): the source is kept as it is.
-            return [request.init_image for request in requests]
+            return None
 
         # 2. encode the prompts
         positives, negatives, empty = self.encode_requests(requests, use_guidance)
@@ -254,15 +268,9 @@ class Engine:
         # 5. denoise
         masks = [request.mask for request in requests if request.mask is not None]
         mask = latent_mask(masks, self.vae_scale_factor, start.latents) if masks else None
-        latents = self.denoise(
+        return self.denoise(
             sampling, start, conditioning, cfg_scales, use_guidance, mask, requests, generators, on_step
         )
-
-        # 6. decode
-        images = self.decode(latents)
-
-        # 7. the original pixels outside the mask
-        return [self.paste_original(request, image) for request, image in zip(requests, images, strict=True)]
 
     # -- stages -------------------------------------------------------------------------------------------
 
