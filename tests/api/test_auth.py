@@ -234,6 +234,26 @@ def test_headers_botocore_would_not_sign_are_verified_when_the_client_signed_the
     assert refusal(signed.with_header("user-agent", "sdk/2")) == SIGNATURE_MISMATCH
 
 
+class SignsAuthorityForHost(SigV4Auth):
+    """The JavaScript SDK v3 over HTTP/2: no `host`, the `:authority` pseudo-header signed in its place."""
+
+    def headers_to_sign(self, request: AWSRequest) -> Any:
+        headers = super().headers_to_sign(request)
+        headers[":authority"] = headers["host"]
+        del headers["host"]
+        return headers
+
+
+def test_http2_authority_signed_in_place_of_host_passes() -> None:
+    request = AWSRequest("POST", f"{ENDPOINT}/model/{MODEL}/invoke", data=BODY)
+    SignsAuthorityForHost(Credentials(KEY_ID, SECRET), "bedrock", "us-east-1").add_auth(request)
+    # The ASGI server hands the request's :authority over as `host`.
+    signed = sent(request.prepare())
+    assert "SignedHeaders=:authority;" in signed.header("authorization")
+    check(signed)
+    assert refusal(signed.with_header("host", "elsewhere.test:8443")) == SIGNATURE_MISMATCH
+
+
 def test_a_changed_path_or_query_does_not_match() -> None:
     request = signed_by_botocore(query="b=2&a=1")
     check(request)

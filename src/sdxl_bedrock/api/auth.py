@@ -6,9 +6,10 @@ emulator) and raise `AccessDenied` otherwise (Bedrock: 403 AccessDeniedException
 - `check_bedrock_auth(settings, scope, headers, body, now=None)`: the Bedrock routes call it once the body is
   read and before anything decodes it. It accepts `Authorization: AWS4-HMAC-SHA256
   Credential=ID/DATE/REGION/bedrock/aws4_request, SignedHeaders=..., Signature=...` signed with a key pair
-  from `Settings.access_keys` (any region, `host` among the signed headers, and `X-Amz-Security-Token` too
-  when sent) whose `X-Amz-Date` is within 15 minutes of `now`; or `Authorization: Bearer TOKEN` as
-  `check_bearer` does. `scope` is the ASGI scope (method, raw path, query string); `now` is for tests.
+  from `Settings.access_keys` (any region, `host` among the signed headers, or HTTP/2's `:authority` as the
+  JavaScript SDK signs it, and `X-Amz-Security-Token` too when sent) whose `X-Amz-Date` is within 15 minutes
+  of `now`; or `Authorization: Bearer TOKEN` as `check_bearer` does. `scope` is the ASGI scope (method, raw
+  path, query string); `now` is for tests.
 - `check_bearer(settings, headers)`: `Authorization: Bearer TOKEN` with TOKEN in `Settings.api_keys`; for
   faces that take only API keys (the Stability face).
 
@@ -39,6 +40,9 @@ SIGV4_ALGORITHM = "AWS4-HMAC-SHA256"
 SERVICE = "bedrock"
 SCOPE_TERMINATOR = "aws4_request"
 MAX_CLOCK_SKEW = timedelta(minutes=15)
+# The request's host as a signed header: `host`, or over HTTP/2 the pseudo-header that replaces it (the
+# JavaScript SDK v3 signs `:authority`; the ASGI server hands its value over as `host`).
+HOST_HEADERS = ("host", ":authority")
 
 MISSING_TOKEN = "Missing Authentication Token"
 UNKNOWN_ACCESS_KEY = "The security token included in the request is invalid."
@@ -202,7 +206,7 @@ def check_clock_skew(amz_date: str, signed_at: datetime, now: datetime) -> None:
 
 
 def check_signed_header_set(signed_headers: tuple[str, ...], headers: Headers) -> None:
-    if "host" not in signed_headers:
+    if not any(name in signed_headers for name in HOST_HEADERS):
         raise AccessDenied("'Host' must be a 'SignedHeader' in the AWS Authorization.")
     # A session token that is not signed could be swapped for another by anyone on the way.
     if "x-amz-security-token" in headers and "x-amz-security-token" not in signed_headers:
@@ -226,7 +230,7 @@ def request_as_signed(
     url = f"https://{headers.get('host', 'localhost')}{path}" + (f"?{query}" if query else "")
     request = AWSRequest(method=scope["method"], url=url, data=body)
     for name in signed_headers:
-        for value in headers.getlist(name):
+        for value in headers.getlist("host" if name in HOST_HEADERS else name):
             request.headers[name] = value
     return request
 
