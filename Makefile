@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 MODEL ?= tiny
 
-.PHONY: install browser serve test check bench clean gpu-wheels gpu-check
+.PHONY: install browser js-sdk serve test check bench clean gpu-wheels gpu-check
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,13 +26,23 @@ $(OLD_BOTOCORE)/.installed: $(STAMP)
 		s3transfer==0.7.0 jmespath==1.0.1 python-dateutil==2.9.0.post0 six==1.17.0 urllib3==1.26.20
 	touch $@
 
-install: $(STAMP) $(OLD_BOTOCORE)/.installed
+# The AWS SDK for JavaScript v3 for tests/e2e/test_js_sdk.py, from its lock file (Debian's nodejs lacks npm).
+JS_TESTS := tests/js
+JS_STAMP := $(JS_TESTS)/node_modules/.package-lock.json
+$(JS_STAMP): $(JS_TESTS)/package-lock.json
+	(command -v node && command -v npm) >/dev/null || (apt-get update -qq && apt-get install -y -qq nodejs npm)
+	npm ci --prefix $(JS_TESTS) --no-audit --no-fund
+	touch $@
+
+js-sdk: $(JS_STAMP)
+
+install: $(STAMP) $(OLD_BOTOCORE)/.installed js-sdk
 
 # Debian's chromium for the playground's browser test (Playwright drives it; never `playwright install`).
 browser:
 	test -x /usr/bin/chromium || (apt-get update -qq && apt-get install -y -qq chromium)
 
-serve: install
+serve: $(STAMP)
 	$(BIN)/sdxl-bedrock serve --host $(HOST) --port $(PORT) --model $(MODEL)
 
 test: install browser

@@ -1,0 +1,156 @@
+"""The AWS SDK for JavaScript v3, from Node, against a running server: tests/js/bedrock.mjs makes each call.
+
+This client's own default transport is HTTP/2 (NodeHttp2Handler); the script names its handler either way.
+Over HTTP/2 the SDK drops `host` and signs the `:authority` pseudo-header in its place
+(`SignedHeaders=:authority;accept;...`): the signed tests run over both transports.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from sdxl_bedrock.api.auth import SIGNATURE_MISMATCH
+from tests.conftest import REPO, RunningServer, gradient_png, start_server
+
+JS_DIR = REPO / "tests" / "js"
+SEED = 4242
+SOURCE_SIZE = (64, 64)
+KEY_ID = "AKIDJSTEST"
+SECRET = "js-secret"
+VALIDATION_MESSAGE = (
+    "Malformed input request: #/steps: 5 is not greater or equal to 10, "
+    "please reformat your input and try again."
+)
+TRANSPORTS = [pytest.param(False, id="http1.1"), pytest.param(True, id="http2")]
+
+
+@pytest.fixture(scope="module")
+def auth_server(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Iterator[RunningServer]:
+    running = start_server(
+        tmp_path_factory.mktemp("logs"),
+        *("--model", "tiny", "--relaxed-sizes", "--access-key", f"{KEY_ID}:{SECRET}"),
+    )
+    yield running
+    running.stop()
+
+
+def image_to_image(**fields: object) -> dict[str, object]:
+    return {
+        "text_prompts": [{"text": "a lighthouse"}],
+        "init_image": base64.b64encode(gradient_png(*SOURCE_SIZE)).decode(),
+        "steps": 10,
+        "seed": SEED,
+        **fields,
+    }
+
+
+def js_sdk(
+    server: RunningServer,
+    command: str,
+    body: dict[str, object],
+    *,
+    http2: bool,
+    secret: str = SECRET,
+) -> dict[str, Any]:
+    """What the JS SDK returned or threw, as bedrock.mjs describes it."""
+    if shutil.which("node") is None or not (JS_DIR / "node_modules").is_dir():
+        pytest.fail("node or tests/js/node_modules is missing: run `make install`")
+    job = {
+        "endpoint": server.url,
+        "region": "us-east-1",
+        "credentials": {"accessKeyId": KEY_ID, "secretAccessKey": secret},
+        "command": command,
+        "body": body,
+        "http2": http2,
+    }
+    # Only the job's own settings: no profile, config file, bearer token or instance metadata.
+    env = {name: value for name, value in os.environ.items() if not name.startswith("AWS_")}
+    env |= {
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_CONFIG_FILE": os.devnull,
+        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+    }
+    done = subprocess.run(
+        ["node", str(JS_DIR / "bedrock.mjs")],
+        input=json.dumps(job),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    result: dict[str, Any] = json.loads(done.stdout)
+    assert result["protocol"] == ("h2" if http2 else "http/1.1")
+    return result
+
+
+def assert_succeeded(result: dict[str, Any]) -> None:
+    assert "error" not in result, result["error"]
+    assert result["status"] == 200
+    assert result["contentType"] == "application/json"
+    assert result["requestId"]
+
+
+def assert_one_png_of_the_source(answer: dict[str, Any]) -> None:
+    assert answer["result"] == "success"
+    [artifact] = answer["artifacts"]
+    assert artifact["finishReason"] == "SUCCESS"
+    assert artifact["seed"] == SEED
+    image = Image.open(io.BytesIO(base64.b64decode(artifact["base64"])))
+    assert image.format == "PNG"
+    assert image.size == SOURCE_SIZE
+
+
+@pytest.mark.parametrize("http2", TRANSPORTS)
+def test_invoke_model_image_to_image(server: RunningServer, http2: bool) -> None:
+    result = js_sdk(server, "InvokeModel", image_to_image(), http2=http2)
+    assert_succeeded(result)
+    assert_one_png_of_the_source(result["body"])
+
+
+@pytest.mark.parametrize("http2", TRANSPORTS)
+def test_the_stream_carries_the_image_in_one_chunk(server: RunningServer, http2: bool) -> None:
+    result = js_sdk(server, "InvokeModelWithResponseStream", image_to_image(), http2=http2)
+    assert_succeeded(result)
+    assert result["others"] == []
+    [chunk] = result["chunks"]
+    assert_one_png_of_the_source(chunk)
+
+
+@pytest.mark.parametrize("command", ["InvokeModel", "InvokeModelWithResponseStream"])
+@pytest.mark.parametrize("http2", TRANSPORTS)
+def test_a_bad_field_is_a_validation_exception(server: RunningServer, command: str, http2: bool) -> None:
+    result = js_sdk(server, command, image_to_image(steps=5), http2=http2)
+    error = result["error"]
+    assert error["name"] == "ValidationException"
+    assert error["status"] == 400
+    assert error["fault"] == "client"
+    assert error["message"] == VALIDATION_MESSAGE
+    assert error["requestId"]
+
+
+@pytest.mark.parametrize("http2", TRANSPORTS)
+def test_the_js_sdk_signature_is_verified(auth_server: RunningServer, http2: bool) -> None:
+    result = js_sdk(auth_server, "InvokeModel", image_to_image(), http2=http2)
+    assert_succeeded(result)
+    assert_one_png_of_the_source(result["body"])
+
+
+@pytest.mark.parametrize("http2", TRANSPORTS)
+def test_a_wrong_secret_is_access_denied(auth_server: RunningServer, http2: bool) -> None:
+    result = js_sdk(auth_server, "InvokeModel", image_to_image(), http2=http2, secret="not-the-secret")
+    error = result["error"]
+    assert error["name"] == "AccessDeniedException"
+    assert error["status"] == 403
+    assert error["message"] == SIGNATURE_MISMATCH
