@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -20,6 +22,10 @@ from botocore.config import Config
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
+SELF_SIGNED_CERT = (
+    *("openssl", "req", "-x509", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"),
+    *("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-addext", "subjectAltName=IP:127.0.0.1"),
+)
 
 
 def free_port() -> int:
@@ -72,19 +78,50 @@ def start_server(
     return server
 
 
-def wait_ready(server: RunningServer, timeout_s: float = 240) -> None:
+def wait_ready(server: RunningServer, timeout_s: float = 240, verify: ssl.SSLContext | bool = True) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
             raise RuntimeError(f"the server exited ({server.process.returncode}):\n{server.log()}")
         try:
-            if httpx.get(server.url + "/ping", timeout=2).status_code == 200:
+            if httpx.get(server.url + "/ping", timeout=2, verify=verify).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
         time.sleep(0.2)
     server.stop()
     raise RuntimeError(f"the server did not become ready in {timeout_s} s:\n{server.log()}")
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    cert: Path
+    key: Path
+
+    def context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=str(self.cert))
+
+
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
+    """A self-signed certificate for 127.0.0.1 and its key."""
+    folder = tmp_path_factory.mktemp("tls")
+    files = TlsFiles(folder / "cert.pem", folder / "key.pem")
+    subprocess.run(
+        [*SELF_SIGNED_CERT, "-keyout", str(files.key), "-out", str(files.cert)],
+        check=True,
+        capture_output=True,
+    )
+    return files
+
+
+def start_tls_server(log_dir: Path, tls_files: TlsFiles, *args: str) -> RunningServer:
+    """`start_server` with `--tls-cert`/`--tls-key`: an https URL, ready once /ping answers over TLS."""
+    tls_args = ("--tls-cert", str(tls_files.cert), "--tls-key", str(tls_files.key))
+    running = start_server(log_dir, *args, *tls_args, wait=False)
+    running = dataclasses.replace(running, url=running.url.replace("http://", "https://"))
+    wait_ready(running, verify=tls_files.context())
+    return running
 
 
 @pytest.fixture(scope="session")

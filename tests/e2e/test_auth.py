@@ -7,11 +7,7 @@ ValidationException (see the control test), so a 403 proves auth ran before the 
 from __future__ import annotations
 
 import base64
-import dataclasses
 import json
-import ssl
-import subprocess
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -33,7 +29,7 @@ from sdxl_bedrock.api.auth import (
     SIGNATURE_MISMATCH,
     UNKNOWN_ACCESS_KEY,
 )
-from tests.conftest import RunningServer, gradient_png, start_server
+from tests.conftest import RunningServer, TlsFiles, gradient_png, start_server, start_tls_server
 
 MODEL = "stability.stable-diffusion-xl-v1"
 ARN = f"arn:aws:bedrock:us-east-1::foundation-model/{MODEL}"
@@ -42,10 +38,6 @@ SECRET = "secret123"
 API_KEY = "tok-1"
 AUTH_ARGS = ("-v", "--relaxed-sizes", "--access-key", f"{KEY_ID}:{SECRET}", "--api-key", API_KEY)
 ACCESS_DENIED = "AccessDeniedException"
-SELF_SIGNED_CERT = (
-    *("openssl", "req", "-x509", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"),
-    *("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-addext", "subjectAltName=IP:127.0.0.1"),
-)
 
 GOOD_BODY = json.dumps(
     {
@@ -58,15 +50,6 @@ GOOD_BODY = json.dumps(
 UNDECODABLE_BODY = json.dumps(
     {"text_prompts": [{"text": "a lighthouse"}], "init_image": "not base64 at all!", "steps": 10}
 ).encode()
-
-
-@dataclasses.dataclass(frozen=True)
-class TlsFiles:
-    cert: Path
-    key: Path
-
-    def context(self) -> ssl.SSLContext:
-        return ssl.create_default_context(cafile=str(self.cert))
 
 
 @pytest.fixture(autouse=True)
@@ -82,44 +65,12 @@ def auth_server(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> It
 
 
 @pytest.fixture(scope="module")
-def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
-    folder = tmp_path_factory.mktemp("tls")
-    files = TlsFiles(folder / "cert.pem", folder / "key.pem")
-    subprocess.run(
-        [*SELF_SIGNED_CERT, "-keyout", str(files.key), "-out", str(files.cert)],
-        check=True,
-        capture_output=True,
-    )
-    return files
-
-
-@pytest.fixture(scope="module")
 def tls_auth_server(
     tmp_path_factory: pytest.TempPathFactory, cache_dir: Path, tls_files: TlsFiles
 ) -> Iterator[RunningServer]:
-    tls_args = ("--tls-cert", str(tls_files.cert), "--tls-key", str(tls_files.key))
-    running = start_server(
-        tmp_path_factory.mktemp("logs"), "--model", "tiny", *AUTH_ARGS, *tls_args, wait=False
-    )
-    running = dataclasses.replace(running, url=running.url.replace("http://", "https://"))
-    wait_ready_over_tls(running, tls_files)
+    running = start_tls_server(tmp_path_factory.mktemp("logs"), tls_files, "--model", "tiny", *AUTH_ARGS)
     yield running
     running.stop()
-
-
-def wait_ready_over_tls(server: RunningServer, tls_files: TlsFiles, timeout_s: float = 240) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            raise RuntimeError(f"the server exited ({server.process.returncode}):\n{server.log()}")
-        try:
-            if httpx.get(server.url + "/ping", timeout=2, verify=tls_files.context()).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    server.stop()
-    raise RuntimeError(f"the TLS server did not become ready in {timeout_s} s:\n{server.log()}")
 
 
 def client(url: str, *, secret: str = SECRET, session_token: str | None = None, verify: Any = None) -> Any:

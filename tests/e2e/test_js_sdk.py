@@ -21,7 +21,7 @@ import pytest
 from PIL import Image
 
 from sdxl_bedrock.api.auth import SIGNATURE_MISMATCH
-from tests.conftest import REPO, RunningServer, gradient_png, start_server
+from tests.conftest import REPO, RunningServer, TlsFiles, gradient_png, start_server, start_tls_server
 
 JS_DIR = REPO / "tests" / "js"
 SEED = 4242
@@ -45,6 +45,19 @@ def auth_server(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> It
     running.stop()
 
 
+@pytest.fixture(scope="module")
+def tls_auth_server(
+    tmp_path_factory: pytest.TempPathFactory, cache_dir: Path, tls_files: TlsFiles
+) -> Iterator[RunningServer]:
+    running = start_tls_server(
+        tmp_path_factory.mktemp("logs"),
+        tls_files,
+        *("--model", "tiny", "--relaxed-sizes", "--access-key", f"{KEY_ID}:{SECRET}"),
+    )
+    yield running
+    running.stop()
+
+
 def image_to_image(**fields: object) -> dict[str, object]:
     return {
         "text_prompts": [{"text": "a lighthouse"}],
@@ -62,6 +75,7 @@ def js_sdk(
     *,
     http2: bool,
     secret: str = SECRET,
+    trusted_cert: Path | None = None,
 ) -> dict[str, Any]:
     """What the JS SDK returned or threw, as bedrock.mjs describes it."""
     if shutil.which("node") is None or not (JS_DIR / "node_modules").is_dir():
@@ -81,6 +95,8 @@ def js_sdk(
         "AWS_CONFIG_FILE": os.devnull,
         "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
     }
+    if trusted_cert is not None:
+        env["NODE_EXTRA_CA_CERTS"] = str(trusted_cert)
     done = subprocess.run(
         ["node", str(JS_DIR / "bedrock.mjs")],
         input=json.dumps(job),
@@ -154,3 +170,13 @@ def test_a_wrong_secret_is_access_denied(auth_server: RunningServer, http2: bool
     assert error["name"] == "AccessDeniedException"
     assert error["status"] == 403
     assert error["message"] == SIGNATURE_MISMATCH
+
+
+def test_the_sdk_defaults_https_http2_by_alpn_and_sigv4(
+    tls_auth_server: RunningServer, tls_files: TlsFiles
+) -> None:
+    """How the SDK talks to Bedrock itself: TLS, HTTP/2 negotiated by ALPN, every request signed."""
+    for command in ("InvokeModel", "InvokeModelWithResponseStream"):
+        result = js_sdk(tls_auth_server, command, image_to_image(), http2=True, trusted_cert=tls_files.cert)
+        assert_succeeded(result)
+        assert_one_png_of_the_source(result["body"] if command == "InvokeModel" else result["chunks"][-1])
