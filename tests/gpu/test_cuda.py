@@ -82,6 +82,17 @@ def test_a_seed_gives_the_same_picture_on_the_gpu_as_on_the_cpu(single: Engine, 
     assert np.abs(on_gpu - on_cpu).mean() < 3.0, "same noise (CPU generators), only rounding apart"
 
 
+def test_image_conversions_on_the_gpu_match_the_cpu_to_the_bit() -> None:
+    from sdxl_bedrock.engine.pixels import images_from_pixels, pixels_from_images
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    source = Image.open(io.BytesIO(gradient_png(64, 64))).convert("RGB")
+    on_gpu = pixels_from_images([source], cuda, torch.float32)
+    assert torch.equal(on_gpu.cpu(), pixels_from_images([source], cpu, torch.float32))
+    [image_on_gpu], [image_on_cpu] = images_from_pixels(on_gpu * 1.3), images_from_pixels(on_gpu.cpu() * 1.3)
+    assert np.array_equal(pixels(image_on_gpu), pixels(image_on_cpu))
+
+
 def test_the_default_bfloat16_vae_makes_the_float32_vae_picture(half: Engine, cache_dir: object) -> None:
     assert half.pipe.vae.dtype == torch.bfloat16, "--vae-dtype auto on a GPU with bfloat16"
     float32_vae = Engine.load("tiny", "cuda", "float16", vae_dtype="float32")

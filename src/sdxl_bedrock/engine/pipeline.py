@@ -34,6 +34,7 @@ from sdxl_bedrock.engine.acceleration import UNetInputs, UNetRunner, accelerate
 from sdxl_bedrock.engine.clip_guidance import CLIP_GUIDANCE_PRESETS, ClipGuide, guided_on_step
 from sdxl_bedrock.engine.content_filter import ContentFilter, obscure
 from sdxl_bedrock.engine.masking import blend_outside_mask, latent_mask, paste_outside_mask
+from sdxl_bedrock.engine.pixels import images_from_pixels, pixels_from_images
 from sdxl_bedrock.engine.prompts import (
     BatchEmbeddings,
     PromptEmbeddings,
@@ -359,9 +360,10 @@ class Engine:
             noise = randn_tensor(latent_shape, generator=generators, device=self.device, dtype=self.dtype)
             return StartingLatents(noise * sampling.init_noise_sigma, noise, None)
 
-        images = torch.cat([self.pipe.image_processor.preprocess(r.init_image) for r in requests])
         vae = self.pipe.vae
-        images = images.to(device=self.device, dtype=vae.dtype)
+        sources = [request.init_image for request in requests if request.init_image is not None]
+        assert len(sources) == len(requests), "one batch key: every request is image-to-image"
+        images = pixels_from_images(sources, self.device, vae.dtype)
         clean = vae.encode(images).latent_dist.sample(generator=generators)
         clean = self.to_model_latents(clean.to(self.dtype))
         noise = randn_tensor(clean.shape, generator=generators, device=self.device, dtype=self.dtype)
@@ -516,8 +518,7 @@ class Engine:
         pixels = self.decode_pixels(latents)
         if not bool(torch.isfinite(pixels).all()):
             raise NonFiniteOutput("the decoded image holds NaN or infinity")
-        images: list[Any] = self.pipe.image_processor.postprocess(pixels, output_type="pil")
-        return images
+        return images_from_pixels(pixels)
 
     @staticmethod
     def paste_original(request: GenerationRequest, image: Image.Image) -> Image.Image:
