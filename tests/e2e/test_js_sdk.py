@@ -33,14 +33,12 @@ VALIDATION_MESSAGE = (
     "please reformat your input and try again."
 )
 TRANSPORTS = [pytest.param(False, id="http1.1"), pytest.param(True, id="http2")]
+AUTH_SERVER_ARGS = ("--model", "tiny", "--relaxed-sizes", "--access-key", f"{KEY_ID}:{SECRET}")
 
 
 @pytest.fixture(scope="module")
 def auth_server(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Iterator[RunningServer]:
-    running = start_server(
-        tmp_path_factory.mktemp("logs"),
-        *("--model", "tiny", "--relaxed-sizes", "--access-key", f"{KEY_ID}:{SECRET}"),
-    )
+    running = start_server(tmp_path_factory.mktemp("logs"), *AUTH_SERVER_ARGS)
     yield running
     running.stop()
 
@@ -49,11 +47,7 @@ def auth_server(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> It
 def tls_auth_server(
     tmp_path_factory: pytest.TempPathFactory, cache_dir: Path, tls_files: TlsFiles
 ) -> Iterator[RunningServer]:
-    running = start_tls_server(
-        tmp_path_factory.mktemp("logs"),
-        tls_files,
-        *("--model", "tiny", "--relaxed-sizes", "--access-key", f"{KEY_ID}:{SECRET}"),
-    )
+    running = start_tls_server(tmp_path_factory.mktemp("logs"), tls_files, *AUTH_SERVER_ARGS)
     yield running
     running.stop()
 
