@@ -17,8 +17,8 @@ from sdxl_bedrock.engine.clip_guidance import (
 )
 from sdxl_bedrock.engine.pipeline import Engine
 from sdxl_bedrock.engine.tiny import tiny_clip_path
-from sdxl_bedrock.schema import GenerationRequest, Sampler, WeightedPrompt
-from tests.engine.conftest import as_array
+from sdxl_bedrock.schema import GenerationRequest, Sampler
+from tests.engine.conftest import as_array, generation_request
 
 
 @pytest.fixture(scope="module")
@@ -27,17 +27,7 @@ def engine(cache_dir: object) -> Engine:
 
 
 def request(preset: str, seed: int = 6, sampler: Sampler = Sampler.K_EULER) -> GenerationRequest:
-    return GenerationRequest(
-        prompts=(WeightedPrompt("a green apple", 1.0),),
-        negative_prompts=(),
-        width=64,
-        height=64,
-        seed=seed,
-        steps=10,
-        cfg_scale=7.0,
-        sampler=sampler,
-        clip_guidance_preset=preset,
-    )
+    return generation_request("a green apple", seed=seed, sampler=sampler, clip_guidance_preset=preset)
 
 
 def test_the_preset_table_covers_every_preset_but_none() -> None:

@@ -11,6 +11,7 @@ from PIL import Image
 from sdxl_bedrock.engine.content_filter import BlockedTerms, obscure
 from sdxl_bedrock.engine.pipeline import Engine
 from sdxl_bedrock.schema import FinishReason, GenerationRequest, Sampler, WeightedPrompt
+from tests.engine.conftest import generation_request
 
 
 @pytest.mark.parametrize(
@@ -48,15 +49,8 @@ def test_the_engine_blurs_a_flagged_prompt_and_says_so(cache_dir: object) -> Non
     engine = Engine.load("tiny", device="cpu", dtype="float32", content_filter=BlockedTerms(["spider"]))
 
     def request(text: str) -> GenerationRequest:
-        return GenerationRequest(
-            prompts=(WeightedPrompt(text, 1.0),),
-            negative_prompts=(WeightedPrompt("no spider", 1.0),),
-            width=64,
-            height=64,
-            seed=1,
-            steps=10,
-            cfg_scale=7.0,
-            sampler=Sampler.K_EULER,
+        return generation_request(
+            text, negative_prompts=(WeightedPrompt("no spider", 1.0),), sampler=Sampler.K_EULER
         )
 
     clean, flagged = engine.generate([request("a cat"), request("a spider")])

@@ -9,8 +9,8 @@ from PIL import Image
 
 from sdxl_bedrock.engine.masking import EDGE_RADIUS, latent_mask, paste_outside_mask, soft_edge
 from sdxl_bedrock.engine.pipeline import Engine
-from sdxl_bedrock.schema import GenerationRequest, Sampler, WeightedPrompt
-from tests.engine.conftest import as_array
+from sdxl_bedrock.schema import GenerationRequest, Sampler
+from tests.engine.conftest import as_array, generation_request
 
 
 def square_mask(left: int, top: int, right: int, bottom: int, size: int = 64) -> Image.Image:
@@ -32,18 +32,8 @@ def outside_band(mask: Image.Image, band: int = EDGE_RADIUS) -> np.ndarray:
 def masked_request(
     source: Image.Image, mask: Image.Image, seed: int = 2, sampler: Sampler = Sampler.K_EULER
 ) -> GenerationRequest:
-    return GenerationRequest(
-        prompts=(WeightedPrompt("a red door", 1.0),),
-        negative_prompts=(),
-        width=64,
-        height=64,
-        seed=seed,
-        steps=10,
-        cfg_scale=7.0,
-        sampler=sampler,
-        denoise_from=1.0,
-        init_image=source,
-        mask=mask,
+    return generation_request(
+        "a red door", seed=seed, sampler=sampler, denoise_from=1.0, init_image=source, mask=mask
     )
 
 

@@ -13,7 +13,7 @@ from PIL import Image
 from sdxl_bedrock.engine.pipeline import Engine
 from sdxl_bedrock.schema import GenerationRequest, Sampler, WeightedPrompt
 from tests.conftest import gradient_png
-from tests.engine.conftest import as_array
+from tests.engine.conftest import as_array, generation_request
 
 SCHEDULERS = {Sampler.DDIM: DDIMScheduler, Sampler.K_EULER: EulerDiscreteScheduler}
 
@@ -59,11 +59,8 @@ def test_a_request_gives_the_same_image_alone_and_inside_a_batch(engine: Engine)
     source = Image.open(io.BytesIO(gradient_png(64, 64))).convert("RGB")
 
     def request(prompt: str, seed: int, cfg_scale: float) -> GenerationRequest:
-        return GenerationRequest(
-            prompts=(WeightedPrompt(prompt, 1.0),),
-            negative_prompts=(),
-            width=64,
-            height=64,
+        return generation_request(
+            prompt,
             seed=seed,
             steps=12,
             cfg_scale=cfg_scale,

@@ -23,8 +23,8 @@ from sdxl_bedrock.engine.samplers import (
     timestep_to_sigma,
     training_sigmas,
 )
-from sdxl_bedrock.schema import GenerationRequest, Sampler, WeightedPrompt
-from tests.engine.conftest import as_array
+from sdxl_bedrock.schema import GenerationRequest, Sampler
+from tests.engine.conftest import as_array, generation_request
 
 DIFFUSERS_SAMPLERS = [sampler for sampler, spec in SAMPLERS.items() if spec.k_sampler is None]
 
@@ -32,17 +32,8 @@ DIFFUSERS_SAMPLERS = [sampler for sampler, spec in SAMPLERS.items() if spec.k_sa
 def img2img(
     source: Image.Image, sampler: Sampler, prompt: str = "a cat", seed: int = 5, cfg_scale: float = 7.0
 ) -> GenerationRequest:
-    return GenerationRequest(
-        prompts=(WeightedPrompt(prompt, 1.0),),
-        negative_prompts=(),
-        width=64,
-        height=64,
-        seed=seed,
-        steps=10,
-        cfg_scale=cfg_scale,
-        sampler=sampler,
-        denoise_from=0.8,
-        init_image=source,
+    return generation_request(
+        prompt, seed=seed, cfg_scale=cfg_scale, sampler=sampler, denoise_from=0.8, init_image=source
     )
 
 
