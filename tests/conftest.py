@@ -148,6 +148,35 @@ def strict_server(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> 
     running.stop()
 
 
+def bedrock_environment(url: str) -> dict[str, str]:
+    """What points an unchanged boto3 program at `url`: the endpoint and dummy credentials, by environment."""
+    return {
+        "AWS_ENDPOINT_URL_BEDROCK_RUNTIME": url,
+        "AWS_ACCESS_KEY_ID": "any",
+        "AWS_SECRET_ACCESS_KEY": "thing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+
+
+def run_seed_example(url: str, workdir: Path) -> subprocess.CompletedProcess[str]:
+    """../shared/seed/example.py, unchanged but for its image path (a 1024x1024 PNG), run against `url`;
+    skips the test where the seed is not beside this checkout."""
+    example = REPO.parent / "shared" / "seed" / "example.py"
+    if not example.exists():
+        pytest.skip("../shared/seed/example.py is not beside this checkout")
+    source, program = workdir / "in.png", workdir / "example.py"
+    source.write_bytes(gradient_png(1024, 1024))
+    program.write_text(example.read_text().replace("/path/to/image", str(source)))
+    return subprocess.run(
+        [sys.executable, str(program)],
+        env={**os.environ, **bedrock_environment(url), "DISPLAY": ""},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=workdir,
+    )
+
+
 def bedrock(url: str) -> object:
     return boto3.client(
         "bedrock-runtime",

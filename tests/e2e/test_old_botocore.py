@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import RunningServer, gradient_png
+from tests.conftest import RunningServer, bedrock_environment, gradient_png
 
 OLD_BOTOCORE = Path(__file__).resolve().parents[2] / ".venv" / "old-botocore"
 OLD_VERSIONS = "boto3 1.28.57, botocore 1.31.57"
@@ -54,11 +54,8 @@ def test_the_launch_botocore_invokes_streams_and_reads_errors(server: RunningSer
     program.write_text(USER_PROGRAM)
     env = {
         **os.environ,
+        **bedrock_environment(server.url),
         "PYTHONPATH": str(OLD_BOTOCORE),
-        "AWS_ENDPOINT_URL_BEDROCK_RUNTIME": server.url,
-        "AWS_ACCESS_KEY_ID": "any",
-        "AWS_SECRET_ACCESS_KEY": "thing",
-        "AWS_DEFAULT_REGION": "us-east-1",
         "AWS_EC2_METADATA_DISABLED": "true",
     }
     done = subprocess.run(

@@ -27,7 +27,17 @@ from botocore.exceptions import ClientError
 
 from sdxl_bedrock.config import Settings
 from sdxl_bedrock.ray_serve import DEPLOYMENT_NAME, Scaling, deployment_options, settings_from_args
-from tests.conftest import REPO, RunningServer, bedrock, free_port, gradient_png, start_server, wait_ready
+from tests.conftest import (
+    REPO,
+    RunningServer,
+    bedrock,
+    bedrock_environment,
+    free_port,
+    gradient_png,
+    run_seed_example,
+    start_server,
+    wait_ready,
+)
 
 needs_ray = pytest.mark.skipif(
     importlib.util.find_spec("ray") is None,
@@ -123,21 +133,7 @@ def test_a_stock_boto3_program_through_ray(ray_server: RunningServer, tmp_path: 
 
 @needs_ray
 def test_the_seed_example_itself_through_ray(ray_server: RunningServer, tmp_path: Path) -> None:
-    example = Path(__file__).resolve().parents[3] / "shared" / "seed" / "example.py"
-    if not example.exists():
-        pytest.skip("../shared/seed/example.py is not beside this checkout")
-    source = tmp_path / "in.png"
-    source.write_bytes(gradient_png(1024, 1024))
-    program = tmp_path / "example.py"
-    program.write_text(example.read_text().replace("/path/to/image", str(source)))
-    done = subprocess.run(
-        [sys.executable, str(program)],
-        env={**os.environ, **bedrock_environment(ray_server.url), "DISPLAY": ""},
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=tmp_path,
-    )
+    done = run_seed_example(ray_server.url, tmp_path)
     assert "success" in done.stdout.splitlines(), done.stdout + done.stderr
     assert "Finished generating" in done.stdout
 
@@ -264,15 +260,6 @@ def documented_serve_config() -> dict[str, Any]:
     assert application["deployments"][0]["name"] == DEPLOYMENT_NAME
     settings_from_args(application["args"])  # every documented arg is a Settings field
     return config
-
-
-def bedrock_environment(url: str) -> dict[str, str]:
-    return {
-        "AWS_ENDPOINT_URL_BEDROCK_RUNTIME": url,
-        "AWS_ACCESS_KEY_ID": "any",
-        "AWS_SECRET_ACCESS_KEY": "thing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }
 
 
 # --- without Ray: what the deployment is asked for ---------------------------------------------------------

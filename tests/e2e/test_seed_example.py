@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from tests.conftest import RunningServer, gradient_png
+from tests.conftest import RunningServer, bedrock_environment, gradient_png, run_seed_example
 
 USER_PROGRAM = """
 import base64, json, sys
@@ -41,16 +41,9 @@ def test_a_stock_boto3_program_gets_a_png_of_the_input_size(
     program = tmp_path / "user_program.py"
     program.write_text(USER_PROGRAM)
     out = tmp_path / "out.png"
-    env = {
-        **os.environ,
-        "AWS_ENDPOINT_URL_BEDROCK_RUNTIME": strict_server.url,
-        "AWS_ACCESS_KEY_ID": "any",
-        "AWS_SECRET_ACCESS_KEY": "thing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }
     done = subprocess.run(
         [sys.executable, str(program), str(source), str(out)],
-        env=env,
+        env={**os.environ, **bedrock_environment(strict_server.url)},
         capture_output=True,
         text=True,
         timeout=300,
@@ -72,25 +65,6 @@ def test_a_stock_boto3_program_gets_a_png_of_the_input_size(
 def test_the_seed_example_itself_runs_unchanged_but_for_the_image_path(
     strict_server: RunningServer, tmp_path: Path
 ) -> None:
-    example = Path(__file__).resolve().parents[3] / "shared" / "seed" / "example.py"
-    if not example.exists():
-        import pytest
-
-        pytest.skip("../shared/seed/example.py is not beside this checkout")
-    source = tmp_path / "in.png"
-    source.write_bytes(gradient_png(1024, 1024))
-    program = tmp_path / "example.py"
-    program.write_text(example.read_text().replace("/path/to/image", str(source)))
-    env = {
-        **os.environ,
-        "AWS_ENDPOINT_URL_BEDROCK_RUNTIME": strict_server.url,
-        "AWS_ACCESS_KEY_ID": "x",
-        "AWS_SECRET_ACCESS_KEY": "y",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "DISPLAY": "",
-    }
-    done = subprocess.run(
-        [sys.executable, str(program)], env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path
-    )
+    done = run_seed_example(strict_server.url, tmp_path)
     assert "success" in done.stdout.splitlines(), done.stdout + done.stderr
     assert "Finished generating" in done.stdout
