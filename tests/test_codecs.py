@@ -20,7 +20,7 @@ from sdxl_bedrock.codecs import (
 )
 from sdxl_bedrock.errors import MalformedBody
 
-NOT_DECODABLE = "init_image: the image could not be decoded (only PNG, JPEG and WebP are accepted)"
+NOT_DECODABLE = "#/init_image: the image could not be decoded (only PNG, JPEG and WebP are accepted)"
 
 
 def encoded(image: Image.Image, image_format: str, **options: object) -> bytes:
@@ -81,7 +81,7 @@ def decode_error(data: bytes, field: str = "init_image") -> MalformedBody:
 def test_invalid_base64_is_rejected_naming_the_field(value: str) -> None:
     with pytest.raises(MalformedBody) as caught:
         decode_base64_image(value, "mask_image")
-    assert caught.value.message == "mask_image: invalid base64 string"
+    assert caught.value.message == "#/mask_image: invalid base64 string"
     assert caught.value.field == "mask_image"
     assert caught.value.kind == "invalid_image"
 
@@ -116,13 +116,14 @@ def test_non_images_and_other_formats_are_rejected(data: bytes) -> None:
 def test_truncated_files_are_rejected(image_format: str) -> None:
     whole = encoded(noise(128, 128), image_format)
     error = decode_error(whole[: len(whole) // 2])
-    assert error.message in {"init_image: the image data is truncated or corrupt", NOT_DECODABLE}
+    assert error.message in {"#/init_image: the image data is truncated or corrupt", NOT_DECODABLE}
 
 
 def test_truncated_png_names_the_truncation() -> None:
     whole = encoded(noise(128, 128), "PNG")
     assert (
-        decode_error(whole[: len(whole) // 2]).message == "init_image: the image data is truncated or corrupt"
+        decode_error(whole[: len(whole) // 2]).message
+        == "#/init_image: the image data is truncated or corrupt"
     )
 
 
@@ -130,7 +131,7 @@ def test_truncated_png_names_the_truncation() -> None:
 def test_animated_images_are_rejected(image_format: str) -> None:
     frames = [noise(16, 16, seed=seed) for seed in range(3)]
     data = encoded(frames[0], image_format, save_all=True, append_images=frames[1:])
-    assert decode_error(data).message == "init_image: animated images are not accepted"
+    assert decode_error(data).message == "#/init_image: animated images are not accepted"
 
 
 def test_a_multi_picture_jpeg_is_a_photo_not_an_animation() -> None:
@@ -148,14 +149,14 @@ def test_a_multi_picture_jpeg_is_a_photo_not_an_animation() -> None:
 def test_oversized_headers_are_rejected_before_decoding(width: int, height: int) -> None:
     # The file has no pixel data: only a check on the header can answer without an error about it.
     error = decode_error(png_header_only(width, height))
-    assert error.message == "init_image: the image has more than 16777216 pixels"
+    assert error.message == "#/init_image: the image has more than 16777216 pixels"
 
 
 def test_the_largest_accepted_size_is_exactly_the_limit() -> None:
     assert MAX_DECODED_PIXELS == 4096 * 4096
     error = decode_error(png_header_only(4096, 4096))
     # Within the limit, so decoding is attempted and finds no pixel data.
-    assert error.message == "init_image: the image data is truncated or corrupt"
+    assert error.message == "#/init_image: the image data is truncated or corrupt"
 
 
 # ---- what comes back -------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import zlib
 import numpy as np
 from PIL import Image, ImageOps
 
-from sdxl_bedrock.errors import MalformedBody
+from sdxl_bedrock.errors import Location, MalformedBody, Problem, ProblemKind
 
 ACCEPTED_FORMATS = ("PNG", "JPEG", "WEBP")
 # Far above any size a face accepts, far below what would exhaust memory: the bound that makes a
@@ -21,14 +21,16 @@ MAX_DECODED_PIXELS = 4096 * 4096
 _NOT_DECODABLE = "the image could not be decoded (only PNG, JPEG and WebP are accepted)"
 
 
-def _rejected(field: str, reason: str) -> MalformedBody:
-    return MalformedBody(f"{field}: {reason}", field=field, kind="invalid_image")
+def _rejected(field: str | Location, reason: str) -> MalformedBody:
+    location = (field,) if isinstance(field, str) else field
+    return MalformedBody(Problem(location, reason, ProblemKind.MALFORMED), kind="invalid_image")
 
 
-def decode_base64_image(value: str, field: str) -> Image.Image:
+def decode_base64_image(value: str, field: str | Location) -> Image.Image:
     """Decode a base64 string (strict alphabet, padding required, no whitespace) into an image.
 
-    See `decode_image_bytes` for what comes back.
+    `field` is where the value sits in the body (a key, or a path of keys), for the error. See
+    `decode_image_bytes` for what comes back.
     """
     try:
         data = base64.b64decode(value, validate=True)
@@ -37,7 +39,7 @@ def decode_base64_image(value: str, field: str) -> Image.Image:
     return decode_image_bytes(data, field)
 
 
-def decode_image_bytes(data: bytes, field: str) -> Image.Image:
+def decode_image_bytes(data: bytes, field: str | Location) -> Image.Image:
     """Decode a PNG, JPEG or WebP file into an RGBA image when it carries transparency, else RGB.
 
     The EXIF orientation is applied, so the size returned is the size the picture is seen at.

@@ -1,6 +1,17 @@
-"""Failures a client can see, as values. Each wire maps them to its own status and body (api/errors.py)."""
+"""Failures a client can see, as values. Each wire maps them to its own status and body (its errors.py).
+
+A problem with a request body is structured (`Problem`: where, what, the offending value), so that each wire
+words it its own way without parsing another wire's sentence: Bedrock quotes a JSON pointer
+(`Malformed input request: #/cfg_scale: 40 is not less or equal to 35, ...`), Stability names the field
+(`cfg_scale: 40 is not less or equal to 35`).
+"""
 
 from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+Location = tuple[str | int, ...]
 
 
 class ServiceError(Exception):
@@ -21,12 +32,73 @@ class InvalidRequest(ServiceError):
         self.kind = kind
 
 
+class ProblemKind(enum.StrEnum):
+    """What is wrong, for wires that report a machine-readable reason (OpenAI's `code`, FastAPI's `type`)."""
+
+    EXTRANEOUS_KEY = "extraneous_key"
+    REQUIRED_KEY = "required_key"
+    WRONG_TYPE = "wrong_type"
+    OUT_OF_RANGE = "out_of_range"
+    TOO_LONG = "too_long"
+    TOO_SHORT = "too_short"
+    NOT_ALLOWED = "not_allowed"  # not one of an enumeration's values
+    MALFORMED = "malformed"  # not readable at all: JSON, UTF-8, base64, an image file, a form
+    TOO_LARGE = "too_large"
+    INVALID = "invalid"  # a rule across fields, or any other rule
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a request body.
+
+    `location` is where, as the path of keys and list indices from the body's root (`()` for the body
+    itself; for a key that is missing or not allowed, the object that holds it; None for a problem of
+    several fields at once, such as the output size, which no single place holds). `description` says what
+    is wrong in the words of a JSON-schema validator, without the location (`40 is not less or equal to
+    35`). `value` is the offending value where there is one (for a key: the key).
+    """
+
+    location: Location | None
+    description: str
+    kind: ProblemKind = ProblemKind.INVALID
+    value: object = None
+
+    def pointer(self) -> str | None:
+        """The location as a JSON pointer with `#` for the root (`#/text_prompts/0/text`), or None."""
+        if self.location is None:
+            return None
+        return "#" + "".join(f"/{part}" for part in self.location)
+
+    def field_path(self) -> Location:
+        """The field to blame: the location, or for a key missing or not allowed, the key itself."""
+        location = self.location or ()
+        if self.kind in (ProblemKind.EXTRANEOUS_KEY, ProblemKind.REQUIRED_KEY):
+            return (*location, str(self.value))
+        return location
+
+    def __str__(self) -> str:
+        pointer = self.pointer()
+        return self.description if pointer is None else f"{pointer}: {self.description}"
+
+
 class MalformedBody(InvalidRequest):
-    """A problem with the request body; Bedrock wraps these in "Malformed input request: ..."."""
+    """A problem with the request body; Bedrock wraps these in "Malformed input request: ...".
+
+    `message` is the problem with its JSON pointer (`#/cfg_scale: 40 is not ...`), the form logs show;
+    `field` the place to blame (`text_prompts/0/text`) unless given."""
+
+    def __init__(self, problem: Problem, *, kind: str = "bad_request", field: str | None = None) -> None:
+        blamed = field or "/".join(map(str, problem.field_path())) or None
+        super().__init__(str(problem), field=blamed, kind=kind)
+        self.problem = problem
 
 
 class AccessDenied(ServiceError):
     pass
+
+
+class MissingCredentials(AccessDenied):
+    """No credentials at all. Bedrock does not tell this apart (403); Stability does (401 unauthorized)."""
 
 
 class NotFound(ServiceError):

@@ -1,30 +1,40 @@
 """The wire-neutral request and result: what every face validates into and the engine consumes.
 
-No field here is named after a Bedrock or Stability body key; the engine never sees those names.
+No field here is named after a wire's body key, and no value is a wire's enum string: presets arrive as
+the typed entries of `presets.py`, samplers as `Sampler`, absence as None.
 """
 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from PIL import Image
 
+if TYPE_CHECKING:
+    from sdxl_bedrock.presets import ClipGuidance, StylePreset
+
 
 class Sampler(enum.StrEnum):
-    DDIM = "DDIM"
-    DDPM = "DDPM"
-    K_DPMPP_2M = "K_DPMPP_2M"
-    K_DPMPP_2S_ANCESTRAL = "K_DPMPP_2S_ANCESTRAL"
-    K_DPM_2 = "K_DPM_2"
-    K_DPM_2_ANCESTRAL = "K_DPM_2_ANCESTRAL"
-    K_EULER = "K_EULER"
-    K_EULER_ANCESTRAL = "K_EULER_ANCESTRAL"
-    K_HEUN = "K_HEUN"
-    K_LMS = "K_LMS"
+    """A sampling algorithm, named as k-diffusion names its `sample_*` functions (DDIM and DDPM as diffusers).
+
+    Each wire maps its own names onto these (`presets.SAMPLER_NAMES` for Bedrock's and Stability's `K_`
+    names); engine/samplers.py maps each to its implementation."""
+
+    DDIM = "ddim"
+    DDPM = "ddpm"
+    DPMPP_2M = "dpmpp_2m"
+    DPMPP_2S_ANCESTRAL = "dpmpp_2s_ancestral"
+    DPM_2 = "dpm_2"
+    DPM_2_ANCESTRAL = "dpm_2_ancestral"
+    EULER = "euler"
+    EULER_ANCESTRAL = "euler_ancestral"
+    HEUN = "heun"
+    LMS = "lms"
 
 
-DEFAULT_SAMPLER = Sampler.K_DPMPP_2M
+DEFAULT_SAMPLER = Sampler.DPMPP_2M
 
 
 class FinishReason(enum.StrEnum):
@@ -44,7 +54,9 @@ class GenerationRequest:
     """One image to make.
 
     `denoise_from` / `denoise_to` are the fraction of the noise schedule the sampler runs, 1 being pure
-    noise and 0 a clean image: image-to-image at strength `s` denoises from `1 - s` to 0.
+    noise and 0 a clean image: image-to-image at strength `s` denoises from `1 - s` to 0. `init_image` is
+    RGB; `mask` an "L" image of the same size, 255 where pixels are regenerated. `samples` images are made,
+    with the seeds `seed`, `seed + 1`, ...
     """
 
     prompts: tuple[WeightedPrompt, ...]
@@ -59,10 +71,9 @@ class GenerationRequest:
     denoise_to: float = 0.0
     init_image: Image.Image | None = None
     mask: Image.Image | None = None
-    style_preset: str | None = None
-    clip_guidance_preset: str = "NONE"
+    style: StylePreset | None = None
+    clip_guidance: ClipGuidance | None = None
     samples: int = 1
-    extras: dict[str, object] = field(default_factory=dict)
 
     @property
     def is_image_to_image(self) -> bool:

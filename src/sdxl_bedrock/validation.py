@@ -1,40 +1,12 @@
-"""Request bodies of both faces -> the wire-neutral GenerationRequest, with one set of rules.
+"""What every wire's validation shares: bounded JSON reading, pydantic's findings as `Problem`s, the output
+size rule, images decoded from a body, and seeds. Nothing here knows a wire's field names: callers say
+where a value sits (`location`), and each wire words the resulting `Problem` (errors.py) its own way.
 
-Bedrock's InvokeModel body (`parse_bedrock_body`) and Stability's v1 bodies (`parse_stability_json` for
-text-to-image, `parse_stability_form` for the multipart image-to-image and masking forms) are checked by
-the same pydantic fields and the same rules across fields; only the limits of `steps` and `samples`, the
-way the mode is chosen, and the way images arrive (base64 or file) differ.
-
-Bedrock checks the body with a JSON-schema validator and reports a JSON pointer to the field
-(`#/cfg_scale: 40.0 is not less or equal to 35`); every MalformedBody raised here carries only that
-middle part. The HTTP layer words it for its face: Bedrock adds "Malformed input request: " and the
-closing sentence, Stability replaces the pointer with the field's name (api/errors.py).
-Where several fields are wrong we report the first, in the order of the fields below, so that the
-message always names one field.
-
-Our rules where neither Bedrock nor Stability says:
-- A prompt text may be empty, as long as some prompt's text is not; at least one prompt needs a weight
-  above 0 (weight 0 is allowed and has no effect; a negative weight makes a negative prompt).
-- Integers must be written as integers: `30.0` for `steps` is "expected type: Integer, found: Number";
-  `true` is never a number; `null` is never an absent field.
-- `height`/`width` belong to text-to-image: given with `init_image` they are extraneous keys, because the
-  init image's size decides the output size. Image-to-image keys without `init_image` are an error
-  ("required key [init_image] not found").
-- The fields of the init-image mode not chosen (`image_strength` under STEP_SCHEDULE, `step_schedule_*`
-  under IMAGE_STRENGTH) are checked for type and bounds and then ignored, as Stability does: a client
-  naming its mode explicitly may still send the other mode's defaults.
-- `mask_image` needs `mask_source`; with INIT_IMAGE_ALPHA it is an extraneous key (two masks would
-  contradict each other). A mask image's alpha is ignored: its grey level is the mask.
-
-Our rules for the Stability face, where Stability's documents are silent:
-- text-to-image defaults to 1024x1024 (Stability's documented 512 default is not an SDXL size).
-- Each endpoint takes only its own fields, as in Stability's OpenAPI schemas: `height`/`width` only on
-  text-to-image, the init-image-mode fields only on image-to-image, `mask_source`/`mask_image` only on
-  masking. Masking has no strength: the masked pixels are generated afresh (denoised from pure noise).
-- Form values are text and are read leniently: `"30"` and `"30.0"` are the Integer 30, `"abc"` is no number.
-  `text_prompts[i][text]` / `[weight]` become prompts in the order of `i`; an error names a prompt by its
-  position in that order. A repeated form key keeps its last value, as Stability documents for prompts.
-  `extras` is a JSON object written as text.
+The words of a `Problem` are those of a JSON-schema validator, as Bedrock reports them
+(`40 is not less or equal to 35`, `expected type: Integer, found: Number`, `required key [text] not
+found`): Bedrock's and Stability's faces quote them, the other wires may use them or their own.
+Where several fields are wrong, the first in the model's field order is reported, so that a message always
+names one field.
 """
 
 from __future__ import annotations
@@ -44,40 +16,14 @@ import math
 import re
 import secrets
 from collections import Counter
-from collections.abc import Callable, Mapping
-from typing import Annotated, Any, Literal, TypeVar, get_args
+from typing import Any, TypeVar
 
-from PIL import Image, ImageOps
-from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator
-from pydantic_core import ErrorDetails, PydanticCustomError
+from PIL import Image
+from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 
 from sdxl_bedrock.codecs import decode_base64_image, decode_image_bytes
-from sdxl_bedrock.errors import MalformedBody
-from sdxl_bedrock.schema import DEFAULT_SAMPLER, GenerationRequest, Sampler, WeightedPrompt
-
-StylePreset = Literal[
-    "3d-model",
-    "analog-film",
-    "anime",
-    "cinematic",
-    "comic-book",
-    "digital-art",
-    "enhance",
-    "fantasy-art",
-    "isometric",
-    "line-art",
-    "low-poly",
-    "modeling-compound",
-    "neon-punk",
-    "origami",
-    "photographic",
-    "pixel-art",
-    "tile-texture",
-]
-STYLE_PRESETS: tuple[str, ...] = get_args(StylePreset)
-ClipGuidancePreset = Literal["FAST_BLUE", "FAST_GREEN", "NONE", "SIMPLE", "SLOW", "SLOWER", "SLOWEST"]
-InitImageMode = Literal["IMAGE_STRENGTH", "STEP_SCHEDULE"]
-MaskSource = Literal["MASK_IMAGE_WHITE", "MASK_IMAGE_BLACK", "INIT_IMAGE_ALPHA"]
+from sdxl_bedrock.errors import Location, MalformedBody, Problem, ProblemKind
 
 MAX_SEED = 4294967295
 # (width, height), in the order Stability's message lists them.
@@ -100,283 +46,25 @@ RELAXED_SIZE_MAX = 2048
 MAX_JSON_DEPTH = 32
 MAX_JSON_ELEMENTS = 10_000
 
-_IMAGE_TO_IMAGE_KEYS = (
-    "init_image_mode",
-    "image_strength",
-    "step_schedule_start",
-    "step_schedule_end",
-    "mask_source",
-    "mask_image",
-)
-_TEXT_TO_IMAGE_KEYS = ("height", "width")
-
-_STRING_FIELDS = (
-    "sampler",
-    "style_preset",
-    "clip_guidance_preset",
-    "init_image",
-    "init_image_mode",
-    "mask_source",
-    "mask_image",
-)
-# Stability sends images as multipart files; every other form value is text.
-_FORM_FILES = ("init_image", "mask_image")
-_FORM_PROMPT_KEY = re.compile(r"text_prompts\[(\d{1,6})\]\[(text|weight)\]")
-
-Prompts = tuple[WeightedPrompt, ...]
-RandomSeed = Callable[[], int]
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
-class _Fields(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
-
-    @field_validator(*_STRING_FIELDS, mode="before", check_fields=False)
-    @classmethod
-    def _null_is_not_a_string(cls, value: object) -> object:
-        # Before the enum check, so that null reads as a wrong type, as in JSON schema; and None stands for
-        # "absent" in the fields without a default.
-        if value is None:
-            raise PydanticCustomError("string_type", "Input should be a valid string")
-        return value
-
-
-class _TextPrompt(_Fields):
-    text: Annotated[str, Field(max_length=2000)]
-    weight: float = 1.0
-
-
-class _GenerationFields(_Fields):
-    """What every face and mode takes: prompts and sampling; `steps` and `samples` with Bedrock's limits."""
-
-    text_prompts: Annotated[list[_TextPrompt], Field(min_length=1, max_length=10)]
-    cfg_scale: Annotated[float, Field(ge=0, le=35)] = 7.0
-    seed: Annotated[int, Field(ge=0, le=MAX_SEED)] = 0
-    steps: Annotated[int, Field(ge=10, le=50)] = 30
-    samples: Annotated[int, Field(ge=1, le=1)] = 1
-    sampler: Annotated[Sampler, Strict(False)] = DEFAULT_SAMPLER  # lax: the JSON string becomes the enum
-    style_preset: StylePreset | None = None
-    clip_guidance_preset: ClipGuidancePreset = "NONE"
-    extras: dict[str, Any] = Field(default_factory=dict)
-
-
-class _SizeFields(_Fields):
-    height: int = 1024
-    width: int = 1024
-
-
-class _InitImageModeFields(_Fields):
-    init_image_mode: InitImageMode = "IMAGE_STRENGTH"
-    image_strength: Annotated[float, Field(ge=0, le=1)] = 0.35
-    step_schedule_start: Annotated[float, Field(ge=0, le=1)] = 0.65
-    step_schedule_end: Annotated[float, Field(ge=0, le=1)] = 0.0
-
-
-class _MaskSourceField(_Fields):
-    mask_source: MaskSource | None = None
-
-
-class _BedrockBody(_MaskSourceField, _InitImageModeFields, _SizeFields, _GenerationFields):
-    """One shape for the three modes: the fields given choose the mode. Images arrive as base64."""
-
-    init_image: str | None = None
-    mask_image: str | None = None
-
-
-class _StabilityGenerationFields(_GenerationFields):
-    steps: Annotated[int, Field(ge=10, le=150)] = 50
-    samples: Annotated[int, Field(ge=1, le=10)] = 1
-
-
-class _StabilityTextToImage(_SizeFields, _StabilityGenerationFields):
-    pass
-
-
-class _StabilityImageToImage(_InitImageModeFields, _StabilityGenerationFields):
-    pass
-
-
-class _StabilityMasking(_MaskSourceField, _StabilityGenerationFields):
-    mask_source: MaskSource
-
-
-FieldsT = TypeVar("FieldsT", bound=_GenerationFields)
-
-
-def parse_bedrock_body(
-    raw: bytes, *, relaxed_sizes: bool = False, random_seed: RandomSeed | None = None
-) -> GenerationRequest:
-    """Validate an InvokeModel body for SDXL 1.0 and resolve it into one GenerationRequest.
-
-    `relaxed_sizes` accepts any multiple of 64 from 64 to 2048 instead of the nine SDXL sizes.
-    `random_seed` picks the seed when the body asks for a random one (seed 0 or none).
-    Raises MalformedBody naming the field; cheap checks run before any image is decoded.
-    """
-    body = _validate_fields(_BedrockBody, _load_json_object(raw))
-    given = body.model_fields_set
-    _check_mode_keys(body, given)
-    _check_mask_keys(body.mask_source, mask_image_given="mask_image" in given)
-    prompts = _split_prompts(body.text_prompts)
-    if body.init_image is None:
-        check_dimensions(body.width, body.height, relaxed=relaxed_sizes)
-        return _generation_request(body, prompts, body.width, body.height, random_seed=random_seed)
-    denoise = _denoise_range(body)
-    init_image = _decode_field(body.init_image, "init_image", kind="invalid_image")
-    check_dimensions(*init_image.size, relaxed=relaxed_sizes, field="init_image")
-    mask_image = (
-        _decode_field(body.mask_image, "mask_image", kind="invalid_mask_image")
-        if body.mask_image is not None
-        else None
-    )
-    return _generation_request(
-        body,
-        prompts,
-        *init_image.size,
-        denoise=denoise,
-        init_image=init_image,
-        mask=_mask(body.mask_source, init_image, mask_image),
-        random_seed=random_seed,
-    )
-
-
-def parse_stability_json(
-    raw: bytes, *, relaxed_sizes: bool = False, random_seed: RandomSeed | None = None
-) -> GenerationRequest:
-    """Validate a Stability v1 text-to-image JSON body (`steps` 10..150, `samples` 1..10)."""
-    body = _validate_fields(_StabilityTextToImage, _load_json_object(raw))
-    prompts = _split_prompts(body.text_prompts)
-    check_dimensions(body.width, body.height, relaxed=relaxed_sizes)
-    return _generation_request(body, prompts, body.width, body.height, random_seed=random_seed)
-
-
-def parse_stability_form(
-    fields: Mapping[str, str],
-    files: Mapping[str, bytes],
+def malformed(
+    location: Location | None,
+    description: str,
     *,
-    masking: bool,
-    relaxed_sizes: bool = False,
-    random_seed: RandomSeed | None = None,
-) -> GenerationRequest:
-    """Validate a Stability v1 image-to-image form, or with `masking` an image-to-image/masking form.
-
-    `fields` are the text values by form key (`text_prompts[0][text]`, `cfg_scale`, ...); `files` the
-    uploaded files' bytes by form key (`init_image`, and `mask_image` for masking).
-    """
-    _check_form_files(fields, files, _FORM_FILES if masking else ("init_image",))
-    document = _form_document(fields)
-    if masking:
-        return _masking_form(document, files, relaxed_sizes=relaxed_sizes, random_seed=random_seed)
-    return _image_to_image_form(document, files, relaxed_sizes=relaxed_sizes, random_seed=random_seed)
+    kind: ProblemKind = ProblemKind.INVALID,
+    value: object = None,
+    error_name: str = "bad_request",
+    field: str | None = None,
+) -> MalformedBody:
+    """A MalformedBody for one Problem; `error_name` is Stability's finer name for it (`invalid_image`)."""
+    return MalformedBody(Problem(location, description, kind, value), kind=error_name, field=field)
 
 
-def _image_to_image_form(
-    document: dict[str, Any],
-    files: Mapping[str, bytes],
-    *,
-    relaxed_sizes: bool,
-    random_seed: RandomSeed | None,
-) -> GenerationRequest:
-    body = _validate_fields(_StabilityImageToImage, document, lax=True)
-    prompts = _split_prompts(body.text_prompts)
-    denoise = _denoise_range(body)
-    init_image = _decode_file(files["init_image"], "init_image", kind="invalid_image")
-    check_dimensions(*init_image.size, relaxed=relaxed_sizes, field="init_image")
-    return _generation_request(
-        body, prompts, *init_image.size, denoise=denoise, init_image=init_image, random_seed=random_seed
-    )
-
-
-def _masking_form(
-    document: dict[str, Any],
-    files: Mapping[str, bytes],
-    *,
-    relaxed_sizes: bool,
-    random_seed: RandomSeed | None,
-) -> GenerationRequest:
-    body = _validate_fields(_StabilityMasking, document, lax=True)
-    _check_mask_keys(body.mask_source, mask_image_given="mask_image" in files)
-    prompts = _split_prompts(body.text_prompts)
-    init_image = _decode_file(files["init_image"], "init_image", kind="invalid_image")
-    check_dimensions(*init_image.size, relaxed=relaxed_sizes, field="init_image")
-    mask_image = (
-        _decode_file(files["mask_image"], "mask_image", kind="invalid_mask_image")
-        if "mask_image" in files
-        else None
-    )
-    return _generation_request(
-        body,
-        prompts,
-        *init_image.size,
-        init_image=init_image,
-        mask=_mask(body.mask_source, init_image, mask_image),
-        random_seed=random_seed,
-    )
-
-
-def _generation_request(
-    body: _GenerationFields,
-    prompts: tuple[Prompts, Prompts],
-    width: int,
-    height: int,
-    *,
-    denoise: tuple[float, float] = (1.0, 0.0),
-    init_image: Image.Image | None = None,
-    mask: Image.Image | None = None,
-    random_seed: RandomSeed | None,
-) -> GenerationRequest:
-    positive, negative = prompts
-    return GenerationRequest(
-        prompts=positive,
-        negative_prompts=negative,
-        width=width,
-        height=height,
-        seed=body.seed or (random_seed or _random_nonzero_seed)(),
-        steps=body.steps,
-        cfg_scale=body.cfg_scale,
-        sampler=body.sampler,
-        denoise_from=denoise[0],
-        denoise_to=denoise[1],
-        init_image=init_image.convert("RGB") if init_image is not None else None,
-        mask=mask,
-        style_preset=body.style_preset,
-        clip_guidance_preset=body.clip_guidance_preset,
-        samples=body.samples,
-        extras=body.extras,
-    )
-
-
-def _random_nonzero_seed() -> int:
+def random_nonzero_seed() -> int:
+    """A seed for a request that asks for a random one: 1..MAX_SEED (0 means "random" on the wire)."""
     return secrets.randbelow(MAX_SEED) + 1
-
-
-def check_dimensions(width: int, height: int, *, relaxed: bool, field: str | None = None) -> None:
-    """The output size rule: the nine SDXL 1.0 sizes, or with `relaxed` any multiple of 64 up to 2048.
-
-    `field` is the key to blame; without one, `width` if the width alone is wrong, else `height`.
-    """
-    if relaxed:
-        width_ok, height_ok = _relaxed_side_ok(width), _relaxed_side_ok(height)
-        if width_ok and height_ok:
-            return
-        kind = "invalid_image_dimensions"
-        message = (
-            f"the allowed dimensions are multiples of {RELAXED_SIZE_STEP} between {RELAXED_SIZE_STEP} "
-            f"and {RELAXED_SIZE_MAX}, but we received {width}x{height}"
-        )
-    else:
-        if (width, height) in SDXL_V1_SIZES:
-            return
-        width_ok = any(width == allowed_width for allowed_width, _ in SDXL_V1_SIZES)
-        kind = "invalid_sdxl_v1_dimensions"
-        allowed = ", ".join(f"{w}x{h}" for w, h in SDXL_V1_SIZES)
-        message = (
-            f"for stable-diffusion-xl-1024-v1-0 the allowed dimensions are {allowed}, "
-            f"but we received {width}x{height}"
-        )
-    raise MalformedBody(message, field=field or ("height" if width_ok else "width"), kind=kind)
-
-
-def _relaxed_side_ok(side: int) -> bool:
-    return RELAXED_SIZE_STEP <= side <= RELAXED_SIZE_MAX and side % RELAXED_SIZE_STEP == 0
 
 
 # ---- JSON ----------------------------------------------------------------------------------------------
@@ -385,29 +73,39 @@ _QUOTE_OR_STRUCTURE = re.compile(r'["\[\]{},]')
 _JSON_READER = json.JSONDecoder()
 
 
-def _load_json_object(raw: bytes) -> dict[str, Any]:
+def load_json_object(raw: bytes, *, location: Location = (), noun: str = "the body") -> dict[str, Any]:
+    """`raw` as a JSON object, read strictly: UTF-8, no duplicate keys, finite numbers, bounded nesting and
+    element count. `noun` names the document in messages ("the body", or "the value" of a form field at
+    `location`). Raises MalformedBody."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
-        raise MalformedBody("#: the body is not valid UTF-8") from None
-    _check_json_bounds(text)
+        raise malformed(location, f"{noun} is not valid UTF-8", kind=ProblemKind.MALFORMED) from None
+    _check_json_bounds(text, location, noun)
     try:
         document = json.loads(
             text,
-            object_pairs_hook=_object_without_duplicate_keys,
-            parse_constant=_reject_non_finite,
-            parse_float=_finite_float,
+            object_pairs_hook=lambda pairs: _object_without_duplicate_keys(pairs, location),
+            parse_constant=lambda literal: _reject_non_finite(literal, location),
+            parse_float=lambda literal: _finite_float(literal, location),
         )
     except json.JSONDecodeError as error:
-        raise MalformedBody(f"#: the body is not valid JSON: {error}") from None
+        raise malformed(location, f"{noun} is not valid JSON: {error}", kind=ProblemKind.MALFORMED) from None
     except ValueError:  # an integer beyond Python's digit limit for int()
-        raise MalformedBody("#: the body holds a number too long to read") from None
+        raise malformed(
+            location, f"{noun} holds a number too long to read", kind=ProblemKind.MALFORMED
+        ) from None
     if not isinstance(document, dict):
-        raise MalformedBody(f"#: expected type: JSONObject, found: {_json_type(document)}")
+        raise malformed(
+            location,
+            f"expected type: JSONObject, found: {json_type(document)}",
+            kind=ProblemKind.WRONG_TYPE,
+            value=document,
+        )
     return document
 
 
-def _check_json_bounds(text: str) -> None:
+def _check_json_bounds(text: str, location: Location, noun: str) -> None:
     """Refuse deep nesting and huge element counts before json.loads recurses or allocates.
 
     Walks only strings, brackets and commas (each string, container and comma counts as an element, which
@@ -433,31 +131,41 @@ def _check_json_bounds(text: str) -> None:
         if token in "[{":
             depth += 1
         if depth > MAX_JSON_DEPTH:
-            raise MalformedBody(f"#: the body nests deeper than {MAX_JSON_DEPTH} levels")
+            raise malformed(
+                location, f"{noun} nests deeper than {MAX_JSON_DEPTH} levels", kind=ProblemKind.TOO_LARGE
+            )
         if elements > MAX_JSON_ELEMENTS:
-            raise MalformedBody(f"#: the body holds more than {MAX_JSON_ELEMENTS} JSON elements")
+            raise malformed(
+                location,
+                f"{noun} holds more than {MAX_JSON_ELEMENTS} JSON elements",
+                kind=ProblemKind.TOO_LARGE,
+            )
 
 
-def _object_without_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+def _object_without_duplicate_keys(pairs: list[tuple[str, Any]], location: Location) -> dict[str, Any]:
     document = dict(pairs)
     if len(document) < len(pairs):
         key = next(key for key, count in Counter(key for key, _ in pairs).items() if count > 1)
-        raise MalformedBody(f"#: duplicate key [{_shown(key)}] is not permitted")
+        raise malformed(
+            location, f"duplicate key [{shown(key)}] is not permitted", kind=ProblemKind.MALFORMED
+        )
     return document
 
 
-def _reject_non_finite(literal: str) -> float:
-    raise MalformedBody(f"#: {literal} is not a valid JSON number")
+def _reject_non_finite(literal: str, location: Location) -> float:
+    raise malformed(location, f"{literal} is not a valid JSON number", kind=ProblemKind.MALFORMED)
 
 
-def _finite_float(literal: str) -> float:
+def _finite_float(literal: str, location: Location) -> float:
     value = float(literal)
     if not math.isfinite(value):
-        raise MalformedBody(f"#: {_shown(literal)} is out of the range of a JSON number")
+        raise malformed(
+            location, f"{shown(literal)} is out of the range of a JSON number", kind=ProblemKind.OUT_OF_RANGE
+        )
     return value
 
 
-# ---- schema errors in Bedrock's wording (Stability's face restates the pointer as a name) ------------------
+# ---- pydantic's findings as Problems -----------------------------------------------------------------------
 
 _EXPECTED_TYPES = {
     "int_type": "Integer",
@@ -486,52 +194,69 @@ _JSON_TYPE_NAMES: dict[type, str] = {
 }
 
 
-def _validate_fields(model: type[FieldsT], document: dict[str, Any], *, lax: bool = False) -> FieldsT:
-    """`lax` for form values, which are all text: `"30"` then reads as the Integer 30."""
+def validate(model: type[ModelT], document: dict[str, Any], *, lax: bool = False) -> ModelT:
+    """`document` checked by `model`; the first finding raised as MalformedBody.
+
+    `lax` for form values, which are all text: `"30"` then reads as the Integer 30; otherwise the model's
+    own strictness holds."""
     try:
-        # None leaves the models' own strictness (and the sampler's lax enum) in force.
+        # None leaves the models' own strictness (and any field's own lax mode) in force.
         return model.model_validate(document, strict=False if lax else None)
     except ValidationError as error:
-        first = error.errors(include_url=False)[0]
-        raise MalformedBody(_bedrock_message(first), field="/".join(map(str, first["loc"]))) from None
+        raise MalformedBody(problem_from_pydantic(error.errors(include_url=False)[0])) from None
 
 
-def _bedrock_message(error: ErrorDetails) -> str:
-    """One pydantic error in the words of Bedrock's JSON-schema validator, JSON pointer first."""
-    location, value, limits = error["loc"], error["input"], error.get("ctx", {})
+def problem_from_pydantic(error: ErrorDetails) -> Problem:
+    """One pydantic finding as a Problem, in the words of Bedrock's JSON-schema validator."""
+    location, value, limits = tuple(error["loc"]), error["input"], error.get("ctx", {})
     match error["type"]:
         case "extra_forbidden":
-            return f"{_pointer(location[:-1])}: extraneous key [{_shown(location[-1])}] is not permitted"
+            key = location[-1]
+            return Problem(
+                location[:-1],
+                f"extraneous key [{shown(key)}] is not permitted",
+                ProblemKind.EXTRANEOUS_KEY,
+                key,
+            )
         case "missing":
-            return f"{_pointer(location[:-1])}: required key [{location[-1]}] not found"
+            key = location[-1]
+            return Problem(location[:-1], f"required key [{key}] not found", ProblemKind.REQUIRED_KEY, key)
         case kind if kind in _EXPECTED_TYPES:
-            detail = f"expected type: {_EXPECTED_TYPES[kind]}, found: {_json_type(value)}"
+            detail = f"expected type: {_EXPECTED_TYPES[kind]}, found: {json_type(value)}"
+            return Problem(location, detail, ProblemKind.WRONG_TYPE, value)
         case kind if kind in _UNREADABLE_TEXT:  # form values, read as text
-            detail = f"{_shown(value)} is not {_UNREADABLE_TEXT[kind]}"
+            return Problem(
+                location, f"{shown(value)} is not {_UNREADABLE_TEXT[kind]}", ProblemKind.WRONG_TYPE, value
+            )
         case "greater_than_equal":
-            detail = f"{_shown(value)} is not greater or equal to {_limit(limits['ge'])}"
+            detail = f"{shown(value)} is not greater or equal to {_limit(limits['ge'])}"
+            return Problem(location, detail, ProblemKind.OUT_OF_RANGE, value)
         case "less_than_equal":
-            detail = f"{_shown(value)} is not less or equal to {_limit(limits['le'])}"
+            detail = f"{shown(value)} is not less or equal to {_limit(limits['le'])}"
+            return Problem(location, detail, ProblemKind.OUT_OF_RANGE, value)
         case "string_too_long":
             detail = f"expected maxLength: {limits['max_length']}, actual: {len(value)}"
+            return Problem(location, detail, ProblemKind.TOO_LONG, value)
         case "too_short":
             detail = f"expected minimum item count: {limits['min_length']}, found: {limits['actual_length']}"
+            return Problem(location, detail, ProblemKind.TOO_SHORT, value)
         case "too_long":
             detail = f"expected maximum item count: {limits['max_length']}, found: {limits['actual_length']}"
+            return Problem(location, detail, ProblemKind.TOO_LONG, value)
         case "string_unicode":  # a lone surrogate from a \ud800 escape, which no encoder can take
-            detail = "not a valid Unicode string (unpaired surrogate)"
+            return Problem(
+                location, "not a valid Unicode string (unpaired surrogate)", ProblemKind.MALFORMED, value
+            )
         case "enum" | "literal_error":
-            detail = f"{_shown(value)} is not a valid enum value"
+            return Problem(
+                location, f"{shown(value)} is not a valid enum value", ProblemKind.NOT_ALLOWED, value
+            )
         case _:
-            detail = error["msg"]
-    return f"{_pointer(location)}: {detail}"
+            return Problem(location, error["msg"], ProblemKind.INVALID, value)
 
 
-def _pointer(location: tuple[int | str, ...]) -> str:
-    return "#" + "".join(f"/{part}" for part in location)
-
-
-def _json_type(value: object) -> str:
+def json_type(value: object) -> str:
+    """The JSON-schema name of a decoded JSON value's type (`Integer`, `JSONArray`, `Null`, ...)."""
     return _JSON_TYPE_NAMES.get(type(value), type(value).__name__)
 
 
@@ -540,148 +265,71 @@ def _limit(bound: float) -> str:
     return str(int(bound)) if float(bound).is_integer() else repr(bound)
 
 
-def _shown(value: object, limit: int = 100) -> str:
+def shown(value: object, limit: int = 100) -> str:
     """A client's value as a message quotes it, cut short when long."""
     text = value if isinstance(value, str) else json.dumps(value)
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-# ---- the rules across fields ---------------------------------------------------------------------------
+# ---- the output size ---------------------------------------------------------------------------------------
 
 
-def _check_mode_keys(body: _BedrockBody, given: set[str]) -> None:
-    """Bedrock's body chooses its mode by its fields: they must not mix text- and image-to-image."""
-    if "init_image" in given:
-        for key in _TEXT_TO_IMAGE_KEYS:
-            if key in given:
-                raise MalformedBody(f"#: extraneous key [{key}] is not permitted", field=key)
-    else:
-        for key in _IMAGE_TO_IMAGE_KEYS:
-            if key in given:
-                raise MalformedBody("#: required key [init_image] not found", field="init_image")
+def check_dimensions(width: int, height: int, *, relaxed: bool, field: str | None = None) -> None:
+    """The output size rule: the nine SDXL 1.0 sizes, or with `relaxed` any multiple of 64 up to 2048.
 
-
-def _check_mask_keys(mask_source: MaskSource | None, *, mask_image_given: bool) -> None:
-    if mask_image_given and mask_source is None:
-        raise MalformedBody(
-            "#: required key [mask_source] not found", field="mask_source", kind="invalid_mask_image"
-        )
-    needs_mask_image = mask_source in ("MASK_IMAGE_WHITE", "MASK_IMAGE_BLACK")
-    if needs_mask_image and not mask_image_given:
-        raise MalformedBody(
-            "#: required key [mask_image] not found", field="mask_image", kind="invalid_mask_image"
-        )
-    if mask_source == "INIT_IMAGE_ALPHA" and mask_image_given:
-        raise MalformedBody(
-            "#: extraneous key [mask_image] is not permitted", field="mask_image", kind="invalid_mask_image"
-        )
-
-
-def _split_prompts(prompts: list[_TextPrompt]) -> tuple[Prompts, Prompts]:
-    """Positive prompts (weight >= 0) and negative ones (weight < 0, kept as |weight|)."""
-    if not any(prompt.text for prompt in prompts):
-        raise MalformedBody(
-            "#/text_prompts: at least one prompt must have a non-empty text", field="text_prompts"
-        )
-    if not any(prompt.weight > 0 for prompt in prompts):
-        raise MalformedBody(
-            "#/text_prompts: at least one prompt must have a weight above 0", field="text_prompts"
-        )
-    positive = tuple(WeightedPrompt(p.text, abs(p.weight)) for p in prompts if p.weight >= 0)
-    negative = tuple(WeightedPrompt(p.text, abs(p.weight)) for p in prompts if p.weight < 0)
-    return positive, negative
-
-
-def _denoise_range(body: _InitImageModeFields) -> tuple[float, float]:
-    if body.init_image_mode == "IMAGE_STRENGTH":
-        return 1.0 - body.image_strength, 0.0
-    start, end = body.step_schedule_start, body.step_schedule_end
-    if end >= start:
-        raise MalformedBody(
-            f"#/step_schedule_end: {_shown(end)} is not less than {_shown(start)}", field="step_schedule_end"
-        )
-    return start, end
-
-
-def _mask(
-    mask_source: MaskSource | None, init_image: Image.Image, mask_image: Image.Image | None
-) -> Image.Image | None:
-    """The mask as an "L" image, 255 where a pixel is to be regenerated; None when there is none.
-
-    `mask_image` is given exactly when `mask_source` needs one (`_check_mask_keys` made sure).
+    `field` is the key to blame; without one, `width` if the width alone is wrong, else `height`.
+    Raises MalformedBody (Stability's names `invalid_sdxl_v1_dimensions` / `invalid_image_dimensions`).
     """
-    if mask_source is None:
-        return None
-    if mask_source == "INIT_IMAGE_ALPHA":
-        if init_image.mode != "RGBA":
-            raise MalformedBody(
-                "#/init_image: mask_source INIT_IMAGE_ALPHA needs an image with an alpha channel",
-                field="init_image",
-                kind="invalid_mask_image",
-            )
-        return ImageOps.invert(init_image.getchannel("A"))
-    assert mask_image is not None
-    if mask_image.size != init_image.size:
-        raise MalformedBody(
-            f"#/mask_image: the mask is {mask_image.width}x{mask_image.height} but init_image is "
-            f"{init_image.width}x{init_image.height}; they must be the same size",
-            field="mask_image",
-            kind="invalid_mask_image",
+    if relaxed:
+        width_ok, height_ok = _relaxed_side_ok(width), _relaxed_side_ok(height)
+        if width_ok and height_ok:
+            return
+        error_name = "invalid_image_dimensions"
+        description = (
+            f"the allowed dimensions are multiples of {RELAXED_SIZE_STEP} between {RELAXED_SIZE_STEP} "
+            f"and {RELAXED_SIZE_MAX}, but we received {width}x{height}"
         )
-    grey = mask_image.convert("L")
-    return grey if mask_source == "MASK_IMAGE_WHITE" else ImageOps.invert(grey)
+    else:
+        if (width, height) in SDXL_V1_SIZES:
+            return
+        width_ok = any(width == allowed_width for allowed_width, _ in SDXL_V1_SIZES)
+        error_name = "invalid_sdxl_v1_dimensions"
+        allowed = ", ".join(f"{w}x{h}" for w, h in SDXL_V1_SIZES)
+        description = (
+            f"for stable-diffusion-xl-1024-v1-0 the allowed dimensions are {allowed}, "
+            f"but we received {width}x{height}"
+        )
+    # The size is a property of two fields (or of the init image), so the problem has no one location.
+    raise malformed(
+        None,
+        description,
+        kind=ProblemKind.NOT_ALLOWED,
+        value=f"{width}x{height}",
+        error_name=error_name,
+        field=field or ("height" if width_ok else "width"),
+    )
 
 
-def _decode_field(value: str, field: str, *, kind: str) -> Image.Image:
+def _relaxed_side_ok(side: int) -> bool:
+    return RELAXED_SIZE_STEP <= side <= RELAXED_SIZE_MAX and side % RELAXED_SIZE_STEP == 0
+
+
+# ---- images ------------------------------------------------------------------------------------------------
+
+
+def decode_base64_field(value: str, location: Location, *, error_name: str) -> Image.Image:
+    """A base64 image at `location` (see codecs.decode_image_bytes); MalformedBody named `error_name`."""
+    return _named(lambda: decode_base64_image(value, location), error_name)
+
+
+def decode_file_field(data: bytes, location: Location, *, error_name: str) -> Image.Image:
+    """An uploaded image file at `location`; MalformedBody named `error_name`."""
+    return _named(lambda: decode_image_bytes(data, location), error_name)
+
+
+def _named(decode: Any, error_name: str) -> Image.Image:
     try:
-        return decode_base64_image(value, field)
+        image: Image.Image = decode()
     except MalformedBody as error:
-        raise MalformedBody(f"#/{error.message}", field=field, kind=kind) from None
-
-
-def _decode_file(data: bytes, field: str, *, kind: str) -> Image.Image:
-    try:
-        return decode_image_bytes(data, field)
-    except MalformedBody as error:
-        raise MalformedBody(f"#/{error.message}", field=field, kind=kind) from None
-
-
-# ---- Stability's multipart forms -----------------------------------------------------------------------
-
-
-def _check_form_files(
-    fields: Mapping[str, str], files: Mapping[str, bytes], accepted: tuple[str, ...]
-) -> None:
-    for name in files:
-        if name not in accepted:
-            raise MalformedBody(f"#: extraneous file [{_shown(name)}] is not permitted", field=name)
-    for name in _FORM_FILES:
-        if name in fields:
-            raise MalformedBody(f"#/{name}: expected a file, found a text field", field=name)
-    if "init_image" not in files:
-        raise MalformedBody("#: required key [init_image] not found", field="init_image")
-
-
-def _form_document(fields: Mapping[str, str]) -> dict[str, Any]:
-    """The form's text values shaped like the JSON body: `text_prompts[i][text]` keys become a list."""
-    document: dict[str, Any] = {}
-    prompts: dict[int, dict[str, str]] = {}
-    for key, value in fields.items():
-        if prompt_key := _FORM_PROMPT_KEY.fullmatch(key):
-            prompts.setdefault(int(prompt_key[1]), {})[prompt_key[2]] = value
-        elif key == "extras":
-            document[key] = _form_extras(value)
-        else:
-            document[key] = value
-    if prompts:
-        # A plain `text_prompts` value, if any, stays and fails as a wrong type.
-        document.setdefault("text_prompts", [prompts[index] for index in sorted(prompts)])
-    return document
-
-
-def _form_extras(text: str) -> dict[str, Any]:
-    try:
-        return _load_json_object(text.encode())
-    except MalformedBody as error:
-        detail = error.message.removeprefix("#: ").replace("the body", "the value")
-        raise MalformedBody(f"#/extras: {detail}", field="extras") from None
+        raise MalformedBody(error.problem, kind=error_name) from None
+    return image
