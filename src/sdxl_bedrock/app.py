@@ -10,17 +10,14 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sdxl_bedrock import __version__
-from sdxl_bedrock.api import bedrock, playground, stability
-from sdxl_bedrock.api.errors import bedrock_error_response, stability_error_response
-from sdxl_bedrock.api.openapi import metrics_responses, ping_responses
+from sdxl_bedrock.api import Wire, Wires, bedrock, health, playground, stability
 from sdxl_bedrock.config import Settings
-from sdxl_bedrock.errors import InvalidRequest, ModelNotReady, ServiceError
+from sdxl_bedrock.errors import InvalidRequest, NotFound, ServiceError
 from sdxl_bedrock.logs import request_id_var
 from sdxl_bedrock.runtime import Runtime
 
@@ -118,14 +115,26 @@ def create_app(
         redoc_url=None,
     )
     app.state.runtime = runtime
-    app.include_router(bedrock.router)
+    # One line per wire; the first answers the requests no wire claims (unknown paths, /ping, /metrics).
+    wires = install_wires(
+        app,
+        bedrock.wire,
+        stability.wire,
+    )
+    app.include_router(health.router)
     app.include_router(playground.page_router)
     app.include_router(playground.router)
-    app.include_router(stability.router)
-    add_health_routes(app)
-    add_error_handlers(app)
+    add_error_handlers(app, wires)
     app.add_middleware(RequestMiddleware, runtime=runtime)
     return app
+
+
+def install_wires(app: FastAPI, *wires: Wire) -> Wires:
+    for wire in wires:
+        app.include_router(wire.router)
+    installed = Wires(wires)
+    app.state.wires = installed
+    return installed
 
 
 async def load_then_announce(
@@ -144,40 +153,12 @@ async def load_then_announce(
         on_ready(runtime)
 
 
-def add_health_routes(app: FastAPI) -> None:
-    @app.get(
-        "/ping",
-        summary="Health: 200 once the model is loaded, 429 ModelNotReadyException before",
-        response_class=Response,
-        responses=ping_responses(),
-    )
-    async def ping(request: Request) -> Response:
-        runtime: Runtime = request.app.state.runtime
-        if not runtime.ready.is_set():
-            raise ModelNotReady("The model is still loading; try again shortly.")
-        return JSONResponse({"status": "Healthy"})
+def add_error_handlers(app: FastAPI, wires: Wires) -> None:
+    """Every error in the shape of the wire whose route failed (or that claims the path)."""
 
-    @app.get(
-        "/metrics",
-        summary="Prometheus metrics",
-        response_class=Response,
-        responses=metrics_responses(CONTENT_TYPE_LATEST),
-    )
-    async def metrics(request: Request) -> Response:
-        runtime: Runtime = request.app.state.runtime
-        if runtime.engine is not None:
-            runtime.metrics.gpu_memory_bytes.set(runtime.engine.gpu_memory_bytes())
-        return Response(generate_latest(runtime.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    def error_response(request: Request, error: ServiceError) -> Response:
+        return wires.for_scope(request.scope).error_response(error, request_id_of(request))
 
-
-def error_response(request: Request, error: ServiceError) -> Response:
-    """In the shape of the face the request came to: Stability's under /v1/, Bedrock's elsewhere."""
-    if request.url.path.startswith(stability.PATH_PREFIX):
-        return stability_error_response(error, request_id_of(request))
-    return bedrock_error_response(error, request_id_of(request))
-
-
-def add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
     async def service_error(request: Request, error: ServiceError) -> Response:
         return error_response(request, error)
@@ -185,7 +166,9 @@ def add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException) -> Response:
         if error.status_code in (404, 405):
-            return error_response(request, bedrock.not_found(request.url.path))
+            return error_response(
+                request, NotFound(f"The requested resource {request.url.path} was not found.")
+            )
         return error_response(request, InvalidRequest(str(error.detail)))
 
     @app.exception_handler(Exception)

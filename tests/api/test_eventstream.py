@@ -7,7 +7,7 @@ import json
 
 from botocore.eventstream import EventStreamBuffer
 
-from sdxl_bedrock.api.eventstream import chunk_frame, encode_frame, exception_frame
+from sdxl_bedrock.api.bedrock.eventstream import chunk_frame, encode_frame, exception_frame
 
 
 def decode(data: bytes) -> list[tuple[dict[str, object], bytes]]:

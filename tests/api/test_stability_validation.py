@@ -15,20 +15,23 @@ from PIL import Image
 from starlette.datastructures import Headers
 
 from sdxl_bedrock import errors
-from sdxl_bedrock.api.errors import (
-    MissingCredentials,
+from sdxl_bedrock.api.bedrock.errors import bedrock_error
+from sdxl_bedrock.api.stability.bodies import parse_form, parse_text_to_image
+from sdxl_bedrock.api.stability.errors import (
     StabilityError,
-    bedrock_error,
     stability_error,
-    stability_error_response,
     stability_message,
 )
-from sdxl_bedrock.api.stability import check_api_key, check_samples, response_type
+from sdxl_bedrock.api.stability.errors import error_response as stability_error_response
+from sdxl_bedrock.api.stability.routes import check_api_key, check_samples, response_type
 from sdxl_bedrock.config import Settings
-from sdxl_bedrock.errors import MalformedBody
-from sdxl_bedrock.runtime import sample_requests
+from sdxl_bedrock.errors import MalformedBody, MissingCredentials, Problem
+from sdxl_bedrock.generation import sample_requests
+from sdxl_bedrock.presets import sampler_name
 from sdxl_bedrock.schema import DEFAULT_SAMPLER, GenerationRequest, WeightedPrompt
-from sdxl_bedrock.validation import MAX_SEED, parse_stability_form, parse_stability_json
+from sdxl_bedrock.validation import MAX_SEED
+
+parse_stability_json, parse_stability_form = parse_text_to_image, parse_form
 
 SIZES = "1024x1024, 1152x896, 1216x832, 1344x768, 1536x640, 640x1536, 768x1344, 832x1216, 896x1152"
 PROMPT_FIELDS = {"text_prompts[0][text]": "a lighthouse"}
@@ -159,7 +162,8 @@ def test_form_values_are_read_as_typed_values() -> None:
         }
     )
     assert (request.cfg_scale, request.seed, request.steps, request.samples) == (9.5, 42, 30, 3)
-    assert (request.sampler.value, request.style_preset, request.extras) == ("K_EULER", "anime", {"note": 1})
+    assert request.style is not None
+    assert (sampler_name(request.sampler), request.style.name) == ("K_EULER", "anime")
     assert request.denoise_from == pytest.approx(0.75)
 
 
@@ -371,23 +375,26 @@ def test_masking_form_rejections(
 
 
 @pytest.mark.parametrize(
-    ("message", "worded"),
+    ("problem", "worded"),
     [
-        ("#/cfg_scale: 99 is not less or equal to 35", "cfg_scale: 99 is not less or equal to 35"),
         (
-            "#/text_prompts/0/text: expected maxLength: 2000, actual: 2001",
+            Problem(("cfg_scale",), "99 is not less or equal to 35"),
+            "cfg_scale: 99 is not less or equal to 35",
+        ),
+        (
+            Problem(("text_prompts", 0, "text"), "expected maxLength: 2000, actual: 2001"),
             "text_prompts[0][text]: expected maxLength: 2000, actual: 2001",
         ),
-        ("#: extraneous key [colour] is not permitted", "extraneous key [colour] is not permitted"),
+        (Problem((), "extraneous key [colour] is not permitted"), "extraneous key [colour] is not permitted"),
         (
-            "for stable-diffusion-xl-1024-v1-0 the allowed dimensions are ...",
+            Problem(None, "for stable-diffusion-xl-1024-v1-0 the allowed dimensions are ..."),
             "for stable-diffusion-xl-1024-v1-0 the allowed dimensions are ...",
         ),
-        ("init_image: invalid base64 string", "init_image: invalid base64 string"),
+        (Problem(("init_image",), "invalid base64 string"), "init_image: invalid base64 string"),
     ],
 )
-def test_stability_names_the_field_where_bedrock_quotes_a_pointer(message: str, worded: str) -> None:
-    assert stability_message(MalformedBody(message)) == worded
+def test_stability_names_the_field_where_bedrock_quotes_a_pointer(problem: Problem, worded: str) -> None:
+    assert stability_message(MalformedBody(problem)) == worded
 
 
 @pytest.mark.parametrize(
@@ -395,7 +402,11 @@ def test_stability_names_the_field_where_bedrock_quotes_a_pointer(message: str, 
     [
         (errors.InvalidRequest("x"), 400, "bad_request"),
         (errors.InvalidRequest("x", kind="invalid_samples"), 400, "invalid_samples"),
-        (MalformedBody("x", kind="invalid_sdxl_v1_dimensions"), 400, "invalid_sdxl_v1_dimensions"),
+        (
+            MalformedBody(Problem((), "x"), kind="invalid_sdxl_v1_dimensions"),
+            400,
+            "invalid_sdxl_v1_dimensions",
+        ),
         (MissingCredentials("x"), 401, "unauthorized"),
         (errors.AccessDenied("x"), 403, "permission_denied"),
         (errors.NotFound("x"), 404, "not_found"),
@@ -422,7 +433,8 @@ def test_missing_credentials_stay_a_403_access_denied_on_bedrock() -> None:
 
 def test_the_error_body_is_id_name_message() -> None:
     request_id = "0f6b3c9e-1d2a-4b5c-8d7e-9f0a1b2c3d4e"
-    response = stability_error_response(MalformedBody("#/steps: 9 is not greater or equal to 10"), request_id)
+    problem = Problem(("steps",), "9 is not greater or equal to 10")
+    response = stability_error_response(MalformedBody(problem), request_id)
     assert response.status_code == 400
     assert json.loads(bytes(response.body)) == {
         "id": "0f6b3c9e1d2a4b5c8d7e9f0a1b2c3d4e",

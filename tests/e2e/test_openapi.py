@@ -24,11 +24,14 @@ from schemathesis.transport.serialization import Binary
 
 from sdxl_bedrock import errors
 from sdxl_bedrock.api import openapi
-from sdxl_bedrock.api.errors import BEDROCK_ERROR_NAMESPACE, ERRORS, MissingCredentials
+from sdxl_bedrock.api.bedrock.body import parse_invoke_body
+from sdxl_bedrock.api.bedrock.errors import BEDROCK_ERROR_NAMESPACE, ERRORS
+from sdxl_bedrock.api.bedrock.openapi import body_schema as bedrock_body_schema
+from sdxl_bedrock.api.stability import openapi as stability_openapi
+from sdxl_bedrock.api.stability.errors import ERRORS as STABILITY_ERRORS
 from sdxl_bedrock.app import create_app
 from sdxl_bedrock.config import Settings
-from sdxl_bedrock.errors import MalformedBody
-from sdxl_bedrock.validation import parse_bedrock_body
+from sdxl_bedrock.errors import MalformedBody, MissingCredentials
 from tests.conftest import RunningServer, gradient_png
 
 INVOKE = "/model/{model_id}/invoke"
@@ -69,6 +72,17 @@ def app_operations() -> Iterator[tuple[str, str]]:
             yield method, CONVERTER.sub("}", path)
 
 
+def resolved(document: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    """`schema`, or the component schema its `$ref` names (response models are components)."""
+    reference = schema.get("$ref")
+    if reference is None:
+        return schema
+    found: dict[str, Any] = document
+    for part in reference.removeprefix("#/").split("/"):
+        found = found[part]
+    return found
+
+
 def documented_operations(document: dict[str, Any]) -> set[tuple[str, str]]:
     return {(method.upper(), path) for path, item in document["paths"].items() for method in item}
 
@@ -101,7 +115,10 @@ def test_every_schema_compiles_as_json_schema_2020_12(document: dict[str, Any]) 
     found = list(schemas(document["paths"]))
     assert len(found) > 40
     for schema in found:
-        jsonschema_rs.Draft202012Validator(schema, validate_formats=True)
+        # A response model's `$ref` points into the document's components: compile it with them beside it.
+        jsonschema_rs.Draft202012Validator(
+            {**schema, "components": document["components"]}, validate_formats=True
+        )
 
 
 def test_every_route_is_documented(document: dict[str, Any]) -> None:
@@ -165,12 +182,13 @@ def test_responses_follow_the_error_table(document: dict[str, Any]) -> None:
             error_type = responses[status]["headers"]["x-amzn-ErrorType"]
             assert error_type["required"] is True
             pattern = jsonschema_rs.Draft202012Validator(error_type["schema"])
-            codes = [shape.bedrock.code for shape in ERRORS.values() if str(shape.bedrock.status) == status]
+            codes = [shape.code for shape in ERRORS.values() if str(shape.status) == status]
             for code in codes:
                 assert pattern.is_valid(f"{code}:{BEDROCK_ERROR_NAMESPACE}")
             assert not pattern.is_valid(f"NoSuchException:{BEDROCK_ERROR_NAMESPACE}")
             assert not pattern.is_valid(codes[0])  # the namespace is part of the header
-            assert responses[status]["content"]["application/json"]["schema"]["required"] == ["message"]
+            schema = resolved(document, responses[status]["content"]["application/json"]["schema"])
+            assert schema["required"] == ["message"]
         assert "ThrottlingException" in responses["429"]["description"]
         assert "ModelNotReadyException" in responses["429"]["description"]
     assert list(paths[INVOKE]["post"]["responses"]["200"]["content"]) == ["application/json"]
@@ -181,7 +199,7 @@ def test_responses_follow_the_error_table(document: dict[str, Any]) -> None:
         responses = paths[path]["post"]["responses"]
         assert set(responses) == {"200", "400", "401", "403", "404", "408", "429", "500", "503", "default"}
         assert set(responses["200"]["content"]) == {"application/json", "image/png"}
-        assert responses["400"]["content"]["application/json"]["schema"]["required"] == [
+        assert resolved(document, responses["400"]["content"]["application/json"]["schema"])["required"] == [
             "id",
             "name",
             "message",
@@ -194,9 +212,13 @@ def test_responses_follow_the_error_table(document: dict[str, Any]) -> None:
 
 
 def test_error_sets_name_real_errors() -> None:
-    for classes in (openapi.GENERATION_ERRORS, openapi.STABILITY_GENERATION_ERRORS, openapi.PING_ERRORS):
-        assert all(cls in ERRORS for cls in classes)
-    assert MissingCredentials in openapi.STABILITY_ENGINES_ERRORS
+    for classes in (
+        openapi.GENERATION_ERRORS,
+        stability_openapi.GENERATION_ROUTE_ERRORS,
+        openapi.PING_ERRORS,
+    ):
+        assert all(cls in ERRORS and cls in STABILITY_ERRORS for cls in classes)
+    assert MissingCredentials in stability_openapi.ENGINES_ROUTE_ERRORS
     assert errors.ServiceError in openapi.ANY_ROUTE_ERRORS
 
 
@@ -242,15 +264,15 @@ INVALID_BODIES: list[dict[str, Any]] = [
 
 @pytest.mark.parametrize("body", VALID_BODIES, ids=range(len(VALID_BODIES)))
 def test_bodies_the_validator_takes_fit_the_document(body: dict[str, Any]) -> None:
-    parse_bedrock_body(json.dumps(body).encode(), relaxed_sizes=True)
-    assert jsonschema_rs.Draft202012Validator(openapi.bedrock_body_schema()).is_valid(body)
+    parse_invoke_body(json.dumps(body).encode(), relaxed_sizes=True)
+    assert jsonschema_rs.Draft202012Validator(bedrock_body_schema()).is_valid(body)
 
 
 @pytest.mark.parametrize("body", INVALID_BODIES, ids=range(len(INVALID_BODIES)))
 def test_bodies_outside_the_document_are_refused(body: dict[str, Any]) -> None:
-    assert not jsonschema_rs.Draft202012Validator(openapi.bedrock_body_schema()).is_valid(body)
+    assert not jsonschema_rs.Draft202012Validator(bedrock_body_schema()).is_valid(body)
     with pytest.raises(MalformedBody):
-        parse_bedrock_body(json.dumps(body).encode(), relaxed_sizes=True)
+        parse_invoke_body(json.dumps(body).encode(), relaxed_sizes=True)
 
 
 # ---- schemathesis against the live server -----------------------------------------------------------------

@@ -14,9 +14,10 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, FilePayload, Page, expect, sync_playwright
 
-from sdxl_bedrock.api import eventstream
+from sdxl_bedrock.api.bedrock import eventstream
+from sdxl_bedrock.api.stability.fields import ClipGuidancePresetName, MaskSource
+from sdxl_bedrock.presets import STYLE_PRESETS
 from sdxl_bedrock.schema import Sampler
-from sdxl_bedrock.validation import STYLE_PRESETS, ClipGuidancePreset, MaskSource
 from tests.conftest import RunningServer, gradient_png
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -116,7 +117,7 @@ def test_generate_progress_reuse_seed_and_an_error_in_words(
     expect(page.locator("#server-status")).to_have_text("model ready")
     assert select_values(page, "#sampler") == [sampler.value for sampler in Sampler]
     assert select_values(page, "#style_preset") == list(STYLE_PRESETS)
-    assert select_values(page, "#clip_guidance_preset") == list(get_args(ClipGuidancePreset))
+    assert select_values(page, "#clip_guidance_preset") == list(get_args(ClipGuidancePresetName))
     assert select_values(page, "#mask_source") == list(get_args(MaskSource))
 
     page.set_input_files("#init-image", files=[png_file("door.png")])

@@ -6,7 +6,7 @@
   UTF-8, duplicate keys, truncated JSON) gets 200 or a modelled 4xx in Bedrock's error shape, never a 5xx,
   and an answer within REQUEST_TIMEOUT_S.
 
-The field strategies read the limits from the body schema of /openapi.json (api/openapi.py), so the
+The field strategies read the limits from the body schema of /openapi.json (api/bedrock/openapi.py), so the
 document and the properties cannot drift apart. Every request is cheap: a 64x64 image, few steps.
 """
 
@@ -25,8 +25,8 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from sdxl_bedrock.api import openapi
-from sdxl_bedrock.api.errors import BEDROCK_ERROR_NAMESPACE, ERRORS
+from sdxl_bedrock.api.bedrock import openapi
+from sdxl_bedrock.api.bedrock.errors import BEDROCK_ERROR_NAMESPACE, ERRORS
 from tests.conftest import RunningServer, gradient_png
 
 INVOKE = "/model/stability.stable-diffusion-xl-v1/invoke"
@@ -37,9 +37,9 @@ SUFFIX = ", please reformat your input and try again."
 ANSWERED_STATUSES = {200, 400, 429}
 CODES_BY_STATUS: dict[int, set[str]] = {}
 for _shape in ERRORS.values():
-    CODES_BY_STATUS.setdefault(_shape.bedrock.status, set()).add(_shape.bedrock.code)
+    CODES_BY_STATUS.setdefault(_shape.status, set()).add(_shape.code)
 
-BODY_SCHEMA = openapi.bedrock_body_schema()
+BODY_SCHEMA = openapi.body_schema()
 FIELDS: dict[str, dict[str, Any]] = BODY_SCHEMA["properties"]
 PROMPT_FIELDS: dict[str, dict[str, Any]] = FIELDS["text_prompts"]["items"]["properties"]
 

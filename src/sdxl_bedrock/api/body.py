@@ -5,9 +5,9 @@ from __future__ import annotations
 from fastapi import Request
 
 from sdxl_bedrock.config import BODY_LIMIT_BYTES
-from sdxl_bedrock.errors import MalformedBody
+from sdxl_bedrock.errors import MalformedBody, Problem, ProblemKind
 
-TOO_LARGE = f"#: the request body is larger than {BODY_LIMIT_BYTES} bytes"
+TOO_LARGE = Problem((), f"the request body is larger than {BODY_LIMIT_BYTES} bytes", ProblemKind.TOO_LARGE)
 
 
 async def read_body(request: Request, limit: int = BODY_LIMIT_BYTES) -> bytes:

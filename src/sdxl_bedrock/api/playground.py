@@ -9,20 +9,16 @@ from __future__ import annotations
 
 from functools import cache
 from importlib import resources
-from typing import get_args
+from typing import Any
 
 from fastapi import APIRouter, HTTPException
 from starlette.responses import JSONResponse, Response
 
-from sdxl_bedrock.api.openapi import playground_page_responses
-from sdxl_bedrock.schema import DEFAULT_SAMPLER, Sampler
-from sdxl_bedrock.validation import (
-    SDXL_V1_SIZES,
-    STYLE_PRESETS,
-    ClipGuidancePreset,
-    InitImageMode,
-    MaskSource,
-)
+from sdxl_bedrock.api.bedrock.errors import error_docs
+from sdxl_bedrock.api.openapi import ANY_ROUTE_ERRORS, REQUEST_ID_HEADER
+from sdxl_bedrock.api.stability.fields import CLIP_GUIDANCE_PRESET_NAMES, INIT_IMAGE_MODES, MASK_SOURCES
+from sdxl_bedrock.presets import DEFAULT_SAMPLER_NAME, SAMPLER_NAMES, STYLE_PRESETS
+from sdxl_bedrock.validation import SDXL_V1_SIZES
 
 ASSET_MEDIA_TYPES = {
     "index.html": "text/html; charset=utf-8",
@@ -61,9 +57,18 @@ def asset_response(name: str) -> Response:
     return Response(asset(name), media_type=ASSET_MEDIA_TYPES[name], headers=SECURITY_HEADERS)
 
 
-@page_router.get(
-    "/", summary="The playground page", response_class=Response, responses=playground_page_responses()
-)
+def page_responses() -> dict[int | str, Any]:
+    return {
+        200: {
+            "description": "The playground: a page that drives the response stream from a browser.",
+            "headers": REQUEST_ID_HEADER,
+            "content": {"text/html": {"schema": {"type": "string"}}},
+        },
+        **error_docs(ANY_ROUTE_ERRORS),
+    }
+
+
+@page_router.get("/", summary="The playground page", response_class=Response, responses=page_responses())
 async def playground_page() -> Response:
     return asset_response("index.html")
 
@@ -73,12 +78,12 @@ async def playground_options() -> Response:
     """The allowed values of the enum fields, from the validator itself, so the page never drifts from it."""
     return JSONResponse(
         {
-            "sampler": [sampler.value for sampler in Sampler],
-            "default_sampler": DEFAULT_SAMPLER.value,
+            "sampler": list(SAMPLER_NAMES),
+            "default_sampler": DEFAULT_SAMPLER_NAME,
             "style_preset": list(STYLE_PRESETS),
-            "clip_guidance_preset": list(get_args(ClipGuidancePreset)),
-            "init_image_mode": list(get_args(InitImageMode)),
-            "mask_source": list(get_args(MaskSource)),
+            "clip_guidance_preset": list(CLIP_GUIDANCE_PRESET_NAMES),
+            "init_image_mode": list(INIT_IMAGE_MODES),
+            "mask_source": list(MASK_SOURCES),
             "sdxl_sizes": [list(size) for size in SDXL_V1_SIZES],
         },
         headers=SECURITY_HEADERS,

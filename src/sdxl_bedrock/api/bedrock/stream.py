@@ -18,9 +18,9 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from sdxl_bedrock.api import eventstream
-from sdxl_bedrock.api.artifacts import artifacts_json
-from sdxl_bedrock.api.errors import bedrock_error, bedrock_message
+from sdxl_bedrock.api.bedrock import eventstream
+from sdxl_bedrock.api.bedrock.errors import bedrock_error, bedrock_message
+from sdxl_bedrock.api.bedrock.responses import artifacts_json
 from sdxl_bedrock.errors import InvalidRequest, ServiceError
 from sdxl_bedrock.runtime import Runtime
 from sdxl_bedrock.schema import GenerationRequest
@@ -37,6 +37,7 @@ class ProgressOptions:
 
 
 def progress_options(extras: dict[str, object]) -> ProgressOptions:
+    """The progress options a body's `extras` asks for (InvalidRequest where a value is mistyped)."""
     enabled = extras.get("progress", False)
     every = extras.get("progress_preview_every", DEFAULT_PREVIEW_EVERY)
     if not isinstance(enabled, bool):
@@ -74,7 +75,7 @@ async def stream_events(
         frame = progress_chunk(done, total, jpeg_base64(preview()) if wants_preview else None)
         loop.call_soon_threadsafe(frames.put_nowait, frame)
 
-    work = asyncio.ensure_future(runtime.generate(request, on_step if options.enabled else None))
+    work = asyncio.ensure_future(runtime.generations.generate(request, on_step if options.enabled else None))
     try:
         while not work.done():
             getter = asyncio.ensure_future(frames.get())
@@ -94,7 +95,7 @@ async def stream_events(
             log.exception("unexpected error in a response stream", exc_info=error)
             yield eventstream.exception_frame("internalServerException", "An internal error occurred.")
             return
-        yield eventstream.chunk_frame(await runtime.in_host_thread(artifacts_json, artifacts))
+        yield eventstream.chunk_frame(await runtime.workers.on_host(artifacts_json, artifacts))
     finally:
         # The client went away (or the stream ended): let the batcher drop or stop this work.
         work.cancel()

@@ -1,4 +1,5 @@
-"""The Bedrock Runtime face: POST /model/{modelId}/invoke for stability.stable-diffusion-xl-v1."""
+"""The Bedrock Runtime routes: POST /model/{modelId}/invoke and /invoke-with-response-stream for
+stability.stable-diffusion-xl-v1."""
 
 from __future__ import annotations
 
@@ -10,15 +11,15 @@ from urllib.parse import unquote
 from fastapi import APIRouter, Path, Request
 from starlette.responses import Response, StreamingResponse
 
-from sdxl_bedrock.api.artifacts import artifacts_json
 from sdxl_bedrock.api.auth import check_bedrock_auth
+from sdxl_bedrock.api.bedrock import openapi
+from sdxl_bedrock.api.bedrock.body import Invocation, parse_invoke_body
+from sdxl_bedrock.api.bedrock.responses import artifacts_json
+from sdxl_bedrock.api.bedrock.stream import progress_options, stream_events
 from sdxl_bedrock.api.body import read_body
-from sdxl_bedrock.api.openapi import bedrock_request_body, invoke_responses, model_id_schema, stream_responses
-from sdxl_bedrock.api.stream import progress_options, stream_events
-from sdxl_bedrock.errors import InvalidRequest, NotFound
+from sdxl_bedrock.api.openapi import JSON
+from sdxl_bedrock.errors import InvalidRequest
 from sdxl_bedrock.runtime import Runtime
-from sdxl_bedrock.schema import GenerationRequest
-from sdxl_bedrock.validation import parse_bedrock_body
 
 MODEL_NAME = "stability.stable-diffusion-xl-v1"
 MODEL_IDS = frozenset({MODEL_NAME, f"{MODEL_NAME}:0"})
@@ -31,7 +32,7 @@ MODEL_ROUTE = re.compile(r"^/model/(?P<model>[^/]+)/(?P<action>invoke|invoke-wit
 router = APIRouter()
 # Documentation only: the handlers check the id themselves, on the raw path (a constraint here would answer
 # FastAPI's 422 instead of ValidationException).
-ModelIdParameter = Annotated[str, Path(json_schema_extra=model_id_schema(MODEL_IDS))]
+ModelIdParameter = Annotated[str, Path(json_schema_extra=openapi.model_id_schema(MODEL_IDS))]
 
 
 def parse_model_id(raw_segment: str) -> str:
@@ -60,36 +61,32 @@ def check_accept(request: Request, header: str = "accept") -> None:
         raise InvalidRequest(f"The requested accept type is not supported: {accept}.", field=header)
 
 
-async def validated_request(request: Request, runtime: Runtime, accept_header: str) -> GenerationRequest:
+async def validated_invocation(request: Request, runtime: Runtime, accept_header: str) -> Invocation:
     """What both operations check, in AWS's order: auth, then the model id, the accept type, the body."""
     raw = await read_body(request)
     check_bedrock_auth(runtime.settings, request.scope, request.headers, raw)
     parse_model_id(model_segment(request))
     check_accept(request, accept_header)
-    return await runtime.in_host_thread(parse_bedrock_body, raw, relaxed_sizes=runtime.settings.relaxed_sizes)
+    return await runtime.workers.on_host(parse_invoke_body, raw, relaxed_sizes=runtime.settings.relaxed_sizes)
 
 
 @router.post(
     "/model/{model_id:path}/invoke",
     summary="InvokeModel",
     description="Bedrock Runtime InvokeModel for stability.stable-diffusion-xl-v1 (image-to-image, "
-    "text-to-image, masked image-to-image). The body is Stability's SDXL JSON; see SPEC section 2.",
+    "text-to-image, masked image-to-image). The body is Stability's SDXL JSON (docs/API.md).",
     response_class=Response,
-    responses=invoke_responses(),
-    openapi_extra=bedrock_request_body(),
+    responses=openapi.invoke_responses(),
+    openapi_extra=openapi.invoke_request_body(),
 )
 async def invoke_model(model_id: ModelIdParameter, request: Request) -> Response:
     started = time.monotonic()
     runtime: Runtime = request.app.state.runtime
-    generation = await validated_request(request, runtime, accept_header="accept")
-    artifacts = await runtime.generate(generation)
-    body = await runtime.in_host_thread(artifacts_json, artifacts)
+    invocation = await validated_invocation(request, runtime, accept_header="accept")
+    artifacts = await runtime.generations.generate(invocation.request)
+    body = await runtime.workers.on_host(artifacts_json, artifacts)
     latency_ms = int((time.monotonic() - started) * 1000)
-    return Response(
-        body,
-        media_type="application/json",
-        headers={"X-Amzn-Bedrock-Invocation-Latency": str(latency_ms)},
-    )
+    return Response(body, media_type=JSON, headers={"X-Amzn-Bedrock-Invocation-Latency": str(latency_ms)})
 
 
 @router.post(
@@ -98,20 +95,17 @@ async def invoke_model(model_id: ModelIdParameter, request: Request) -> Response
     description="The same request as InvokeModel; the answer is an AWS event stream with one `chunk` event "
     "holding the same JSON. With `extras.progress: true`, progress chunks come first (see docs/API.md).",
     response_class=Response,
-    responses=stream_responses(),
-    openapi_extra=bedrock_request_body(),
+    responses=openapi.stream_responses(),
+    openapi_extra=openapi.invoke_request_body(),
 )
 async def invoke_model_with_response_stream(model_id: ModelIdParameter, request: Request) -> Response:
     runtime: Runtime = request.app.state.runtime
-    generation = await validated_request(request, runtime, accept_header="x-amzn-bedrock-accept")
-    runtime.admit(generation)  # refusals before the 200 are ordinary error responses
-    progress = progress_options(generation.extras)
+    invocation = await validated_invocation(request, runtime, accept_header="x-amzn-bedrock-accept")
+    generation = invocation.request
+    runtime.generations.admit(generation)  # refusals before the 200 are ordinary error responses
+    progress = progress_options(invocation.extras)
     return StreamingResponse(
         stream_events(runtime, generation, progress),
         media_type="application/vnd.amazon.eventstream",
-        headers={"X-Amzn-Bedrock-Content-Type": "application/json"},
+        headers={"X-Amzn-Bedrock-Content-Type": JSON},
     )
-
-
-def not_found(path: str) -> NotFound:
-    return NotFound(f"The requested resource {path} was not found.")
