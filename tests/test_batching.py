@@ -1,126 +1,356 @@
-"""The batcher: batches by key, one answer per request, failures confined to the request that fails.
+"""The batcher's engine loop: rows join and leave at tick boundaries, each request gets its own answer, a
+failure is the failing request's alone, and the loop survives its own death.
 
-The engine here is a stand-in that records its batches and can be told to fail chosen requests
-(fault injection); the batcher itself is the real one.
+The engine here is a stand-in with the real engine's three stages (start / tick / finish) that counts
+steps instead of denoising, can be held at a tick (a gate), and can be told to fail (fault injection); the
+batcher, its planner and its clock are the real ones. tests/engine/test_continuous.py runs the real engine.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 from PIL import Image
 
-from sdxl_bedrock.batching import Batcher, EngineStepCallback
+from sdxl_bedrock.batching import Batcher, StepCallback
 from sdxl_bedrock.errors import ModelFailure, ModelTimeout, ShuttingDown, Throttled
+from sdxl_bedrock.metrics import Metrics
 from sdxl_bedrock.schema import GeneratedImage, GenerationRequest, Sampler, WeightedPrompt
 
 
-def request(seed: int, steps: int = 10) -> GenerationRequest:
+def request(
+    seed: int, steps: int = 3, sampler: Sampler = Sampler.EULER, width: int = 64
+) -> GenerationRequest:
     return GenerationRequest(
         prompts=(WeightedPrompt("x", 1.0),),
         negative_prompts=(),
-        width=64,
+        width=width,
         height=64,
         seed=seed,
         steps=steps,
         cfg_scale=7.0,
-        sampler=Sampler.K_EULER,
+        sampler=sampler,
     )
 
 
-class FaultyEngine:
-    """Makes a 1x1 image per request; fails any batch holding a seed in `failing_seeds`."""
+@dataclass(eq=False)
+class StandInRow:
+    request: GenerationRequest
+    on_step: StepCallback | None
+    steps_done: int = 0
+    failed: BaseException | None = None
+    result: GeneratedImage | None = None
 
-    def __init__(self, failing_seeds: set[int] = frozenset(), delay_s: float = 0.0) -> None:  # type: ignore[assignment]
-        self.failing_seeds = failing_seeds
-        self.delay_s = delay_s
-        self.batches: list[list[int]] = []
-        self.release = threading.Event()
-        self.release.set()
+    @property
+    def done(self) -> bool:
+        return self.failed is not None or self.steps_done == self.request.steps
 
-    def __call__(
-        self, requests: Sequence[GenerationRequest], on_step: EngineStepCallback | None
-    ) -> list[GeneratedImage]:
-        self.batches.append([r.seed for r in requests])
-        self.release.wait(10)
-        for step in range(1, 4):
-            if self.delay_s:
-                threading.Event().wait(self.delay_s)
-            if on_step is not None:
-                on_step(step, 3, lambda row: Image.new("RGB", (1, 1)))
-        if self.failing_seeds & {r.seed for r in requests}:
-            raise RuntimeError("injected fault")
-        return [GeneratedImage(Image.new("RGB", (1, 1), (r.seed % 256, 0, 0)), r.seed) for r in requests]
+    @property
+    def latent_size(self) -> Any:
+        return (self.request.height, self.request.width)
+
+    @property
+    def unet_rows(self) -> int:
+        return 2
 
 
-def run(coroutine):  # type: ignore[no-untyped-def]
+@dataclass
+class StandInEngine:
+    """Records the seeds of every tick and join; `gate` holds a tick until set; `fail_tick(seeds)` makes a
+    tick fail; `fail_row` seeds fail alone as the real engine reports a row's own failure."""
+
+    fail_tick: Callable[[list[int]], BaseException | None] = lambda seeds: None
+    fail_row: set[int] = field(default_factory=set)
+    ticks: list[list[int]] = field(default_factory=list)
+    joins: list[list[int]] = field(default_factory=list)
+    finished: list[tuple[int, int]] = field(default_factory=list)  # (seed, ticks run before it finished)
+    gate: threading.Event = field(default_factory=threading.Event)
+    ticked: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        self.gate.set()
+
+    def start(
+        self, requests: Sequence[GenerationRequest], on_steps: Sequence[StepCallback | None] | None = None
+    ) -> list[StandInRow]:
+        self.joins.append([r.seed for r in requests])
+        return [StandInRow(r, s) for r, s in zip(requests, on_steps or [None] * len(requests), strict=True)]
+
+    def tick(self, rows: Sequence[StandInRow]) -> None:
+        seeds = [row.request.seed for row in rows]
+        assert self.gate.wait(30), "the test never opened the gate"
+        self.ticks.append(seeds)
+        self.ticked.set()
+        error = self.fail_tick(seeds)
+        if error is not None:
+            raise error
+        for row in rows:
+            if row.request.seed in self.fail_row:
+                row.failed = RuntimeError("injected row fault")
+                continue
+            row.steps_done += 1
+            if row.on_step is not None:
+                row.on_step(row.steps_done, row.request.steps, lambda: Image.new("RGB", (1, 1)))
+
+    def finish(self, rows: Sequence[StandInRow]) -> None:
+        for row in rows:
+            self.finished.append((row.request.seed, len(self.ticks)))
+            row.result = GeneratedImage(
+                Image.new("RGB", (1, 1), (row.request.seed % 256, 0, 0)), row.request.seed
+            )
+
+    def ticks_of(self, seed: int) -> int:
+        return sum(seed in seeds for seeds in self.ticks)
+
+
+def run(coroutine: Any) -> Any:
     return asyncio.run(coroutine)
 
 
-def test_compatible_requests_share_a_batch_and_each_gets_its_own_image() -> None:
+async def until(event: threading.Event) -> None:
+    assert await asyncio.to_thread(event.wait, 30), "timed out waiting for the engine"
+
+
+def test_requests_with_different_steps_and_samplers_share_ticks_and_each_ends_on_its_own() -> None:
     async def scenario() -> None:
-        engine = FaultyEngine()
-        batcher = Batcher(engine, max_batch_size=8, max_wait_s=0.05)
+        engine = StandInEngine()
+        engine.gate.clear()
+        batcher = Batcher(engine, max_batch_size=8, max_wait_s=0)
         batcher.start()
-        results = await asyncio.gather(*(batcher.submit(request(seed)) for seed in range(1, 6)))
+        jobs = [
+            asyncio.ensure_future(batcher.submit(request(1, steps=2, sampler=Sampler.HEUN))),
+            asyncio.ensure_future(batcher.submit(request(2, steps=5, sampler=Sampler.DDIM))),
+            asyncio.ensure_future(batcher.submit(request(3, steps=3, sampler=Sampler.DPMPP_2M))),
+        ]
+        while batcher.depth < 3:
+            await asyncio.sleep(0)
+        engine.gate.set()
+        assert [image.seed for image in await asyncio.gather(*jobs)] == [1, 2, 3]
         await batcher.close()
-        assert [r.seed for r in results] == [1, 2, 3, 4, 5]
-        assert engine.batches == [[1, 2, 3, 4, 5]]
+        assert engine.joins == [[1, 2, 3]]
+        # The first tick takes all three (the planner tries the largest untried row count first).
+        assert engine.ticks[0] == [1, 2, 3]
+        assert [engine.ticks_of(seed) for seed in (1, 2, 3)] == [2, 5, 3]
+        # The shortest is answered as soon as its own run ends, while the others still run.
+        assert engine.finished[0][0] == 1 and engine.finished[0][1] < len(engine.ticks)
 
     run(scenario())
 
 
-def test_incompatible_requests_run_in_separate_batches() -> None:
+def test_a_request_joins_a_running_batch_at_the_next_tick() -> None:
     async def scenario() -> None:
-        engine = FaultyEngine()
-        batcher = Batcher(engine, max_batch_size=8, max_wait_s=0.05)
+        engine = StandInEngine()
+        batcher = Batcher(engine, max_batch_size=8, max_wait_s=0)
         batcher.start()
-        await asyncio.gather(
-            batcher.submit(request(1, steps=10)),
-            batcher.submit(request(2, steps=20)),
-            batcher.submit(request(3, steps=10)),
-        )
+        reached: dict[int, threading.Event] = {seed: threading.Event() for seed in (1, 2)}
+
+        def on_step(seed: int) -> StepCallback:
+            def hook(done: int, total: int, preview: Any) -> None:
+                if done == 2:
+                    engine.gate.clear()  # hold the engine at its next tick
+                    reached[seed].set()
+
+            return hook
+
+        first = asyncio.ensure_future(batcher.submit(request(1, steps=6), on_step(1)))
+        await until(reached[1])
+        second = asyncio.ensure_future(batcher.submit(request(2, steps=2)))
+        while batcher.depth < 1:
+            await asyncio.sleep(0)
+        engine.gate.set()
+        await asyncio.gather(first, second)
         await batcher.close()
-        assert sorted(engine.batches) == [[1, 3], [2]]
+        joined_at = next(index for index, seeds in enumerate(engine.ticks) if 2 in seeds)
+        assert engine.ticks[joined_at] == [1, 2], "the newcomer shares the running request's tick"
+        assert 2 <= joined_at <= 3
 
     run(scenario())
 
 
-def test_a_failing_request_fails_alone_and_the_others_are_served() -> None:
+def test_rows_of_another_size_wait_for_the_oldest_size_and_do_not_starve() -> None:
     async def scenario() -> None:
-        engine = FaultyEngine(failing_seeds={3})
+        engine = StandInEngine()
+        engine.gate.clear()
+        batcher = Batcher(engine, max_batch_size=8, max_wait_s=0)
+        batcher.start()
+        jobs = [
+            asyncio.ensure_future(batcher.submit(request(1, steps=2))),
+            asyncio.ensure_future(batcher.submit(request(2, steps=2, width=128))),
+            asyncio.ensure_future(batcher.submit(request(3, steps=2))),
+        ]
+        while batcher.depth < 3:
+            await asyncio.sleep(0)
+        engine.gate.set()
+        await asyncio.gather(*jobs)
+        await batcher.close()
+        assert all(seeds in ([1, 3], [1], [3], [2]) for seeds in engine.ticks), "no tick mixes sizes"
+        last_of_oldest_size = max(index for index, seeds in enumerate(engine.ticks) if 1 in seeds)
+        first_of_other_size = min(index for index, seeds in enumerate(engine.ticks) if 2 in seeds)
+        assert last_of_oldest_size < first_of_other_size, "the oldest row's size goes first"
+
+    run(scenario())
+
+
+def test_a_request_whose_caller_left_stops_at_the_next_tick() -> None:
+    async def scenario() -> None:
+        engine = StandInEngine()
+        metrics = Metrics()
+        batcher = Batcher(engine, max_batch_size=8, max_wait_s=0, metrics=metrics)
+        batcher.start()
+        stepped = threading.Event()
+
+        def hold_after_first_step(done: int, total: int, preview: Any) -> None:
+            if done == 1:
+                engine.gate.clear()
+                stepped.set()
+
+        leaving = asyncio.ensure_future(batcher.submit(request(1, steps=50), hold_after_first_step))
+        staying = asyncio.ensure_future(batcher.submit(request(2, steps=4)))
+        await until(stepped)
+        leaving.cancel()  # what a disconnect or a timeout does to the caller's wait
+        engine.gate.set()
+        assert (await staying).seed == 2
+        await batcher.close()
+        # It may have taken the tick the gate held, never one after.
+        assert engine.ticks_of(1) <= 2
+        assert metrics.abandoned.labels("running")._value.get() == 1
+
+    run(scenario())
+
+
+def test_a_request_whose_caller_left_while_queued_never_reaches_the_engine() -> None:
+    async def scenario() -> None:
+        engine = StandInEngine()
+        engine.gate.clear()
+        metrics = Metrics()
+        batcher = Batcher(engine, max_batch_size=1, max_wait_s=0, metrics=metrics)
+        batcher.start()
+        running = asyncio.ensure_future(batcher.submit(request(1)))
+        while not engine.joins:
+            await asyncio.sleep(0.001)
+        queued = asyncio.ensure_future(batcher.submit(request(2)))
+        while batcher.depth < 1:
+            await asyncio.sleep(0)
+        queued.cancel()
+        engine.gate.set()
+        await running
+        await batcher.close()
+        assert [2] not in engine.joins
+        assert metrics.abandoned.labels("queued")._value.get() == 1
+
+    run(scenario())
+
+
+def test_a_failing_tick_is_run_again_row_by_row_and_only_the_failing_request_fails() -> None:
+    async def scenario() -> None:
+        def fail_with_3(seeds: list[int]) -> BaseException | None:
+            return RuntimeError("injected tick fault") if 3 in seeds else None
+
+        engine = StandInEngine(fail_tick=fail_with_3)
+        engine.gate.clear()
+        batcher = Batcher(engine, max_batch_size=8, max_wait_s=0)
+        batcher.start()
+        jobs = [asyncio.ensure_future(batcher.submit(request(seed))) for seed in range(1, 5)]
+        while batcher.depth < 4:
+            await asyncio.sleep(0)
+        engine.gate.set()
+        outcomes = await asyncio.gather(*jobs, return_exceptions=True)
+        after = await batcher.submit(request(9))  # the batcher keeps serving
+        await batcher.close()
+        assert [isinstance(outcome, ModelFailure) for outcome in outcomes] == [False, False, True, False]
+        assert "RuntimeError" in str(outcomes[2])
+        assert after.seed == 9
+        assert engine.ticks[0] == [1, 2, 3, 4] and [3] in engine.ticks[1:5]
+        assert engine.ticks_of(3) == 2, "a request that failed alone is not run again"
+
+    run(scenario())
+
+
+def test_a_row_that_fails_in_the_engine_fails_alone() -> None:
+    async def scenario() -> None:
+        engine = StandInEngine(fail_row={2})
         batcher = Batcher(engine, max_batch_size=8, max_wait_s=0.05)
         batcher.start()
         outcomes = await asyncio.gather(
-            *(batcher.submit(request(seed)) for seed in range(1, 5)), return_exceptions=True
+            *(batcher.submit(request(seed)) for seed in (1, 2, 3)), return_exceptions=True
         )
-        # The batcher keeps serving after the fault.
-        after = await batcher.submit(request(9))
         await batcher.close()
-        assert [isinstance(o, ModelFailure) for o in outcomes] == [False, False, True, False]
-        assert "RuntimeError" in str(outcomes[2])
-        assert after.seed == 9
-        assert engine.batches[0] == [1, 2, 3, 4] and [3] in engine.batches[1:]
+        assert [isinstance(outcome, ModelFailure) for outcome in outcomes] == [False, True, False]
+
+    run(scenario())
+
+
+class OutOfMemoryError(RuntimeError):
+    """torch.OutOfMemoryError's name, without CUDA."""
+
+
+def test_out_of_memory_caps_the_rows_per_tick_and_every_request_is_served() -> None:
+    async def scenario() -> None:
+        engine = StandInEngine(
+            fail_tick=lambda seeds: OutOfMemoryError("CUDA out of memory") if len(seeds) > 2 else None
+        )
+        engine.gate.clear()
+        batcher = Batcher(engine, max_batch_size=8, max_wait_s=0)
+        batcher.start()
+        jobs = [asyncio.ensure_future(batcher.submit(request(seed))) for seed in range(1, 7)]
+        while batcher.depth < 6:
+            await asyncio.sleep(0)
+        engine.gate.set()
+        assert sorted(image.seed for image in await asyncio.gather(*jobs)) == [1, 2, 3, 4, 5, 6]
+        await batcher.close()
+        served = [seeds for seeds in engine.ticks if len(seeds) <= 2]
+        assert sum(len(seeds) for seeds in served) == 6 * 3, "every step of every request ran"
+
+    run(scenario())
+
+
+def test_a_dying_engine_loop_fails_its_requests_and_starts_again() -> None:
+    class Poisoned(StandInRow):
+        @property
+        def latent_size(self) -> Any:
+            raise KeyError("a bug in the loop")
+
+    async def scenario() -> None:
+        engine = StandInEngine()
+        real_start = engine.start
+
+        def start(requests: Sequence[GenerationRequest], on_steps: Any = None) -> list[StandInRow]:
+            rows = real_start(requests, on_steps)
+            return [Poisoned(row.request, row.on_step) if row.request.seed == 13 else row for row in rows]
+
+        engine.start = start  # type: ignore[method-assign]
+        metrics = Metrics()
+        batcher = Batcher(engine, max_batch_size=8, max_wait_s=0, metrics=metrics)
+        batcher.start()
+        with pytest.raises(ModelFailure, match="engine failed"):
+            await batcher.submit(request(13))
+        assert (await batcher.submit(request(1))).seed == 1, "the loop was started again"
+        await batcher.close()
+        assert metrics.engine_failures._value.get() >= 1
 
     run(scenario())
 
 
 def test_a_full_queue_throttles_at_once() -> None:
     async def scenario() -> None:
-        engine = FaultyEngine()
-        engine.release.clear()
+        engine = StandInEngine()
+        engine.gate.clear()
         batcher = Batcher(engine, max_batch_size=1, max_wait_s=0, max_queue=2)
         batcher.start()
         first = asyncio.ensure_future(batcher.submit(request(1)))
-        await asyncio.sleep(0.05)  # the first is running; two more fill the queue
+        while not engine.joins:
+            await asyncio.sleep(0.001)
         queued = [asyncio.ensure_future(batcher.submit(request(s))) for s in (2, 3)]
-        await asyncio.sleep(0.01)
+        while batcher.depth < 2:
+            await asyncio.sleep(0)
         with pytest.raises(Throttled):
             await batcher.submit(request(4))
-        engine.release.set()
+        engine.gate.set()
         assert [r.seed for r in await asyncio.gather(first, *queued)] == [1, 2, 3]
         await batcher.close()
 
@@ -129,26 +359,27 @@ def test_a_full_queue_throttles_at_once() -> None:
 
 def test_a_request_past_its_timeout_gets_model_timeout_and_is_dropped() -> None:
     async def scenario() -> None:
-        engine = FaultyEngine()
-        engine.release.clear()
+        engine = StandInEngine()
+        engine.gate.clear()
         batcher = Batcher(engine, max_batch_size=1, max_wait_s=0, request_timeout_s=0.2)
         batcher.start()
         running = asyncio.ensure_future(batcher.submit(request(1)))
-        await asyncio.sleep(0.05)
+        while not engine.joins:
+            await asyncio.sleep(0.001)
         with pytest.raises(ModelTimeout):
-            await batcher.submit(request(2))  # waits behind the stuck request, then times out
-        engine.release.set()
+            await batcher.submit(request(2))  # waits behind the held request, then times out
         with pytest.raises(ModelTimeout):
             await running
+        engine.gate.set()
         await batcher.close()
-        assert [2] not in engine.batches, "a timed-out request must never reach the engine"
+        assert [2] not in engine.joins, "a timed-out request must never reach the engine"
 
     run(scenario())
 
 
 def test_closing_finishes_accepted_work_and_refuses_new() -> None:
     async def scenario() -> None:
-        engine = FaultyEngine(delay_s=0.01)
+        engine = StandInEngine()
         batcher = Batcher(engine, max_batch_size=2, max_wait_s=0)
         batcher.start()
         accepted = [asyncio.ensure_future(batcher.submit(request(s))) for s in (1, 2, 3)]
@@ -165,17 +396,18 @@ def test_closing_finishes_accepted_work_and_refuses_new() -> None:
 
 def test_progress_reaches_each_job_with_its_own_row() -> None:
     async def scenario() -> None:
-        engine = FaultyEngine()
+        engine = StandInEngine()
         batcher = Batcher(engine, max_batch_size=8, max_wait_s=0.05)
         batcher.start()
-        seen: dict[int, list[int]] = {1: [], 2: []}
+        seen: dict[int, list[tuple[int, int]]] = {1: [], 2: []}
+
+        def hook(seed: int) -> StepCallback:
+            return lambda done, total, preview: seen[seed].append((done, total))
+
         await asyncio.gather(
-            *(
-                batcher.submit(request(seed), lambda done, total, preview, seed=seed: seen[seed].append(done))
-                for seed in (1, 2)
-            )
+            batcher.submit(request(1, steps=3), hook(1)), batcher.submit(request(2, steps=2), hook(2))
         )
         await batcher.close()
-        assert seen == {1: [1, 2, 3], 2: [1, 2, 3]}
+        assert seen == {1: [(1, 3), (2, 3), (3, 3)], 2: [(1, 2), (2, 2)]}
 
     run(scenario())

@@ -1,53 +1,106 @@
-"""The queue and the batcher: each request awaits its own future; one task owns the queue.
+"""The queue and the engine loop: each request awaits its own future; one loop owns the rows in flight.
 
-A batch is the oldest waiting job plus every compatible job behind it (same `batch_key`), formed when it is
-full or when the oldest job has waited `max_wait_s`. The engine runs in one worker thread, so the event loop
-keeps answering (/ping, new requests) while a batch runs. One output per input is checked; if a batch fails,
-its members are retried one by one so that only the request that fails gets the error.
+Continuous (iteration-level) batching, as LLM servers do it, per denoising step: on the asyncio side
+`submit` queues a job and awaits its future. On the engine thread one loop lets queued jobs join as rows
+at tick boundaries (up to `max_batch_size` rows in flight), runs ticks (one UNet call for the rows the
+TickPlanner chooses), answers each row as soon as its own run ends, and drops at the next tick every row
+whose caller has gone (timeout, disconnect: its future is done). Requests with different steps,
+strengths, samplers, modes and prompts so share every UNet call.
+
+Invariants: every job's future gets one outcome (its image, its own error, or ModelFailure if the loop
+itself fails); a failure is the failing request's alone (a tick that fails is run again row by row, and
+only rows that fail alone get the error; rows whose callers left are not run again). The loop is
+supervised: if it dies, every request waiting on it gets ModelFailure and the loop starts again.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
+import itertools
 import logging
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from PIL import Image
 
 from sdxl_bedrock.errors import ModelFailure, ModelTimeout, ServiceError, ShuttingDown, Throttled
 from sdxl_bedrock.metrics import Metrics
 from sdxl_bedrock.schema import GeneratedImage, GenerationRequest
+from sdxl_bedrock.tick_planner import TickClock, TickPlanner
 
 log = logging.getLogger(__name__)
 
 Preview = Callable[[], Image.Image]
 StepCallback = Callable[[int, int, Preview], None]
-"""A job's progress hook, called on the engine thread after each step with (done, total, preview)."""
-EngineStepCallback = Callable[[int, int, Callable[[int], Image.Image]], None]
-RunBatch = Callable[[Sequence[GenerationRequest], EngineStepCallback | None], list[GeneratedImage]]
+"""A job's progress hook, called on the engine thread after each of its steps with (done, total, preview)."""
 
 
-class BatchAbandoned(Exception):
-    """Every caller of a running batch has gone away: stop at the next step and free the engine."""
+class EngineRow(Protocol):
+    """What the loop reads of an engine's row (engine/rows.py)."""
+
+    @property
+    def done(self) -> bool: ...
+    @property
+    def latent_size(self) -> Any: ...
+    @property
+    def unet_rows(self) -> int: ...
+
+    failed: BaseException | None
+    result: GeneratedImage | None
 
 
-@dataclass
+class RowEngine(Protocol):
+    """The engine's stages as the loop calls them (engine/pipeline.py)."""
+
+    def start(
+        self, requests: Sequence[GenerationRequest], on_steps: Sequence[StepCallback | None] | None = None
+    ) -> Sequence[EngineRow]: ...
+    def tick(self, rows: Sequence[Any]) -> None: ...
+    def finish(self, rows: Sequence[Any]) -> None: ...
+
+
+_SERIALS = itertools.count()
+
+
+@dataclass(eq=False)
 class Job:
     request: GenerationRequest
     future: asyncio.Future[GeneratedImage]
+    loop: asyncio.AbstractEventLoop
     on_step: StepCallback | None = None
     enqueued_at: float = field(default_factory=time.monotonic)
+    serial: int = field(default_factory=lambda: next(_SERIALS))  # arrival order: older is smaller
+    row: Any = None  # its EngineRow once it joined
+
+    @property
+    def caller_left(self) -> bool:
+        # Read on the engine thread; the future is only ever completed on the event loop, and a done
+        # future never becomes undone, so a stale False costs one more tick at most.
+        return self.future.done()
+
+    def resolve(self, outcome: GeneratedImage | BaseException) -> None:
+        """Hand the outcome to the caller, from any thread."""
+        self.loop.call_soon_threadsafe(_settle, self.future, outcome)
+
+
+def _settle(future: asyncio.Future[GeneratedImage], outcome: GeneratedImage | BaseException) -> None:
+    if future.done():
+        return
+    if isinstance(outcome, BaseException):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)
 
 
 class Batcher:
     def __init__(
         self,
-        run_batch: RunBatch,
+        engine: RowEngine,
         *,
         max_batch_size: int = 8,
         max_wait_s: float = 0.005,
@@ -55,32 +108,40 @@ class Batcher:
         request_timeout_s: float | None = None,
         metrics: Metrics | None = None,
         engine_thread: ThreadPoolExecutor | None = None,
+        device_type: str = "cpu",
     ) -> None:
-        """`engine_thread`: the one thread that runs the engine (CUDA graphs belong to the thread that
-        captured them, so the server warms up on the same thread); the batcher makes its own if not given."""
-        self.run_batch = run_batch
+        """`max_batch_size` rows in flight at most; `max_wait_s` an idle engine waits for company before its
+        first tick; `max_queue` jobs wait to join at most (beyond: Throttled). `engine_thread` is the one
+        thread that runs the engine (CUDA graphs belong to the thread that captured them, so the server
+        warms up on the same thread); the batcher makes its own if not given."""
+        self.engine = engine
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_s
         self.max_queue = max_queue
         self.request_timeout_s = request_timeout_s
         self.metrics = metrics or Metrics()
+        self.planner = TickPlanner(max_batch_size)
+        self.clock = TickClock(device_type)
         self._waiting: deque[Job] = deque()
-        self._arrived = asyncio.Event()
+        self._in_flight: list[Job] = []
+        self._wakeup = threading.Condition()
         self._engine_thread = engine_thread or ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
         self._task: asyncio.Task[None] | None = None
         self._closing = False
 
     @property
     def depth(self) -> int:
+        """Jobs waiting to join."""
         return len(self._waiting)
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="batcher")
+        self._task = asyncio.get_running_loop().create_task(self._supervise(), name="batcher")
 
     async def close(self) -> None:
-        """Stop taking jobs, finish the ones already accepted, then stop the batcher task."""
-        self._closing = True
-        self._arrived.set()
+        """Stop taking jobs, finish the ones already accepted, then stop the loop."""
+        with self._wakeup:
+            self._closing = True
+            self._wakeup.notify_all()
         if self._task is not None:
             await self._task
         self._engine_thread.shutdown(wait=True)
@@ -92,116 +153,182 @@ class Batcher:
             raise Throttled("Too many requests, please wait before trying again.")
 
     async def submit(self, request: GenerationRequest, on_step: StepCallback | None = None) -> GeneratedImage:
-        """Queue one request and wait for its image; past the request timeout the work is dropped."""
+        """Queue one request and wait for its image; past the request timeout its work is dropped."""
         self.check_capacity()
-        job = Job(request, asyncio.get_running_loop().create_future(), on_step)
-        self._waiting.append(job)
+        loop = asyncio.get_running_loop()
+        job = Job(request, loop.create_future(), loop, on_step)
+        with self._wakeup:
+            self._waiting.append(job)
+            self._wakeup.notify_all()
         self.metrics.queue_depth.set(len(self._waiting))
-        self._arrived.set()
         try:
-            # wait_for cancels the job's future on timeout: the batcher then skips it, or stops its batch.
+            # wait_for cancels the job's future on timeout: the loop then drops the job at its next tick.
             return await asyncio.wait_for(job.future, self.request_timeout_s)
         except TimeoutError:
             raise ModelTimeout(
                 f"The request did not complete within the server's {self.request_timeout_s:g} s timeout."
             ) from None
 
-    # -- the batcher task ---------------------------------------------------------------------------------
+    # -- supervision ----------------------------------------------------------------------------------------
 
-    async def _run(self) -> None:
-        while True:
-            self._drop_abandoned()
-            if not self._waiting:
-                if self._closing:
-                    return
-                self._arrived.clear()
-                await self._arrived.wait()
-                continue
-            batch = await self._form_batch()
-            if batch:
-                await self._execute(batch)
-
-    def _drop_abandoned(self) -> None:
-        """Jobs whose caller went away (disconnect, timeout) never reach the engine."""
-        if any(job.future.done() for job in self._waiting):
-            self._waiting = deque(job for job in self._waiting if not job.future.done())
-            self.metrics.queue_depth.set(len(self._waiting))
-
-    async def _form_batch(self) -> list[Job]:
-        oldest = self._waiting[0]
-        deadline = oldest.enqueued_at + self.max_wait_s
-        while len(self._compatible(oldest)) < self.max_batch_size and not self._closing:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            self._arrived.clear()
-            try:
-                await asyncio.wait_for(self._arrived.wait(), remaining)
-            except TimeoutError:
-                break
-        self._drop_abandoned()
-        batch = self._compatible(oldest)[: self.max_batch_size] if not oldest.future.done() else []
-        now = time.monotonic()
-        for job in batch:
-            self._waiting.remove(job)
-            self.metrics.queue_wait_seconds.observe(now - job.enqueued_at)
-        self.metrics.queue_depth.set(len(self._waiting))
-        return batch
-
-    def _compatible(self, oldest: Job) -> list[Job]:
-        key = oldest.request.batch_key()
-        return [job for job in self._waiting if job.request.batch_key() == key and not job.future.done()]
-
-    async def _execute(self, batch: list[Job]) -> None:
-        try:
-            images = await self._run_in_engine(batch)
-        except BatchAbandoned:
-            self.metrics.abandoned_batches.inc()
-            log.info("a batch of %d was abandoned by its callers and stopped early", len(batch))
-            return
-        except Exception as error:
-            self.metrics.engine_failures.inc()
-            if len(batch) == 1:
-                self._fail(batch[0], error)
-                return
-            log.warning("a batch of %d failed (%s); retrying its members one by one", len(batch), error)
-            for job in batch:
-                await self._execute([job])
-            return
-        for job, image in zip(batch, images, strict=True):
-            self.metrics.images.labels(image.finish_reason.value).inc()
-            if not job.future.done():
-                job.future.set_result(image)
-
-    async def _run_in_engine(self, batch: list[Job]) -> list[GeneratedImage]:
-        requests = [job.request for job in batch]
-        on_step = _fan_out(batch)
+    async def _supervise(self) -> None:
         loop = asyncio.get_running_loop()
-        self.metrics.batch_size.observe(len(batch))
-        with self.metrics.batch_seconds.time():
-            images = await loop.run_in_executor(self._engine_thread, self.run_batch, requests, on_step)
-        if len(images) != len(batch):
-            raise ModelFailure(f"the engine returned {len(images)} images for a batch of {len(batch)}")
-        return images
+        while True:
+            try:
+                await loop.run_in_executor(self._engine_thread, self._run)
+                return
+            except Exception as error:
+                log.exception(
+                    "the engine loop failed; failing its requests and starting it again", exc_info=error
+                )
+                self.metrics.engine_failures.inc()
+                self._fail_all(ModelFailure(f"The engine failed: {type(error).__name__}"))
 
-    @staticmethod
-    def _fail(job: Job, error: Exception) -> None:
-        if job.future.done():
+    def _fail_all(self, error: ServiceError) -> None:
+        with self._wakeup:
+            jobs = [*self._in_flight, *self._waiting]
+            self._in_flight, self._waiting = [], deque()
+        for job in jobs:
+            job.resolve(error)
+        self.metrics.queue_depth.set(0)
+
+    # -- the engine loop (on the engine thread) -------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            joining = self._take_joining()
+            if joining is None:
+                return
+            if joining:
+                self._join(joining)
+            self._drop_left()
+            self._finish_ended()  # rows whose window has no step end as they join
+            running = [job for job in self._in_flight if not job.row.done]
+            if not running:
+                continue
+            chosen = set(self.planner.choose([job.row for job in running]))
+            self._tick([job for job in running if job.row in chosen])
+            self._learn_costs()
+            self._finish_ended()
+
+    def _take_joining(self) -> list[Job] | None:
+        """Jobs that join before the next tick (room permitting); None once closing with nothing left.
+
+        An idle engine waits for work, then up to `max_wait_s` from the oldest job's arrival for company,
+        so that requests arriving together also share their prompt encoding and first ticks."""
+        with self._wakeup:
+            while not self._in_flight and not self._waiting:
+                if self._closing:
+                    return None
+                self._wakeup.wait()
+            if not self._in_flight:
+                deadline = self._waiting[0].enqueued_at + self.max_wait_s
+                while len(self._waiting) < self.max_batch_size and not self._closing:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    self._wakeup.wait(remaining)
+            joining: list[Job] = []
+            while self._waiting and len(self._in_flight) + len(joining) < self.max_batch_size:
+                job = self._waiting.popleft()
+                if job.caller_left:
+                    self.metrics.abandoned.labels("queued").inc()
+                    continue
+                joining.append(job)
+        self.metrics.queue_depth.set(len(self._waiting))
+        return joining
+
+    def _join(self, jobs: list[Job]) -> None:
+        """Stages 1-4 for the joining jobs together; if that fails, for each alone."""
+        now = time.monotonic()
+        for job in jobs:
+            self.metrics.queue_wait_seconds.observe(now - job.enqueued_at)
+        try:
+            rows = self.engine.start([job.request for job in jobs], [job.on_step for job in jobs])
+        except Exception as error:
+            if len(jobs) == 1:
+                self._fail(jobs[0], error)
+                return
+            for job in jobs:
+                self._join([job])
             return
+        for job, row in zip(jobs, rows, strict=True):
+            job.row = row
+        with self._wakeup:
+            self._in_flight.extend(jobs)
+            self._in_flight.sort(key=lambda job: job.serial)
+
+    def _drop_left(self) -> None:
+        """Rows whose callers have gone stop here: their work ends at this tick boundary."""
+        left = [job for job in self._in_flight if job.caller_left]
+        if left:
+            for _ in left:
+                self.metrics.abandoned.labels("running").inc()
+            log.info("%d request(s) dropped from the running batch: their callers left", len(left))
+            self._keep(lambda job: not job.caller_left)
+
+    def _tick(self, jobs: list[Job]) -> None:
+        rows = [job.row for job in jobs]
+        started = self.clock.start()
+        try:
+            self.engine.tick(rows)
+        except Exception as error:
+            if _out_of_memory(error) and len(jobs) > 1:
+                self.planner.cap(rows[0].latent_size, len(jobs) // 2)
+                log.warning(
+                    "out of memory in a tick of %d rows; ticks at this size take at most %d",
+                    len(jobs),
+                    len(jobs) // 2,
+                )
+                return
+            self.metrics.engine_failures.inc()
+            if len(jobs) == 1:
+                self._fail(jobs[0], error)
+                self._keep(lambda job: job is not jobs[0])
+                return
+            log.warning("a tick of %d rows failed (%s); running them one by one", len(jobs), error)
+            for job in jobs:
+                if not job.caller_left:
+                    self._tick([job])
+            return
+        self.clock.stop(started, (rows[0].latent_size, sum(row.unet_rows for row in rows)))
+        self.metrics.rows_per_tick.observe(len(rows))
+
+    def _learn_costs(self) -> None:
+        for (size, unet_rows), seconds in self.clock.measured():
+            self.planner.record(size, unet_rows, seconds)
+            self.metrics.tick_seconds.observe(seconds)
+
+    def _finish_ended(self) -> None:
+        ended = [job for job in self._in_flight if job.row.done]
+        if not ended:
+            return
+        self._keep(lambda job: not job.row.done)
+        try:
+            self.engine.finish([job.row for job in ended if job.row.failed is None])
+        except Exception as error:
+            for job in ended:
+                self._fail(job, error)
+            return
+        for job in ended:
+            if job.row.failed is not None:
+                self._fail(job, job.row.failed)
+            elif job.row.result is not None:
+                self.metrics.images.labels(job.row.result.finish_reason.value).inc()
+                job.resolve(job.row.result)
+            else:
+                self._fail(job, ModelFailure("the engine made no image for a request"))
+
+    def _keep(self, keep: Callable[[Job], bool]) -> None:
+        with self._wakeup:
+            self._in_flight = [job for job in self._in_flight if keep(job)]
+
+    def _fail(self, job: Job, error: BaseException) -> None:
         if not isinstance(error, ServiceError):
-            log.exception("the engine failed on a request", exc_info=error)
+            log.error("the engine failed on a request: %r", error, exc_info=error)
             error = ModelFailure(f"The model failed to generate the image: {type(error).__name__}")
-        job.future.set_exception(error)
+        job.resolve(error)
 
 
-def _fan_out(batch: list[Job]) -> EngineStepCallback:
-    """One engine hook for a batch: each job's own hook sees its own row; an abandoned batch stops."""
-
-    def on_step(done: int, total: int, preview: Callable[[int], Image.Image]) -> None:
-        for row, job in enumerate(batch):
-            if job.on_step is not None and not job.future.done():
-                job.on_step(done, total, functools.partial(preview, row))
-        if all(job.future.done() for job in batch):
-            raise BatchAbandoned(f"all {len(batch)} callers left")
-
-    return on_step
+def _out_of_memory(error: BaseException) -> bool:
+    return type(error).__name__ == "OutOfMemoryError"

@@ -10,6 +10,7 @@ from prometheus_client.registry import Collector
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64, 128)
 BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 32)
+TICK_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8)
 
 
 class Metrics:
@@ -32,26 +33,33 @@ class Metrics:
         )
         self.queue_wait_seconds = Histogram(
             "sdxl_queue_wait_seconds",
-            "Time a request waited in the queue before its batch ran",
+            "Time a request waited in the queue before it joined the running batch",
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
-        self.queue_depth = Gauge("sdxl_queue_depth", "Requests waiting", registry=self.registry)
-        self.batch_size = Histogram(
-            "sdxl_batch_size", "Requests per engine batch", buckets=BATCH_BUCKETS, registry=self.registry
+        self.queue_depth = Gauge("sdxl_queue_depth", "Requests waiting to join", registry=self.registry)
+        self.rows_per_tick = Histogram(
+            "sdxl_rows_per_tick",
+            "Requests (rows) sharing one UNet call",
+            buckets=BATCH_BUCKETS,
+            registry=self.registry,
         )
-        self.batch_seconds = Histogram(
-            "sdxl_batch_seconds", "Engine time per batch", buckets=LATENCY_BUCKETS, registry=self.registry
+        self.tick_seconds = Histogram(
+            "sdxl_tick_seconds",
+            "Engine time per tick (one UNet call and its rows' sampler steps)",
+            buckets=TICK_BUCKETS,
+            registry=self.registry,
         )
         self.images = Counter(
             "sdxl_images", "Images made, by finish reason", ["finish_reason"], registry=self.registry
         )
         self.engine_failures = Counter(
-            "sdxl_engine_failures", "Batches or requests the engine failed on", registry=self.registry
+            "sdxl_engine_failures", "Ticks, joins or requests the engine failed on", registry=self.registry
         )
-        self.abandoned_batches = Counter(
-            "sdxl_abandoned_batches",
-            "Batches stopped early because every caller had gone away",
+        self.abandoned = Counter(
+            "sdxl_abandoned_requests",
+            "Requests dropped because their caller had gone (disconnect, timeout), by stage: queued, running",
+            ["stage"],
             registry=self.registry,
         )
         self.gpu_memory_bytes = Gauge(

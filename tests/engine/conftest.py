@@ -50,7 +50,7 @@ def generation_request(prompt: str = "a lamp", **changes: Any) -> GenerationRequ
         seed=1,
         steps=10,
         cfg_scale=7.0,
-        sampler=Sampler.K_DPMPP_2M,
+        sampler=Sampler.DPMPP_2M,
     )
     return dataclasses.replace(base, **changes)
 

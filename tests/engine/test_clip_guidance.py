@@ -8,15 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from sdxl_bedrock.engine.clip_guidance import (
-    CLIP_GUIDANCE_PRESETS,
-    ClipGuide,
-    guided_on_step,
-    random_cutouts,
-    spherical_distance,
-)
+from sdxl_bedrock.engine.clip_guidance import ClipGuide, random_cutouts, spherical_distance
 from sdxl_bedrock.engine.pipeline import Engine
 from sdxl_bedrock.engine.tiny import tiny_clip_path
+from sdxl_bedrock.presets import CLIP_GUIDANCE_PRESETS
 from sdxl_bedrock.schema import GenerationRequest, Sampler
 from tests.engine.conftest import as_array, generation_request
 
@@ -26,15 +21,18 @@ def engine(cache_dir: object) -> Engine:
     return Engine.load("tiny", device="cpu", dtype="float32", clip_model="tiny")
 
 
-def request(preset: str, seed: int = 6, sampler: Sampler = Sampler.K_EULER) -> GenerationRequest:
-    return generation_request("a green apple", seed=seed, sampler=sampler, clip_guidance_preset=preset)
+def request(preset: str, seed: int = 6, sampler: Sampler = Sampler.EULER) -> GenerationRequest:
+    guidance = CLIP_GUIDANCE_PRESETS.get(preset)  # "NONE" is no entry: no guidance
+    return generation_request("a green apple", seed=seed, sampler=sampler, clip_guidance=guidance)
 
 
 def test_the_preset_table_covers_every_preset_but_none() -> None:
     assert set(CLIP_GUIDANCE_PRESETS) == {"FAST_BLUE", "FAST_GREEN", "SIMPLE", "SLOW", "SLOWER", "SLOWEST"}
-    assert guided_on_step("SLOWER", 3)
-    assert guided_on_step("FAST_BLUE", 4) and not guided_on_step("FAST_BLUE", 3)
-    assert not guided_on_step("NONE", 0)
+    assert CLIP_GUIDANCE_PRESETS["SLOWER"].guides_step(3)
+    assert CLIP_GUIDANCE_PRESETS["FAST_BLUE"].guides_step(4) and not CLIP_GUIDANCE_PRESETS[
+        "FAST_BLUE"
+    ].guides_step(3)
+    assert "NONE" not in CLIP_GUIDANCE_PRESETS
 
 
 def test_spherical_distance_is_0_for_the_same_direction_and_grows_with_the_angle() -> None:
@@ -73,6 +71,6 @@ def test_a_guided_request_gives_the_same_image_alone_and_in_a_batch(engine: Engi
 
 
 def test_guidance_works_with_the_k_diffusion_sampler(engine: Engine) -> None:
-    plain = engine.generate([request("NONE", sampler=Sampler.K_DPMPP_2S_ANCESTRAL)])[0].image
-    guided = engine.generate([request("SLOWER", sampler=Sampler.K_DPMPP_2S_ANCESTRAL)])[0].image
+    plain = engine.generate([request("NONE", sampler=Sampler.DPMPP_2S_ANCESTRAL)])[0].image
+    guided = engine.generate([request("SLOWER", sampler=Sampler.DPMPP_2S_ANCESTRAL)])[0].image
     assert np.abs(as_array(plain) - as_array(guided)).max() > 1

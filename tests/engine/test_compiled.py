@@ -75,7 +75,7 @@ def test_warmed_shapes_run_compiled_for_any_batch_size_without_compiling(
         compiled, engine, [request(f"prompt {i}", seed=i, **image_to_image) for i in range(3)]
     )
     assert_same_images(compiled, engine, [request(cfg_scale=1.0)])  # 1 row, padded to 2
-    for sampler in (Sampler.K_EULER, Sampler.K_HEUN, Sampler.K_DPMPP_2S_ANCESTRAL):
+    for sampler in (Sampler.EULER, Sampler.HEUN, Sampler.DPMPP_2S_ANCESTRAL):
         assert_same_images(compiled, engine, [request(sampler=sampler, **image_to_image)])
     assert compilations() == before, "a request compiled a graph after warm-up"
     assert compiled.unet.calls["eager"] == eager_calls, "every call went through the compiled graphs"

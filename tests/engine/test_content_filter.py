@@ -50,7 +50,7 @@ def test_the_engine_blurs_a_flagged_prompt_and_says_so(cache_dir: object) -> Non
 
     def request(text: str) -> GenerationRequest:
         return generation_request(
-            text, negative_prompts=(WeightedPrompt("no spider", 1.0),), sampler=Sampler.K_EULER
+            text, negative_prompts=(WeightedPrompt("no spider", 1.0),), sampler=Sampler.EULER
         )
 
     clean, flagged = engine.generate([request("a cat"), request("a spider")])

@@ -15,7 +15,7 @@ from tests.engine.conftest import as_array, generation_request
 
 
 def request(prompt: str = "a lamp", seed: int = 1) -> GenerationRequest:
-    return generation_request(prompt, seed=seed, sampler=Sampler.K_EULER)
+    return generation_request(prompt, seed=seed, sampler=Sampler.EULER)
 
 
 def test_a_half_precision_overflow_is_retried_in_float32(cache_dir: object) -> None:

@@ -44,7 +44,7 @@ def host_reads_in_loop(engine: Engine, requests: list[GenerationRequest]) -> col
         if done == total:
             reads.__exit__(None, None, None)
 
-    engine.generate(requests, on_step)
+    engine.generate(requests, [on_step, *[None] * (len(requests) - 1)])
     return reads.seen
 
 

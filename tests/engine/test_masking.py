@@ -30,7 +30,7 @@ def outside_band(mask: Image.Image, band: int = EDGE_RADIUS) -> np.ndarray:
 
 
 def masked_request(
-    source: Image.Image, mask: Image.Image, seed: int = 2, sampler: Sampler = Sampler.K_EULER
+    source: Image.Image, mask: Image.Image, seed: int = 2, sampler: Sampler = Sampler.EULER
 ) -> GenerationRequest:
     return generation_request(
         "a red door", seed=seed, sampler=sampler, denoise_from=1.0, init_image=source, mask=mask
@@ -61,9 +61,7 @@ def test_pasting_keeps_the_original_outside_the_band() -> None:
     assert np.all(pasted[14:24, 26:34] == (200, 100, 50))
 
 
-@pytest.mark.parametrize(
-    "sampler", [Sampler.K_EULER, Sampler.DDIM, Sampler.K_DPMPP_2S_ANCESTRAL, Sampler.K_HEUN]
-)
+@pytest.mark.parametrize("sampler", [Sampler.EULER, Sampler.DDIM, Sampler.DPMPP_2S_ANCESTRAL, Sampler.HEUN])
 def test_only_the_masked_region_changes(engine: Engine, source: Image.Image, sampler: Sampler) -> None:
     mask = square_mask(16, 24, 48, 56)
     image = as_array(engine.generate([masked_request(source, mask, sampler=sampler)])[0].image)

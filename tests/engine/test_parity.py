@@ -15,10 +15,10 @@ from sdxl_bedrock.schema import GenerationRequest, Sampler, WeightedPrompt
 from tests.conftest import gradient_png
 from tests.engine.conftest import as_array, generation_request
 
-SCHEDULERS = {Sampler.DDIM: DDIMScheduler, Sampler.K_EULER: EulerDiscreteScheduler}
+SCHEDULERS = {Sampler.DDIM: DDIMScheduler, Sampler.EULER: EulerDiscreteScheduler}
 
 
-@pytest.mark.parametrize("sampler", [Sampler.DDIM, Sampler.K_EULER])
+@pytest.mark.parametrize("sampler", [Sampler.DDIM, Sampler.EULER])
 @pytest.mark.parametrize("negative", [None, "blurry, low quality"])
 def test_image_to_image_matches_diffusers(
     engine: Engine, reference_pipe: StableDiffusionXLImg2ImgPipeline, sampler: Sampler, negative: str | None
@@ -64,7 +64,7 @@ def test_a_request_gives_the_same_image_alone_and_inside_a_batch(engine: Engine)
             seed=seed,
             steps=12,
             cfg_scale=cfg_scale,
-            sampler=Sampler.K_EULER_ANCESTRAL,
+            sampler=Sampler.EULER_ANCESTRAL,
             denoise_from=0.8,
             init_image=source,
         )

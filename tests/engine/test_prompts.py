@@ -30,7 +30,7 @@ def request(
         seed=seed,
         steps=10,
         cfg_scale=7.0,
-        sampler=Sampler.K_EULER,
+        sampler=Sampler.EULER,
         denoise_from=0.8,
         init_image=Image.open(io.BytesIO(gradient_png(64, 64))).convert("RGB"),
     )
@@ -39,8 +39,11 @@ def request(
 def encoded(engine: Engine, *requests: GenerationRequest) -> tuple[torch.Tensor, torch.Tensor]:
     """The batch's positive conditioning as the UNet receives it: tokens and pooled embedding."""
     with torch.inference_mode():
-        positives, _, empty = engine.encode_requests(list(requests), use_guidance=False)
-    stacked = stack_rows(positives, empty.tokens)
+        conditionings = [row.conditioning for row in engine.start(list(requests))]
+    assert all(conditioning is not None for conditioning in conditionings)
+    positives = [conditioning.positive for conditioning in conditionings if conditioning is not None]
+    empty_chunk = next(c.empty_chunk for c in conditionings if c is not None)
+    stacked = stack_rows(positives, empty_chunk)
     return stacked.tokens, stacked.pooled
 
 

@@ -4,6 +4,7 @@ against an independent implementation, per-request randomness, windows and progr
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -15,11 +16,13 @@ from sdxl_bedrock.engine.k_samplers import get_ancestral_step, sample_dpmpp_2s_a
 from sdxl_bedrock.engine.pipeline import Engine
 from sdxl_bedrock.engine.samplers import (
     SAMPLERS,
-    KDiffusionRun,
+    KDiffusionPlan,
+    ModelCall,
+    SamplingPlan,
     diffusers_numpy_warnings_silenced,
     make_scheduler,
+    plan_sampling,
     sigma_to_timestep,
-    start_sampling,
     timestep_to_sigma,
     training_sigmas,
 )
@@ -39,7 +42,7 @@ def img2img(
 
 def test_the_table_names_all_ten_samplers() -> None:
     assert set(SAMPLERS) == set(Sampler)
-    assert [s for s, spec in SAMPLERS.items() if spec.k_sampler is not None] == [Sampler.K_DPMPP_2S_ANCESTRAL]
+    assert [s for s, spec in SAMPLERS.items() if spec.k_sampler is not None] == [Sampler.DPMPP_2S_ANCESTRAL]
 
 
 @pytest.mark.parametrize("sampler", DIFFUSERS_SAMPLERS)
@@ -76,33 +79,49 @@ def test_a_request_gives_the_same_image_alone_and_in_a_batch_of_three(
     assert np.abs(as_array(batch[0].image) - as_array(alone)).max() > 1
 
 
-@pytest.mark.parametrize(
-    "sampler", [Sampler.K_HEUN, Sampler.K_DPM_2, Sampler.K_DPM_2_ANCESTRAL, Sampler.K_EULER]
-)
+@pytest.mark.parametrize("sampler", [Sampler.HEUN, Sampler.DPM_2, Sampler.DPM_2_ANCESTRAL, Sampler.EULER])
 def test_progress_counts_steps_of_the_window_not_model_calls(
     engine: Engine, source: Image.Image, sampler: Sampler
 ) -> None:
     seen: list[tuple[int, int]] = []
     request = img2img(source, sampler)  # 10 steps from 0.8: the last 8
-    engine.generate([request], on_step=lambda done, total, preview: seen.append((done, total)))
+    engine.generate([request], [lambda done, total, preview: seen.append((done, total))])
     assert seen == [(done, 8) for done in range(1, 9)]
 
 
-@pytest.mark.parametrize("sampler", [Sampler.K_HEUN, Sampler.K_DPM_2])
+def run_with(
+    plan: SamplingPlan, predict_noise: Any, latents: torch.Tensor, steps_seen: list[int] | None = None
+) -> torch.Tensor:
+    """A plan's run to its end, each model call answered by `predict_noise(model_input, timestep)`."""
+    run = plan.run(latents)
+    event = next(run)
+    try:
+        while True:
+            if isinstance(event, ModelCall):
+                event = run.send(predict_noise(event.model_input, event.timestep))
+            else:
+                if steps_seen is not None:
+                    steps_seen.append(event.index)
+                event = run.send(event.latents)
+    except StopIteration as end:
+        result: torch.Tensor = end.value
+        return result
+
+
+@pytest.mark.parametrize("sampler", [Sampler.HEUN, Sampler.DPM_2])
 def test_a_second_order_window_runs_two_model_calls_per_step(sampler: Sampler) -> None:
-    config = dict(make_scheduler(Sampler.K_EULER, {}).config)
-    run = start_sampling(sampler, config, 10, (2, 10), [torch.Generator()], torch.device("cpu"))
+    config = dict(make_scheduler(Sampler.EULER, {}).config)
+    plan = plan_sampling(sampler, config, 10, (2, 10), torch.Generator(), torch.device("cpu"))
     calls: list[float] = []
 
     def predict_noise(model_input: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
         calls.append(float(timestep))
         return torch.zeros_like(model_input)
 
-    latents = torch.zeros(1, 4, 8, 8)
-    for index in range(run.steps):
-        latents = run.step(predict_noise, latents, index).latents
+    steps: list[int] = []
+    run_with(plan, predict_noise, torch.zeros(1, 4, 8, 8), steps)
     # 8 steps: two calls each, but the last step (down to sigma 0) is a single Euler call.
-    assert run.steps == 8
+    assert plan.steps == 8 and steps == list(range(8))
     assert len(calls) == 2 * 8 - 1
 
 
@@ -178,33 +197,32 @@ def test_an_ancestral_step_keeps_the_noise_level() -> None:
     assert get_ancestral_step(3.0, 0.0) == (0.0, 0.0)
 
 
-def test_running_the_k_sampler_step_by_step_equals_one_call() -> None:
-    config = dict(make_scheduler(Sampler.K_EULER, {}).config)
-    run = start_sampling(
-        Sampler.K_DPMPP_2S_ANCESTRAL,
-        config,
-        10,
-        (0, 10),
-        [torch.Generator().manual_seed(3)],
-        torch.device("cpu"),
+def test_the_k_sampler_run_is_k_diffusions_call_with_the_model_wrapped_as_an_eps_denoiser() -> None:
+    config = dict(make_scheduler(Sampler.EULER, {}).config)
+    plan = plan_sampling(
+        Sampler.DPMPP_2S_ANCESTRAL, config, 10, (0, 10), torch.Generator().manual_seed(3), torch.device("cpu")
     )
-    assert isinstance(run, KDiffusionRun)
+    assert isinstance(plan, KDiffusionPlan)
 
     def predict_noise(model_input: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
         return torch.sin(model_input) * (1 + timestep / 1000)
 
-    start = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0)) * run.init_noise_sigma
-    stepped = start
-    for index in range(run.steps):
-        stepped = run.step(predict_noise, stepped, index).latents
+    def eps_denoiser(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        """k-diffusion's DiscreteEpsDDPMDenoiser around `predict_noise`."""
+        level = sigma[0].to(torch.float32)
+        timestep = sigma_to_timestep(level, plan.log_sigmas)
+        return x - predict_noise(x * (level**2 + 1) ** -0.5, timestep) * level
+
+    start = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0)) * plan.init_noise_sigma
+    ours = run_with(plan, predict_noise, start)
     whole = sample_dpmpp_2s_ancestral(
-        run.denoiser(predict_noise), start, run.sigmas, generators=[torch.Generator().manual_seed(3)]
+        eps_denoiser, start, plan.sigmas, generators=[torch.Generator().manual_seed(3)]
     )
-    assert torch.allclose(stepped, whole)
+    assert torch.allclose(ours, whole)
 
 
 def test_sigma_and_timestep_convert_both_ways() -> None:
-    log_sigmas = training_sigmas(make_scheduler(Sampler.K_EULER, {}).alphas_cumprod).log()
+    log_sigmas = training_sigmas(make_scheduler(Sampler.EULER, {}).alphas_cumprod).log()
     for timestep in (0.0, 1.0, 250.5, 751.0, 999.0):
         sigma = timestep_to_sigma(torch.tensor(timestep), log_sigmas)
         assert math.isclose(float(sigma_to_timestep(sigma, log_sigmas)), timestep, abs_tol=1e-3)

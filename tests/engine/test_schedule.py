@@ -24,7 +24,7 @@ def make_request(**fields: Any) -> GenerationRequest:
         "seed": 21,
         "steps": 10,
         "cfg_scale": 7.0,
-        "sampler": Sampler.K_EULER,
+        "sampler": Sampler.EULER,
     }
     return GenerationRequest(**{**defaults, **fields})
 
@@ -115,9 +115,7 @@ def test_a_window_that_stops_early_returns_the_clean_estimate_of_its_last_step(
     assert np.abs(as_array(image) - as_array(expected)).max() <= 1
 
 
-@pytest.mark.parametrize(
-    "sampler", [Sampler.K_EULER, Sampler.K_HEUN, Sampler.K_DPMPP_2S_ANCESTRAL, Sampler.DDPM]
-)
+@pytest.mark.parametrize("sampler", [Sampler.EULER, Sampler.HEUN, Sampler.DPMPP_2S_ANCESTRAL, Sampler.DDPM])
 def test_a_window_that_stops_early_gives_an_image_for_every_kind_of_sampler(
     engine: Engine, source: Image.Image, sampler: Sampler
 ) -> None:

@@ -25,12 +25,12 @@ pytestmark = [
 # Samplers whose steps draw no noise. The ancestral ones draw theirs from each request's CPU generator (so
 # a seed gives the same picture on any device), which copies that noise to the GPU at each step.
 DETERMINISTIC = [
-    Sampler.K_DPMPP_2M,
-    Sampler.K_EULER,
+    Sampler.DPMPP_2M,
+    Sampler.EULER,
     Sampler.DDIM,
-    Sampler.K_HEUN,
-    Sampler.K_LMS,
-    Sampler.K_DPM_2,
+    Sampler.HEUN,
+    Sampler.LMS,
+    Sampler.DPM_2,
 ]
 
 
@@ -62,7 +62,9 @@ def test_the_denoising_loop_never_syncs_with_the_host(half: Engine, sampler: Sam
         torch.cuda.set_sync_debug_mode("error" if done < total else "default")
 
     try:
-        half.generate([request(sampler=sampler), request(seed=2, sampler=sampler, cfg_scale=1.0)], on_step)
+        half.generate(
+            [request(sampler=sampler), request(seed=2, sampler=sampler, cfg_scale=1.0)], [on_step, None]
+        )
     finally:
         torch.cuda.set_sync_debug_mode("default")
 

@@ -39,7 +39,9 @@ def accelerate(pipe: Any, device: torch.device) -> None:
 
 @dataclass(frozen=True)
 class UNetInputs:
-    """One UNet call's inputs; every tensor but `timestep` (0-dim) has one row per batch row."""
+    """One UNet call's inputs, every tensor with one row per batch row: `sample` [B, C, h, w], `timestep` [B]
+    (float32: each row at its own point of its own schedule), `tokens` [B, 77 * chunks, D], `token_mask`
+    [B, 77 * chunks] or None, `pooled` [B, P], `time_ids` [B, 6]."""
 
     sample: torch.Tensor
     timestep: torch.Tensor
@@ -74,10 +76,11 @@ class UNetInputs:
         return self.map_rows(pad)
 
     def map_rows(self, function: Callable[[torch.Tensor], torch.Tensor]) -> UNetInputs:
-        """`function` applied to every tensor that has one row per batch row (all but the timestep)."""
+        """`function` applied to every tensor (each has one row per batch row)."""
         return dataclasses.replace(
             self,
             sample=function(self.sample),
+            timestep=function(self.timestep),
             tokens=function(self.tokens),
             token_mask=None if self.token_mask is None else function(self.token_mask),
             pooled=function(self.pooled),

@@ -14,39 +14,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from sdxl_bedrock.engine.prompts import blend
+from sdxl_bedrock.presets import ClipGuidance
 
 # OpenAI CLIP's preprocessing, used when a CLIP folder has no preprocessor_config.json.
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-
-
-@dataclass(frozen=True)
-class ClipGuidancePreset:
-    scale: float  # loss multiplier: the guidance strength
-    cutouts: int  # random crops scored per guided step
-    every: int  # guide on every `every`-th step of the run (1 = every step)
-
-
-CLIP_GUIDANCE_PRESETS: dict[str, ClipGuidancePreset] = {
-    "FAST_BLUE": ClipGuidancePreset(scale=100, cutouts=2, every=4),
-    "FAST_GREEN": ClipGuidancePreset(scale=100, cutouts=4, every=4),
-    "SIMPLE": ClipGuidancePreset(scale=100, cutouts=4, every=2),
-    "SLOW": ClipGuidancePreset(scale=200, cutouts=8, every=2),
-    "SLOWER": ClipGuidancePreset(scale=200, cutouts=8, every=1),
-    "SLOWEST": ClipGuidancePreset(scale=300, cutouts=16, every=1),
-}
-
-
-def guided_on_step(preset_name: str, step_index: int) -> bool:
-    preset = CLIP_GUIDANCE_PRESETS.get(preset_name)
-    return preset is not None and step_index % preset.every == 0
 
 
 def spherical_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -121,7 +99,7 @@ class ClipGuide:
         clean_latents: torch.Tensor,
         decode: Callable[[torch.Tensor], torch.Tensor],
         text_features: torch.Tensor,
-        preset: ClipGuidancePreset,
+        preset: ClipGuidance,
         generator: torch.Generator,
     ) -> torch.Tensor:
         """d(scale * mean spherical distance of the cutouts to the text)/d(clean latents), for one row.

@@ -1,17 +1,23 @@
-"""Samplers that diffusers lacks, written as k-diffusion writes them: one function per algorithm.
+"""Samplers that diffusers lacks, written as k-diffusion writes them, but as coroutines that pause at each
+model evaluation.
 
-Every sampler has k-diffusion's shape, `(model, x, sigmas, extra_args, callback, generators, ...) -> x`:
-`model(x, sigma)` returns the denoised estimate of `x` at noise level `sigma` (the Karras et al. 2022
-parameterisation, x = clean + sigma * noise), `sigmas` is the descending schedule to walk, and `callback`
-sees `{"x", "i", "sigma", "sigma_hat", "denoised"}` once per step. Unlike k-diffusion, every random draw
-comes from `generators`, one torch.Generator per batch row, so that a row's result never depends on the
-rows beside it.
+k-diffusion's samplers have one shape, `(model, x, sigmas, extra_args, callback, ...) -> x`, and call
+`model(x, sigma)` for the denoised estimate of `x` at noise level `sigma` (the Karras et al. 2022
+parameterisation, x = clean + sigma * noise). Here each algorithm is a generator instead: it yields
+`Denoise(x, sigma)` and is sent the denoised estimate back, and after each step yields `StepDone` and is
+sent the `x` to go on from. That lets the engine batch the evaluations of many requests, each at its own
+point of its own run, into one UNet call (continuous batching), and act between steps (mask blending).
+`drive` runs one with a model, which gives back k-diffusion's call shape (`sample_dpmpp_2s_ancestral`).
+
+Unlike k-diffusion, every random draw comes from `generators`, one torch.Generator per batch row, so that a
+row's result never depends on the rows beside it.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
@@ -23,16 +29,34 @@ row: the schedule lives on the host, and a level read back from the GPU would wa
 StepInfo = dict[str, Any]
 
 
+@dataclass(frozen=True)
+class Denoise:
+    """The sampler asks, during step `step`, for the denoised estimate of `x` at noise level `sigma` (a
+    host float)."""
+
+    x: torch.Tensor
+    sigma: float
+    step: int
+
+
+@dataclass(frozen=True)
+class StepDone:
+    """Step `index` is done: `x` is where it landed, `denoised` the last estimate it used."""
+
+    index: int
+    x: torch.Tensor
+    denoised: torch.Tensor
+    sigma: float
+
+
+KSamplerRun = Generator[Denoise | StepDone, torch.Tensor, torch.Tensor]
+"""Yields Denoise (send the denoised estimate) or StepDone (send the x to go on from); returns the final x."""
+
+
 class KSampler(Protocol):
     def __call__(
-        self,
-        model: Denoiser,
-        x: torch.Tensor,
-        sigmas: torch.Tensor,
-        extra_args: dict[str, Any] | None = None,
-        callback: Callable[[StepInfo], None] | None = None,
-        generators: Sequence[torch.Generator] = (),
-    ) -> torch.Tensor: ...
+        self, x: torch.Tensor, sigmas: torch.Tensor, generators: Sequence[torch.Generator] = ()
+    ) -> KSamplerRun: ...
 
 
 def get_ancestral_step(sigma_from: float, sigma_to: float, eta: float = 1.0) -> tuple[float, float]:
@@ -52,6 +76,73 @@ def row_noise(like: torch.Tensor, generators: Sequence[torch.Generator]) -> torc
     return randn_tensor(like.shape, generator=list(generators), device=like.device, dtype=like.dtype)
 
 
+def dpmpp_2s_ancestral(
+    x: torch.Tensor,
+    sigmas: torch.Tensor,
+    generators: Sequence[torch.Generator] = (),
+    eta: float = 1.0,
+    s_noise: float = 1.0,
+) -> KSamplerRun:
+    """Ancestral sampling with DPM-Solver++(2S) steps (k-diffusion's `sample_dpmpp_2s_ancestral`).
+
+    Lu et al. 2022, "DPM-Solver++: Fast Solver for Guided Sampling of Diffusion Probabilistic Models"
+    (arXiv:2211.01095), the second-order singlestep solver, in half-log-SNR time t = -log(sigma): each step
+    evaluates the model once at sigma and once at the midpoint of [t, t_down], lands on sigma_down, then
+    adds fresh noise of sigma_up (Ho et al. 2020's ancestral sampling) to reach the next sigma. The last
+    step down to sigma 0 is one Euler evaluation.
+    """
+    for i in range(len(sigmas) - 1):
+        sigma, sigma_next = float(sigmas[i]), float(sigmas[i + 1])
+        denoised = yield Denoise(x, sigma, i)
+        sigma_down, sigma_up = get_ancestral_step(sigma, sigma_next, eta)
+        if sigma_down == 0:
+            x = denoised
+        else:
+            t, t_down = -math.log(sigma), -math.log(sigma_down)
+            h = t_down - t
+            sigma_mid = math.exp(-(t + h / 2))
+            x_mid = (sigma_mid / sigma) * x - math.expm1(-h / 2) * denoised
+            denoised_mid = yield Denoise(x_mid, sigma_mid, i)
+            x = (sigma_down / sigma) * x - math.expm1(-h) * denoised_mid
+        if sigma_up > 0:
+            x = x + row_noise(x, generators) * s_noise * sigma_up
+        x = yield StepDone(i, x, denoised, sigma)
+    return x
+
+
+def drive(
+    run: KSamplerRun,
+    model: Denoiser,
+    extra_args: dict[str, Any] | None = None,
+    callback: Callable[[StepInfo], None] | None = None,
+) -> torch.Tensor:
+    """Run a sampler coroutine to its end with `model`, as k-diffusion's samplers run: `callback` sees
+    `{"x", "i", "sigma", "sigma_hat", "denoised"}` once per step."""
+    extra_args = extra_args or {}
+    answer: torch.Tensor | None = None
+    try:
+        while True:
+            event = run.send(answer) if answer is not None else next(run)
+            if isinstance(event, Denoise):
+                ones = torch.ones(event.x.shape[0], dtype=torch.float64)
+                answer = model(event.x, event.sigma * ones, **extra_args)
+            else:
+                if callback is not None:
+                    callback(
+                        {
+                            "x": event.x,
+                            "i": event.index,
+                            "sigma": event.sigma,
+                            "sigma_hat": event.sigma,
+                            "denoised": event.denoised,
+                        }
+                    )
+                answer = event.x
+    except StopIteration as finished:
+        result: torch.Tensor = finished.value
+        return result
+
+
 def sample_dpmpp_2s_ancestral(
     model: Denoiser,
     x: torch.Tensor,
@@ -62,31 +153,5 @@ def sample_dpmpp_2s_ancestral(
     eta: float = 1.0,
     s_noise: float = 1.0,
 ) -> torch.Tensor:
-    """Ancestral sampling with DPM-Solver++(2S) steps (k-diffusion's `sample_dpmpp_2s_ancestral`).
-
-    Lu et al. 2022, "DPM-Solver++: Fast Solver for Guided Sampling of Diffusion Probabilistic Models"
-    (arXiv:2211.01095), the second-order singlestep solver, in half-log-SNR time t = -log(sigma): each step
-    evaluates the model once at sigma and once at the midpoint of [t, t_down], lands on sigma_down, then
-    adds fresh noise of sigma_up (Ho et al. 2020's ancestral sampling) to reach the next sigma.
-    """
-    extra_args = extra_args or {}
-    ones = torch.ones(x.shape[0], dtype=torch.float64)
-    for i in range(len(sigmas) - 1):
-        sigma, sigma_next = float(sigmas[i]), float(sigmas[i + 1])
-        denoised = model(x, sigma * ones, **extra_args)
-        sigma_down, sigma_up = get_ancestral_step(sigma, sigma_next, eta)
-        if callback is not None:
-            callback({"x": x, "i": i, "sigma": sigma, "sigma_hat": sigma, "denoised": denoised})
-        if sigma_down == 0:
-            # The last step to a clean image: Euler, as k-diffusion does.
-            x = denoised
-        else:
-            t, t_down = -math.log(sigma), -math.log(sigma_down)
-            h = t_down - t
-            sigma_mid = math.exp(-(t + h / 2))
-            x_mid = (sigma_mid / sigma) * x - math.expm1(-h / 2) * denoised
-            denoised_mid = model(x_mid, sigma_mid * ones, **extra_args)
-            x = (sigma_down / sigma) * x - math.expm1(-h) * denoised_mid
-        if sigma_up > 0:
-            x = x + row_noise(x, generators) * s_noise * sigma_up
-    return x
+    """`dpmpp_2s_ancestral` in k-diffusion's call shape: the whole run with `model`."""
+    return drive(dpmpp_2s_ancestral(x, sigmas, generators, eta, s_noise), model, extra_args, callback)

@@ -1,28 +1,32 @@
-"""The engine: one batch of compatible GenerationRequests in, one image per request out.
+"""The engine: requests as rows of a continuous batch, advanced one model call at a time in shared UNet
+calls, with the arithmetic of diffusers' SDXL pipelines.
 
-It reads top-down like diffusers' `StableDiffusionXLImg2ImgPipeline.__call__` and reproduces its arithmetic
-(same stage order, same random draws from each request's own generator), but for a batch of requests that
-each keep their own prompt, guidance scale and seed. Stages:
+Every request reproduces `StableDiffusionXLImg2ImgPipeline.__call__` (same stage order, same random draws
+from its own generator), but as a row (engine/rows.py) with its own sampler run, window, prompt, guidance
+scale, mode and mask; a tick gathers one model call of each row given into one UNet call, whatever point of
+whatever sampler each row is at. `generate` reads top-down like diffusers' `__call__`:
 
-1. plan the sampler's run over the denoising window (no step at all: the init image is the answer)
+1. plan each row's sampler run over its denoising window (no step at all: the init image is the answer)
 2. encode the prompts (styled, weighted, blended, in 77-token chunks)
 3. prepare the starting latents (encode the init image and add noise, or pure noise)
 4. prepare the SDXL added conditioning (pooled text embedding and size ids)
-5. denoise (classifier-free guidance, CLIP guidance, mask blending between steps)
+5. denoise: ticks of one UNet call (classifier-free guidance per row, CLIP guidance, mask blending after
+   each row's step) until every row's run has ended
 6. decode (the final latents, or the clean estimate when the window stops before the end)
 7. paste the original pixels back outside the mask
 8. screen with the content filter
+
+The batcher (batching.py) runs the same stages as a continuous batch: `start` (1-4) as requests join,
+`tick` (5) with any rows of one latent size, `finish` (6-8) as rows end.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import threading
-from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections import OrderedDict, defaultdict
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,88 +34,39 @@ import torch
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
-from sdxl_bedrock.engine.acceleration import UNetInputs, UNetRunner, accelerate
-from sdxl_bedrock.engine.clip_guidance import CLIP_GUIDANCE_PRESETS, ClipGuide, guided_on_step
+from sdxl_bedrock.engine.acceleration import UNetRunner, accelerate
+from sdxl_bedrock.engine.clip_guidance import ClipGuide
 from sdxl_bedrock.engine.content_filter import ContentFilter, obscure
-from sdxl_bedrock.engine.masking import blend_outside_mask, latent_mask, paste_outside_mask
+from sdxl_bedrock.engine.masking import latent_mask, paste_outside_mask
 from sdxl_bedrock.engine.pixels import images_from_pixels, pixels_from_images
-from sdxl_bedrock.engine.prompts import (
-    BatchEmbeddings,
-    PromptEmbeddings,
-    blend_prompts,
-    stack_rows,
-    tokenize_in_chunks,
+from sdxl_bedrock.engine.prompts import PromptEmbeddings, blend_prompts, tokenize_in_chunks
+from sdxl_bedrock.engine.rows import (
+    Row,
+    RowConditioning,
+    RowStepCallback,
+    StartingLatents,
+    TickBatch,
+    guide,
 )
 from sdxl_bedrock.engine.samplers import (
-    NoisePredictor,
-    SamplingRun,
     denoising_window,
-    served_samplers,
-    start_sampling,
+    plan_sampling,
     timestep_to_sigma,
     training_sigmas,
 )
-from sdxl_bedrock.engine.styles import apply_style
 from sdxl_bedrock.errors import ModelFailure
 from sdxl_bedrock.schema import FinishReason, GeneratedImage, GenerationRequest, Sampler, WeightedPrompt
 
 log = logging.getLogger(__name__)
 
-StepCallback = Callable[[int, int, Callable[[int], Image.Image]], None]
-"""Called after each denoising step with (steps done, steps in this run, preview): `preview(row)` makes a
-small picture of batch row `row`'s current latents, cheaply (no VAE), for progress displays."""
-
-# A linear map from SDXL's 4 latent channels to RGB, fitted on SDXL latents (the "cheap approximation"
-# preview of ComfyUI and A1111): good enough to watch a picture form, at 1/8 of the output size.
-SDXL_LATENT_RGB_FACTORS = (
-    (0.3651, 0.4232, 0.4341),
-    (-0.2533, -0.0042, 0.1068),
-    (0.1076, 0.1111, -0.0362),
-    (-0.3165, -0.2492, -0.2188),
-)
-SDXL_LATENT_RGB_BIAS = (0.1084, -0.0175, -0.0011)
+Prompts = tuple[WeightedPrompt, ...]
 # Bounded by bytes, not entries: a 2000-character prompt is ~27 chunks of 77 tokens.
 PROMPT_CACHE_BYTES = 256 * 1024 * 1024
 
 
-@dataclass(frozen=True)
-class StartingLatents:
-    latents: torch.Tensor
-    noise: torch.Tensor
-    clean: torch.Tensor | None  # the init images' latents (image-to-image)
-
-
-@dataclass(frozen=True)
-class Conditioning:
-    """What the UNet is conditioned on, rows [negatives..., positives...] under classifier-free guidance."""
-
-    tokens: torch.Tensor
-    pooled: torch.Tensor
-    time_ids: torch.Tensor
-    token_mask: torch.Tensor | None
-
-
-def latent_preview(latents: torch.Tensor, row: int) -> Image.Image:
-    """Batch row `row` of model latents as a small RGB picture, by the linear latent-to-RGB map."""
-    factors = torch.tensor(SDXL_LATENT_RGB_FACTORS, dtype=torch.float32)
-    bias = torch.tensor(SDXL_LATENT_RGB_BIAS, dtype=torch.float32)
-    latent = latents[row].float().cpu()
-    if latent.shape[0] != factors.shape[0]:
-        latent = latent[: factors.shape[0]]
-    rgb = torch.einsum("chw,cr->hwr", latent, factors) + bias
-    pixels = ((rgb.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
-    return Image.fromarray(pixels, "RGB")
-
-
-def guide(noise_uncond: torch.Tensor, noise_text: torch.Tensor, cfg_scales: torch.Tensor) -> torch.Tensor:
-    """Classifier-free guidance, one scale per batch row; a scale <= 1 means no guidance (as diffusers)."""
-    scales = cfg_scales.view(-1, 1, 1, 1).to(noise_text.dtype)
-    guided = noise_uncond + scales * (noise_text - noise_uncond)
-    return torch.where(scales > 1, guided, noise_text)
-
-
 class Engine:
-    """Owns the loaded SDXL components; `generate` is called from one worker thread at a time."""
+    """Owns the loaded SDXL components. Its methods are called from one thread at a time (the server's
+    engine thread): `generate` for a whole batch, or `start` / `tick` / `finish` for a continuous one."""
 
     def __init__(
         self,
@@ -135,6 +90,7 @@ class Engine:
         self.zero_unconditional = bool(self.pipe.config.get("force_zeros_for_empty_prompt", True))
         self.vae_scale_factor = int(self.pipe.vae_scale_factor)
         self._lock = threading.Lock()
+        self._tick_batch = TickBatch()
         # Repeated prompts (and style templates) skip the text encoders.
         self.prompt_cache: OrderedDict[str, PromptEmbeddings] = OrderedDict()
         self.prompt_cache_bytes = PROMPT_CACHE_BYTES
@@ -185,7 +141,7 @@ class Engine:
             seed=1,
             steps=10,
             cfg_scale=7.0,
-            sampler=Sampler.K_DPMPP_2M,
+            sampler=Sampler.DPMPP_2M,
         )
         with self.unet.warming_up():
             self.generate([request] * batch_size)
@@ -193,112 +149,100 @@ class Engine:
     def gpu_memory_bytes(self) -> int:
         return int(torch.cuda.memory_allocated(self.device)) if self.device.type == "cuda" else 0
 
-    @property
-    def served_samplers(self) -> frozenset[Sampler]:
-        return served_samplers()
+    # -- a whole batch -----------------------------------------------------------------------------------
 
-    # -- the public entry point ---------------------------------------------------------------------------
+    def generate(
+        self, requests: Sequence[GenerationRequest], on_steps: Sequence[RowStepCallback | None] | None = None
+    ) -> list[GeneratedImage]:
+        """One image per request, in order; `on_steps` (one callback or None per request) see progress.
+
+        Raises the first row's failure (ModelFailure for a non-finite image that float32 could not mend)."""
+        with self._lock:
+            # 1-4. plan, encode the prompts, starting latents, added conditioning
+            rows = self.start(requests, on_steps)
+            # 5. denoise
+            self.denoise(rows)
+            # 6-8. decode, paste the original outside the mask, screen
+            self.finish(rows)
+        for row in rows:
+            if row.failed is not None:
+                raise row.failed
+        return [row.result for row in rows if row.result is not None]
+
+    def denoised_latents(self, requests: Sequence[GenerationRequest]) -> list[torch.Tensor | None]:
+        """Stages 1-5: each request's final latents [1, C, h, w] (None where its window has no step)."""
+        rows = self.start(requests)
+        self.denoise(rows)
+        for row in rows:
+            if row.failed is not None:
+                raise row.failed
+        return [row.final for row in rows]
+
+    def denoise(self, rows: Sequence[Row]) -> None:
+        """Stage 5 for a batch: ticks, each of all running rows of one latent size, until every run ended."""
+        while running := [row for row in rows if not row.done]:
+            first_size = running[0].latent_size
+            self.tick([row for row in running if row.latent_size == first_size])
+
+    # -- 1-4: rows join ----------------------------------------------------------------------------------
 
     @torch.inference_mode()
-    def generate(
-        self, requests: Sequence[GenerationRequest], on_step: StepCallback | None = None
-    ) -> list[GeneratedImage]:
-        if not requests:
-            return []
-        keys = {request.batch_key() for request in requests}
-        if len(keys) != 1:
-            raise ValueError(f"a batch must share one batch key, got {len(keys)}")
-        with self._lock:
-            try:
-                images = self._generate(requests, on_step)
-            except torch.OutOfMemoryError:
-                # Free the allocator's cache before the batcher retries this batch's members one by one.
-                torch.cuda.empty_cache()
-                raise
-            except NonFiniteOutput:
-                half = self.half_precision_modules()
-                if not half:
-                    raise ModelFailure("The model produced a non-finite image.") from None
-                names = ", ".join(f"{type(module).__name__} in {module.dtype}" for module in half)
-                log.warning("non-finite output (%s); retrying the batch once in float32", names)
-                with self.in_float32():
-                    images = self._generate(requests, on_step)
-        if len(images) != len(requests):
-            raise ModelFailure(f"the engine made {len(images)} images for {len(requests)} requests")
-        # 8. screen with the content filter
-        return [self.screen(request, image) for request, image in zip(requests, images, strict=True)]
+    def start(
+        self, requests: Sequence[GenerationRequest], on_steps: Sequence[RowStepCallback | None] | None = None
+    ) -> list[Row]:
+        """Stages 1-4 for requests joining the run, each a row waiting at its first model call (or done at
+        once, where its window has no step). Joining requests share the text encoders' and VAE's calls."""
+        callbacks = list(on_steps) if on_steps is not None else [None] * len(requests)
+        # 1. each sampler's run over its request's window, with the request's own generator
+        rows = [
+            self.planned_row(request, on_step) for request, on_step in zip(requests, callbacks, strict=True)
+        ]
+        running = [row for row in rows if row.plan.steps > 0]
+        if running:
+            # 2. encode the prompts
+            prompts = self.encode_prompts(running)
+            # 3. starting latents
+            self.prepare_latents(running)
+            # 4. added conditioning: pooled text embedding and (original size, crop, target size) ids
+            for row, (positive, negative, empty) in zip(running, prompts, strict=True):
+                row.conditioning = self.row_conditioning(row.request, positive, negative, empty)
+                row.clip_target = self.clip_target(row.request)
+                row.begin()
+        return rows
 
-    def _generate(self, requests: Sequence[GenerationRequest], on_step: StepCallback | None) -> list[Any]:
-        latents = self.denoised_latents(requests, on_step)
-        if latents is None:
-            # image_strength 1 (or a window narrower than one step): the source is kept as it is.
-            return [request.init_image for request in requests]
-
-        # 6. decode
-        images = self.decode(latents)
-
-        # 7. the original pixels outside the mask
-        return [self.paste_original(request, image) for request, image in zip(requests, images, strict=True)]
-
-    def denoised_latents(
-        self, requests: Sequence[GenerationRequest], on_step: StepCallback | None = None
-    ) -> torch.Tensor | None:
-        """Steps 1-5, all on the device: the batch's final latents; None when there is nothing to denoise."""
-        first = requests[0]
-        generators = [torch.Generator("cpu").manual_seed(request.seed) for request in requests]
-        cfg_scales = torch.tensor([request.cfg_scale for request in requests], device=self.device)
-        use_guidance = any(request.cfg_scale > 1 for request in requests)
-
-        # 1. the sampler's run over the denoising window
-        window = denoising_window(first.steps, first.denoise_from, first.denoise_to)
-        sampling = start_sampling(
-            first.sampler, self.scheduler_config, first.steps, window, generators, self.device
+    def planned_row(self, request: GenerationRequest, on_step: RowStepCallback | None) -> Row:
+        generator = torch.Generator("cpu").manual_seed(request.seed)
+        window = denoising_window(request.steps, request.denoise_from, request.denoise_to)
+        plan = plan_sampling(
+            request.sampler, self.scheduler_config, request.steps, window, generator, self.device
         )
-        if sampling.steps == 0:
-            return None
+        return Row(request, generator, plan, on_step)
 
-        # 2. encode the prompts
-        positives, negatives, empty = self.encode_requests(requests, use_guidance)
-
-        # 3. starting latents
-        start = self.prepare_latents(sampling, requests, generators)
-
-        # 4. added conditioning: pooled text embedding and (original size, crop, target size) ids
-        conditioning = self.prepare_conditioning(first, positives, negatives, empty, use_guidance)
-
-        # 5. denoise
-        masks = [request.mask for request in requests if request.mask is not None]
-        mask = latent_mask(masks, self.vae_scale_factor, start.latents) if masks else None
-        return self.denoise(
-            sampling, start, conditioning, cfg_scales, use_guidance, mask, requests, generators, on_step
-        )
-
-    # -- stages -------------------------------------------------------------------------------------------
-
-    def encode_requests(
-        self, requests: Sequence[GenerationRequest], use_guidance: bool
-    ) -> tuple[list[PromptEmbeddings], list[PromptEmbeddings], PromptEmbeddings]:
-        """Each request's positive conditioning and, under guidance, its negative (unconditional) one; and
-        the empty prompt's, whose chunk pads shorter prompts."""
-        styled = [apply_style(r.style_preset, r.prompts, r.negative_prompts) for r in requests]
+    def encode_prompts(
+        self, rows: Sequence[Row]
+    ) -> list[tuple[PromptEmbeddings, PromptEmbeddings | None, PromptEmbeddings]]:
+        """Each row's positive conditioning; under guidance its negative (unconditional) one; and the empty
+        prompt's, whose chunk pads shorter prompts. One text-encoder call for all the rows' texts."""
+        styled = [styled_prompts(row.request) for row in rows]
         texts = sorted({"", *(p.text for prompts, negatives in styled for p in (*prompts, *negatives))})
         encoded = dict(zip(texts, self.encode_texts(texts), strict=True))
         empty = encoded[""]
 
-        def blended(prompts: Sequence[Any]) -> PromptEmbeddings | None:
+        def blended(prompts: Sequence[WeightedPrompt]) -> PromptEmbeddings | None:
             if not any(p.weight > 0 for p in prompts):
                 return None
             return blend_prompts(
                 [encoded[p.text] for p in prompts], [p.weight for p in prompts], empty.tokens
             )
 
-        positives, negatives = [], []
-        for prompts, negative_prompts in styled:
+        embeddings = []
+        for row, (prompts, negative_prompts) in zip(rows, styled, strict=True):
             positive = blended(prompts) or empty
-            positives.append(positive)
-            if use_guidance:
-                negatives.append(blended(negative_prompts) or self.unconditional(positive, empty))
-        return positives, negatives, empty
+            negative = (
+                (blended(negative_prompts) or self.unconditional(positive, empty)) if row.guided else None
+            )
+            embeddings.append((positive, negative, empty))
+        return embeddings
 
     def unconditional(self, positive: PromptEmbeddings, empty: PromptEmbeddings) -> PromptEmbeddings:
         """What guidance pushes away from when the request names no negative prompt."""
@@ -346,145 +290,142 @@ class Engine:
             for start, count in zip(starts, counts, strict=True)
         ]
 
-    def prepare_latents(
-        self, sampling: SamplingRun, requests: Sequence[GenerationRequest], generators: list[torch.Generator]
-    ) -> StartingLatents:
-        first = requests[0]
-        latent_shape = (
-            len(requests),
-            self.pipe.unet.config.in_channels,
-            first.height // self.vae_scale_factor,
-            first.width // self.vae_scale_factor,
-        )
-        if not first.is_image_to_image:
-            noise = randn_tensor(latent_shape, generator=generators, device=self.device, dtype=self.dtype)
-            return StartingLatents(noise * sampling.init_noise_sigma, noise, None)
-
+    def prepare_latents(self, rows: Sequence[Row]) -> None:
+        """Each row's starting latents: the init image encoded (one VAE call per image size) and noised to
+        the window's start, or pure noise; masked rows also get their latent mask."""
+        clean: dict[int, torch.Tensor] = {}
+        by_size: defaultdict[tuple[int, int], list[Row]] = defaultdict(list)
+        for row in rows:
+            if row.request.init_image is not None:
+                by_size[row.latent_size].append(row)
         vae = self.pipe.vae
-        sources = [request.init_image for request in requests if request.init_image is not None]
-        assert len(sources) == len(requests), "one batch key: every request is image-to-image"
-        images = pixels_from_images(sources, self.device, vae.dtype)
-        clean = vae.encode(images).latent_dist.sample(generator=generators)
-        clean = self.to_model_latents(clean.to(self.dtype))
-        noise = randn_tensor(clean.shape, generator=generators, device=self.device, dtype=self.dtype)
-        return StartingLatents(sampling.noised(clean, noise, 0), noise, clean)
+        for group in by_size.values():
+            sources = [row.request.init_image for row in group if row.request.init_image is not None]
+            images = pixels_from_images(sources, self.device, vae.dtype)
+            sampled = vae.encode(images).latent_dist.sample(generator=[row.generator for row in group])
+            latents = self.to_model_latents(sampled.to(self.dtype))
+            clean.update({row.serial: latents[index : index + 1] for index, row in enumerate(group)})
+        channels = self.pipe.unet.config.in_channels
+        for row in rows:
+            height, width = (side // self.vae_scale_factor for side in row.latent_size)
+            shape = (1, channels, height, width)
+            noise = randn_tensor(shape, generator=row.generator, device=self.device, dtype=self.dtype)
+            source = clean.get(row.serial)
+            if source is None:
+                row.start = StartingLatents(noise * row.plan.init_noise_sigma, noise, None)
+            else:
+                row.start = StartingLatents(row.plan.noised(source, noise, 0), noise, source)
+            if row.request.mask is not None and source is not None:
+                row.mask = latent_mask([row.request.mask], self.vae_scale_factor, source)
 
-    def prepare_conditioning(
+    def row_conditioning(
         self,
         request: GenerationRequest,
-        positives: list[PromptEmbeddings],
-        negatives: list[PromptEmbeddings],
+        positive: PromptEmbeddings,
+        negative: PromptEmbeddings | None,
         empty: PromptEmbeddings,
-        use_guidance: bool,
-    ) -> Conditioning:
-        rows = [*negatives, *positives] if use_guidance else positives
+    ) -> RowConditioning:
         size_ids = [request.height, request.width, 0, 0, request.height, request.width]
-        time_ids = torch.tensor([size_ids] * len(rows), dtype=self.dtype, device=self.device)
-        stacked: BatchEmbeddings = stack_rows(rows, empty.tokens)
-        return Conditioning(stacked.tokens, stacked.pooled, time_ids, stacked.token_mask)
+        time_ids = torch.tensor(size_ids, dtype=self.dtype, device=self.device)
+        cfg_scale = torch.tensor(request.cfg_scale, dtype=torch.float32, device=self.device)
+        return RowConditioning(positive, negative, time_ids, cfg_scale, empty.tokens)
 
-    def denoise(
-        self,
-        sampling: SamplingRun,
-        start: StartingLatents,
-        conditioning: Conditioning,
-        cfg_scales: torch.Tensor,
-        use_guidance: bool,
-        mask: torch.Tensor | None,
-        requests: Sequence[GenerationRequest],
-        generators: list[torch.Generator],
-        on_step: StepCallback | None,
-    ) -> torch.Tensor:
-        """The latents at the end of the window; where it stops short of a clean image, the model's clean
-        estimate at the last step run instead."""
-        predict_noise = self.noise_predictor(conditioning, cfg_scales, use_guidance)
-        clip_targets = self.clip_targets(requests)
-        latents = start.latents
-        denoised = latents
-        for index in range(sampling.steps):
-            guided = {
-                row: target
-                for row, target in clip_targets.items()
-                if guided_on_step(requests[row].clip_guidance_preset, index)
-            }
-            step_predictor = (
-                self.clip_steered(predict_noise, guided, requests, generators) if guided else predict_noise
-            )
-            result = sampling.step(step_predictor, latents, index)
-            latents, denoised = result.latents, result.denoised
-            if mask is not None and start.clean is not None:
-                latents = blend_outside_mask(
-                    latents, sampling.noised(start.clean, start.noise, index + 1), mask
-                )
-            if on_step is not None:
-                on_step(index + 1, sampling.steps, functools.partial(latent_preview, latents))
-        return latents if sampling.ends_clean else denoised
-
-    def noise_predictor(
-        self, conditioning: Conditioning, cfg_scales: torch.Tensor, use_guidance: bool
-    ) -> NoisePredictor:
-        def predict_noise(model_input: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
-            batch = torch.cat([model_input, model_input]) if use_guidance else model_input
-            noise = self.unet(
-                UNetInputs(
-                    batch,
-                    timestep,
-                    conditioning.tokens,
-                    conditioning.token_mask,
-                    conditioning.pooled,
-                    conditioning.time_ids,
-                )
-            )
-            if use_guidance:
-                noise_uncond, noise_text = noise.chunk(2)
-                noise = guide(noise_uncond, noise_text, cfg_scales)
-            return noise
-
-        return predict_noise
-
-    def clip_targets(self, requests: Sequence[GenerationRequest]) -> dict[int, torch.Tensor]:
-        """For each batch row that asks for CLIP guidance: its prompt's CLIP text embedding."""
-        rows = [row for row, request in enumerate(requests) if request.clip_guidance_preset != "NONE"]
-        if not rows:
-            return {}
+    def clip_target(self, request: GenerationRequest) -> torch.Tensor | None:
+        """For a row that asks for CLIP guidance: its prompt's CLIP text embedding."""
+        if request.clip_guidance is None:
+            return None
         clip_guide = self.clip_guide
         if clip_guide is None:
             raise ModelFailure("CLIP guidance was asked for, but no CLIP model is loaded")
         if self.pipe.scheduler.config.prediction_type != "epsilon":
             raise ModelFailure("CLIP guidance needs a model that predicts noise (epsilon)")
-        targets = {}
-        for row in rows:
-            request = requests[row]
-            prompts, _ = apply_style(request.style_preset, request.prompts, request.negative_prompts)
-            kept = [p for p in prompts if p.weight > 0]
-            targets[row] = clip_guide.text_features([p.text for p in kept], [p.weight for p in kept])
-        return targets
+        prompts, _ = styled_prompts(request)
+        kept = [p for p in prompts if p.weight > 0]
+        return clip_guide.text_features([p.text for p in kept], [p.weight for p in kept])
 
-    def clip_steered(
-        self,
-        predict_noise: NoisePredictor,
-        targets: dict[int, torch.Tensor],
-        requests: Sequence[GenerationRequest],
-        generators: list[torch.Generator],
-    ) -> NoisePredictor:
-        """`predict_noise`, then the CLIP gradient added to the noise of the rows in `targets`."""
+    # -- 5: a tick ---------------------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def tick(self, rows: Sequence[Row]) -> None:
+        """Stage 5 for one model call of each row (all of one latent size): one UNet call, classifier-free
+        guidance per row, CLIP guidance where a row asks for it on this step, then each row's sampler takes
+        its noise (mask blending and progress at each step's end).
+
+        A failure of the UNet call raises, with no row changed (torch.OutOfMemoryError frees the allocator's
+        cache first); a failure of one row's sampler only fails that row (`row.failed`)."""
+        ordered = self._tick_batch.ordered(rows)
+        guided = sum(row.guided for row in ordered)
+        inputs = self._tick_batch.inputs(ordered)
+        try:
+            predicted = self.unet(inputs)
+        except torch.OutOfMemoryError:
+            torch.cuda.empty_cache()
+            raise
+        noise_text = predicted[guided:]
+        if guided:
+            steered = guide(predicted[:guided], noise_text[:guided], self._tick_batch.cfg_scales(ordered))
+            noise_text = torch.cat([steered, noise_text[guided:]])
+        for index, row in enumerate(ordered):
+            try:
+                row.advance(self.clip_steered(row, noise_text[index : index + 1]))
+            except Exception as error:
+                row.failed, row.pending = error, None
+
+    def clip_steered(self, row: Row, noise: torch.Tensor) -> torch.Tensor:
+        """`noise` plus the CLIP gradient (engine/clip_guidance.py), on the steps the row's guidance takes."""
+        call, guidance = row.pending, row.request.clip_guidance
+        if row.clip_target is None or guidance is None or call is None or not guidance.guides_step(call.step):
+            return noise
         clip_guide = self.clip_guide
         assert clip_guide is not None
+        sigma = timestep_to_sigma(call.timestep, self.log_sigmas).to(noise.dtype)
+        clean = call.model_input * (sigma**2 + 1) ** 0.5 - sigma * noise
+        gradient = clip_guide.loss_gradient(
+            clean, self.decode_pixels, row.clip_target, guidance, row.generator
+        )
+        return noise + sigma * gradient.to(noise.dtype)
 
-        def steered(model_input: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
-            noise = predict_noise(model_input, timestep)
-            sigma = timestep_to_sigma(timestep, self.log_sigmas).to(noise.dtype)
-            clean = model_input * (sigma**2 + 1) ** 0.5 - sigma * noise
-            noise = noise.clone()
-            for row, target in targets.items():
-                preset = CLIP_GUIDANCE_PRESETS[requests[row].clip_guidance_preset]
-                gradient = clip_guide.loss_gradient(
-                    clean[row : row + 1], self.decode_pixels, target, preset, generators[row]
-                )
-                noise[row] += sigma * gradient[0].to(noise.dtype)
-            return noise
+    # -- 6-8: rows end -----------------------------------------------------------------------------------
 
-        return steered
+    @torch.inference_mode()
+    def finish(self, rows: Sequence[Row]) -> None:
+        """Stages 6-8 for rows whose run ended: `row.result`, or `row.failed`. Rows of one size decode in one
+        VAE call; a row whose image is not finite is made again alone with every model in float32."""
+        finals = [row for row in rows if row.failed is None and row.final is not None]
+        for row in rows:
+            if row.failed is None and row.final is None:
+                # image_strength 1 (or a window narrower than one step): the source is kept as it is.
+                assert row.request.init_image is not None
+                row.result = self.screen(row.request, row.request.init_image)
+        by_size: defaultdict[tuple[int, int], list[Row]] = defaultdict(list)
+        for row in finals:
+            by_size[row.latent_size].append(row)
+        for group in by_size.values():
+            # 6. decode
+            pixels = self.decode_pixels(torch.cat([row.final for row in group if row.final is not None]))
+            finite = torch.isfinite(pixels).flatten(1).all(1).tolist()
+            images = images_from_pixels(pixels)
+            for row, image, is_finite in zip(group, images, finite, strict=True):
+                if not is_finite:
+                    self.made_again_in_float32(row)
+                    continue
+                # 7. the original pixels outside the mask
+                image = self.paste_original(row.request, image)
+                # 8. screen with the content filter
+                row.result = self.screen(row.request, image)
+
+    def made_again_in_float32(self, row: Row) -> None:
+        half = self.half_precision_modules()
+        if not half:
+            row.failed = ModelFailure("The model produced a non-finite image.")
+            return
+        names = ", ".join(f"{type(module).__name__} in {module.dtype}" for module in half)
+        log.warning("non-finite output (%s); making the image again in float32", names)
+        with self.in_float32():
+            again = self.start([row.request])
+            self.denoise(again)
+            self.finish(again)
+        row.result, row.failed = again[0].result, again[0].failed
 
     def half_precision_modules(self) -> list[Any]:
         pipe = self.pipe
@@ -493,13 +434,14 @@ class Engine:
 
     @contextlib.contextmanager
     def in_float32(self) -> Iterator[None]:
-        """Every half-precision model in float32 for one retry (half precision overflowed), then back."""
+        """Every half-precision model in float32 for one retry (half precision overflowed), then back: also
+        when the conversion itself fails halfway, so the engine never believes in dtypes it does not have."""
         half_modules = {module: module.dtype for module in self.half_precision_modules()}
         dtype, cache = self.dtype, self.prompt_cache
-        for module in half_modules:
-            module.to(torch.float32)
-        self.dtype, self.prompt_cache = torch.float32, OrderedDict()
         try:
+            for module in half_modules:
+                module.to(torch.float32)
+            self.dtype, self.prompt_cache = torch.float32, OrderedDict()
             yield
         finally:
             for module, module_dtype in half_modules.items():
@@ -507,14 +449,15 @@ class Engine:
             self.dtype, self.prompt_cache = dtype, cache
 
     def decode_pixels(self, latents: torch.Tensor) -> torch.Tensor:
-        """Model latents -> the VAE's pixels in [-1, 1]."""
+        """Model latents [B, C, h, w] -> the VAE's pixels in [-1, 1], [B, 3, H, W]."""
         vae = self.pipe.vae
         pixels: torch.Tensor = vae.decode(self.from_model_latents(latents.to(vae.dtype)), return_dict=False)[
             0
         ]
         return pixels
 
-    def decode(self, latents: torch.Tensor) -> list[Any]:
+    def decode(self, latents: torch.Tensor) -> list[Image.Image]:
+        """Model latents -> RGB images (a non-finite image raises NonFiniteOutput)."""
         pixels = self.decode_pixels(latents)
         if not bool(torch.isfinite(pixels).all()):
             raise NonFiniteOutput("the decoded image holds NaN or infinity")
@@ -559,8 +502,15 @@ class Engine:
         return as_tensor(mean), as_tensor(std)
 
 
+def styled_prompts(request: GenerationRequest) -> tuple[Prompts, Prompts]:
+    """The request's prompts and negative prompts with its style applied, if it has one."""
+    if request.style is None:
+        return request.prompts, request.negative_prompts
+    return request.style.apply(request.prompts, request.negative_prompts)
+
+
 class NonFiniteOutput(Exception):
-    """Half precision overflowed somewhere: the batch is retried once in float32."""
+    """`Engine.decode` made an image with NaN or infinity (half precision overflowed somewhere)."""
 
 
 def resolve_clip_model(spec: str) -> Path:

@@ -98,6 +98,8 @@ def stack_rows(rows: Sequence[PromptEmbeddings], empty_chunk: torch.Tensor) -> B
     pooled = torch.stack([row.pooled for row in rows])
     if all(row.chunks == chunks for row in rows):
         return BatchEmbeddings(tokens, pooled, None)
-    positions = torch.arange(chunks * CLIP_WINDOW, device=tokens.device)
-    lengths = torch.tensor([row.chunks * CLIP_WINDOW for row in rows], device=tokens.device)
-    return BatchEmbeddings(tokens, pooled, (positions < lengths[:, None]).to(tokens.dtype))
+    # Made on the device from the chunk counts the host knows: no host-to-device copy, so no wait on a GPU.
+    mask = torch.zeros(tokens.shape[:2], dtype=tokens.dtype, device=tokens.device)
+    for index, row in enumerate(rows):
+        mask[index, : row.chunks * CLIP_WINDOW] = 1
+    return BatchEmbeddings(tokens, pooled, mask)

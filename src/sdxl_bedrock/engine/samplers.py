@@ -1,13 +1,18 @@
-"""Sampler names -> the algorithm, and a run of that algorithm over a window of the noise schedule.
+"""Sampler names -> the algorithm, and one request's run of that algorithm over its window of the noise
+schedule, as a coroutine.
 
 One table: each sampler is a diffusers scheduler made `from_config` of the model's own scheduler config (so
 beta schedule and timestep spacing stay the model's) with only the overrides that select the algorithm, or,
-where diffusers has no such scheduler, one of our k-diffusion-style functions (engine/k_samplers.py) walking
+where diffusers has no such scheduler, one of our k-diffusion-style samplers (engine/k_samplers.py) walking
 the sigmas of the model's Euler schedule.
 
-The Engine's loop sees either through one small interface, `SamplingRun`: a number of steps, the noise
-level to start from, and `step(predict_noise, x, index) -> (x, denoised)`. A step is a step of the
-user's `steps`: a second-order scheduler (Heun, DPM2) calls the model twice in it.
+Each request gets its own scheduler instance (its own timesteps, begin index and multistep history) and
+its own generator. Its run is a generator (`SamplingPlan.run`): it yields `ModelCall(model_input, timestep,
+step)` and is sent the (guided) noise prediction back; after each of the request's steps it yields
+`StepEnd(index, latents, denoised)` and is sent the latents to go on from. The engine can so gather the
+model calls of many requests, each at its own point of its own sampler (a second-order sampler's second
+call beside another's first), into one UNet call, and act between steps (mask blending, progress). A step
+is a step of the user's `steps`: a second-order scheduler (Heun, DPM2) calls the model twice in it.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -32,11 +37,8 @@ from diffusers import (
     LMSDiscreteScheduler,
 )
 
-from sdxl_bedrock.engine.k_samplers import KSampler, StepInfo, sample_dpmpp_2s_ancestral
+from sdxl_bedrock.engine.k_samplers import Denoise, KSampler, dpmpp_2s_ancestral
 from sdxl_bedrock.schema import Sampler
-
-NoisePredictor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-"""`predict_noise(model_input, timestep) -> noise`: the guided UNet, for scheduler-scaled latents."""
 
 
 @dataclass(frozen=True)
@@ -53,31 +55,27 @@ SAMPLERS: dict[Sampler, SamplerSpec] = {
     Sampler.DDPM: SamplerSpec(
         DDPMScheduler, paper="Ho et al. 2020, Denoising Diffusion Probabilistic Models"
     ),
-    Sampler.K_DPMPP_2M: SamplerSpec(
+    Sampler.DPMPP_2M: SamplerSpec(
         DPMSolverMultistepScheduler,
         {"algorithm_type": "dpmsolver++", "solver_order": 2},
         paper="Lu et al. 2022, DPM-Solver++ (2M)",
     ),
-    Sampler.K_DPMPP_2S_ANCESTRAL: SamplerSpec(
+    Sampler.DPMPP_2S_ANCESTRAL: SamplerSpec(
         EulerDiscreteScheduler,
         paper="Lu et al. 2022, DPM-Solver++ (2S), ancestral",
-        k_sampler=sample_dpmpp_2s_ancestral,
+        k_sampler=dpmpp_2s_ancestral,
     ),
-    Sampler.K_DPM_2: SamplerSpec(KDPM2DiscreteScheduler, paper="Karras et al. 2022, DPM-Solver-2 variant"),
-    Sampler.K_DPM_2_ANCESTRAL: SamplerSpec(
+    Sampler.DPM_2: SamplerSpec(KDPM2DiscreteScheduler, paper="Karras et al. 2022, DPM-Solver-2 variant"),
+    Sampler.DPM_2_ANCESTRAL: SamplerSpec(
         KDPM2AncestralDiscreteScheduler, paper="Karras et al. 2022, DPM-Solver-2, ancestral"
     ),
-    Sampler.K_EULER: SamplerSpec(EulerDiscreteScheduler, paper="Karras et al. 2022, Algorithm 2 (Euler)"),
-    Sampler.K_EULER_ANCESTRAL: SamplerSpec(
+    Sampler.EULER: SamplerSpec(EulerDiscreteScheduler, paper="Karras et al. 2022, Algorithm 2 (Euler)"),
+    Sampler.EULER_ANCESTRAL: SamplerSpec(
         EulerAncestralDiscreteScheduler, paper="Ho et al. 2020 / Karras et al. 2022, Euler ancestral"
     ),
-    Sampler.K_HEUN: SamplerSpec(HeunDiscreteScheduler, paper="Karras et al. 2022, Algorithm 2 (Heun)"),
-    Sampler.K_LMS: SamplerSpec(LMSDiscreteScheduler, paper="Karras et al. 2022, linear multistep"),
+    Sampler.HEUN: SamplerSpec(HeunDiscreteScheduler, paper="Karras et al. 2022, Algorithm 2 (Heun)"),
+    Sampler.LMS: SamplerSpec(LMSDiscreteScheduler, paper="Karras et al. 2022, linear multistep"),
 }
-
-
-def served_samplers() -> frozenset[Sampler]:
-    return frozenset(SAMPLERS)
 
 
 def make_scheduler(sampler: Sampler, model_scheduler_config: dict[str, Any]) -> Any:
@@ -105,17 +103,36 @@ def denoising_window(steps: int, denoise_from: float, denoise_to: float) -> tupl
     return first, max(last, first)
 
 
-# -- a run over the window, as the Engine's loop sees it ----------------------------------------------------
+# -- one request's run over its window -----------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class StepResult:
+class ModelCall:
+    """A run waits for the noise prediction of its (scheduler-scaled) `model_input` [1, C, h, w] at
+    `timestep` (a 0-dim float32 tensor on the model's device), during step `step` of its window."""
+
+    model_input: torch.Tensor
+    timestep: torch.Tensor
+    step: int
+
+
+@dataclass(frozen=True)
+class StepEnd:
+    """Step `index` of the window is done: `latents` where it landed, `denoised` the model's estimate of the
+    clean latents at its last model call. Send back the latents to go on from."""
+
+    index: int
     latents: torch.Tensor
     denoised: torch.Tensor
-    """The model's estimate of the clean latents at this step's last model call."""
 
 
-class SamplingRun(Protocol):
+SamplerRun = Generator[ModelCall | StepEnd, torch.Tensor, torch.Tensor]
+"""A request's run: yields ModelCall (send the noise prediction) and StepEnd (send the latents); returns the
+latents at the end of the window, or, where the window stops short of a clean image, the model's clean
+estimate at its last step."""
+
+
+class SamplingPlan(Protocol):
     steps: int
     init_noise_sigma: float
     ends_clean: bool  # the window runs to the schedule's end, so the last latents are a clean image
@@ -123,22 +140,23 @@ class SamplingRun(Protocol):
     def noised(self, clean: torch.Tensor, noise: torch.Tensor, index: int) -> torch.Tensor:
         """`clean` latents noised to the level of step `index`'s input (`index == steps`: the window's end).
 
-        Call it for `index` 0 before the first step and for `index + 1` right after step `index`: diffusers'
+        Call it for `index` 0 before the run and for `index + 1` at StepEnd `index`: diffusers'
         index-keeping schedulers read their own position rather than the timestep."""
         ...
 
-    def step(self, predict_noise: NoisePredictor, latents: torch.Tensor, index: int) -> StepResult: ...
+    def run(self, latents: torch.Tensor) -> SamplerRun: ...
 
 
-def start_sampling(
+def plan_sampling(
     sampler: Sampler,
     model_scheduler_config: dict[str, Any],
     steps: int,
     window: tuple[int, int],
-    generators: Sequence[torch.Generator],
+    generator: torch.Generator,
     device: torch.device,
-) -> SamplingRun:
-    """The run of `sampler` over steps [first, last) of a `steps`-step schedule, one generator per row."""
+) -> SamplingPlan:
+    """The run of `sampler` over steps [first, last) of a `steps`-step schedule, for one request (batch row)
+    whose random draws come from `generator`."""
     scheduler = make_scheduler(sampler, model_scheduler_config)
     with diffusers_numpy_warnings_silenced():
         # The schedule stays on the host, where schedulers read its values (DDIM indexes by timestep);
@@ -146,19 +164,15 @@ def start_sampling(
         scheduler.set_timesteps(steps, device="cpu")
     k_sampler = SAMPLERS[sampler].k_sampler
     if k_sampler is not None:
-        return KDiffusionRun(k_sampler, scheduler, window, generators)
-    return SchedulerRun(scheduler, window, generators, device)
+        return KDiffusionPlan(k_sampler, scheduler, window, generator, device)
+    return SchedulerPlan(scheduler, window, generator, device)
 
 
-class SchedulerRun:
+class SchedulerPlan:
     """A diffusers scheduler over a window; `scheduler.order` model calls (timesteps) per step."""
 
     def __init__(
-        self,
-        scheduler: Any,
-        window: tuple[int, int],
-        generators: Sequence[torch.Generator],
-        device: torch.device,
+        self, scheduler: Any, window: tuple[int, int], generator: torch.Generator, device: torch.device
     ) -> None:
         first, last = window
         self.scheduler = scheduler
@@ -166,20 +180,15 @@ class SchedulerRun:
         self.steps = last - first
         # The whole schedule from the window's start: its tail past the window gives the end's noise level.
         self.timesteps = scheduler.timesteps[first * self.order :]
-        self.model_timesteps = self.timesteps.to(device)
+        self.calls = len(self.timesteps[: self.steps * self.order])
+        self.model_timesteps = self.timesteps[: self.calls].to(torch.float32).to(device)
         self.ends_clean = last * self.order >= len(scheduler.timesteps)
         if hasattr(scheduler, "set_begin_index"):
             scheduler.set_begin_index(first * self.order)
         self.init_noise_sigma = float(scheduler.init_noise_sigma)
         self.step_kwargs: dict[str, Any] = {}
         if "generator" in inspect.signature(scheduler.step).parameters:
-            # diffusers' randn_tensor draws row i from generators[i] when the list matches the batch.
-            self.step_kwargs["generator"] = list(generators) if len(generators) > 1 else generators[0]
-
-    def timesteps_of_step(self, index: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """(scheduler timestep, the same on the model's device) for each model call of step `index`."""
-        calls = slice(index * self.order, (index + 1) * self.order)
-        return zip(self.timesteps[calls], self.model_timesteps[calls], strict=True)
+            self.step_kwargs["generator"] = generator
 
     def noised(self, clean: torch.Tensor, noise: torch.Tensor, index: int) -> torch.Tensor:
         if index == self.steps and self.ends_clean:
@@ -188,14 +197,18 @@ class SchedulerRun:
         noisy: torch.Tensor = self.scheduler.add_noise(clean, noise, timestep.repeat(clean.shape[0]))
         return noisy
 
-    def step(self, predict_noise: NoisePredictor, latents: torch.Tensor, index: int) -> StepResult:
+    def run(self, latents: torch.Tensor) -> SamplerRun:
         denoised = latents
-        for timestep, model_timestep in self.timesteps_of_step(index):
-            noise = predict_noise(self.scheduler.scale_model_input(latents, timestep), model_timestep)
+        for call in range(self.calls):
+            timestep, step = self.timesteps[call], call // self.order
+            noise = yield ModelCall(
+                self.scheduler.scale_model_input(latents, timestep), self.model_timesteps[call], step
+            )
             output = self.scheduler.step(noise, timestep, latents, **self.step_kwargs)
-            latents = output.prev_sample
-            denoised = clean_estimate(self.scheduler, output)
-        return StepResult(latents, denoised)
+            latents, denoised = output.prev_sample, clean_estimate(self.scheduler, output)
+            if (call + 1) % self.order == 0 or call + 1 == self.calls:
+                latents = yield StepEnd(step, latents, denoised)
+        return latents if self.ends_clean else denoised
 
 
 def clean_estimate(scheduler: Any, output: Any) -> torch.Tensor:
@@ -208,12 +221,12 @@ def clean_estimate(scheduler: Any, output: Any) -> torch.Tensor:
     return estimate
 
 
-class KDiffusionRun:
-    """A k-diffusion-style sampler function over the sigmas of a diffusers (Euler) schedule.
+class KDiffusionPlan:
+    """A k-diffusion-style sampler over the sigmas of a diffusers (Euler) schedule.
 
-    The function runs one step at a time (`sigmas[i:i + 2]`), so the loop can act between steps; that
-    equals one call over all sigmas for the singlestep samplers used here, which keep no state across steps.
-    The model is wrapped as k-diffusion's `DiscreteEpsDDPMDenoiser` / `DiscreteVDDPMDenoiser` does it.
+    The model is wrapped as k-diffusion's `DiscreteEpsDDPMDenoiser` / `DiscreteVDDPMDenoiser` does it: input
+    scaled by 1/sqrt(sigma^2 + 1), the fractional training timestep of sigma, the noise prediction turned
+    into a denoised estimate.
     """
 
     def __init__(
@@ -221,46 +234,50 @@ class KDiffusionRun:
         k_sampler: KSampler,
         scheduler: Any,
         window: tuple[int, int],
-        generators: Sequence[torch.Generator],
+        generator: torch.Generator,
+        device: torch.device,
     ) -> None:
         first, last = window
         self.k_sampler = k_sampler
-        self.generators = list(generators)
+        self.generator = generator
+        self.device = device
         self.steps = last - first
         self.sigmas = scheduler.sigmas[first : last + 1].to(torch.float32)
         self.ends_clean = bool(self.sigmas[-1] == 0)
         self.init_noise_sigma = float(scheduler.init_noise_sigma)
         self.prediction_type = scheduler.config.prediction_type
+        if self.prediction_type not in ("epsilon", "v_prediction"):
+            raise ValueError(f"prediction type {self.prediction_type!r} is not supported by k-samplers")
         self.log_sigmas = training_sigmas(scheduler.alphas_cumprod).log()
 
     def noised(self, clean: torch.Tensor, noise: torch.Tensor, index: int) -> torch.Tensor:
         return clean + noise * self.sigmas[index].to(clean.dtype)
 
-    def step(self, predict_noise: NoisePredictor, latents: torch.Tensor, index: int) -> StepResult:
-        seen: StepInfo = {}
-        latents = self.k_sampler(
-            self.denoiser(predict_noise),
-            latents,
-            self.sigmas[index : index + 2],
-            callback=seen.update,
-            generators=self.generators,
-        )
-        return StepResult(latents, seen["denoised"])
+    def run(self, latents: torch.Tensor) -> SamplerRun:
+        k_run = self.k_sampler(latents, self.sigmas, [self.generator])
+        answer: torch.Tensor | None = None
+        try:
+            while True:
+                event = k_run.send(answer) if answer is not None else next(k_run)
+                if isinstance(event, Denoise):
+                    answer = yield from self.denoise(event)
+                else:
+                    answer = yield StepEnd(event.index, event.x, event.denoised)
+        except StopIteration as finished:
+            result: torch.Tensor = finished.value
+            return result
 
-    def denoiser(self, predict_noise: NoisePredictor) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-        def model(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-            level = sigma[0].to("cpu", torch.float32)
-            # From pageable host memory without waiting for the device's queued work.
-            timestep = sigma_to_timestep(level, self.log_sigmas).to(x.device, non_blocking=True)
-            scale_in = (level**2 + 1) ** -0.5
-            output = predict_noise(x * scale_in.to(x.dtype), timestep)
-            if self.prediction_type == "epsilon":
-                return x - output * level.to(x.dtype)
-            if self.prediction_type == "v_prediction":
-                return (x * scale_in**2 - output * level * scale_in).to(x.dtype)
-            raise ValueError(f"prediction type {self.prediction_type!r} is not supported by k-samplers")
-
-        return model
+    def denoise(self, request: Denoise) -> Generator[ModelCall, torch.Tensor, torch.Tensor]:
+        """The denoised estimate the k-sampler asks for, through one model call."""
+        x = request.x
+        level = torch.tensor(request.sigma, dtype=torch.float32)
+        # From pageable host memory without waiting for the device's queued work.
+        timestep = sigma_to_timestep(level, self.log_sigmas).to(self.device, non_blocking=True)
+        scale_in = (level**2 + 1) ** -0.5
+        output = yield ModelCall(x * scale_in.to(x.dtype), timestep, request.step)
+        if self.prediction_type == "epsilon":
+            return x - output * level.to(x.dtype)
+        return (x * scale_in**2 - output * level * scale_in).to(x.dtype)
 
 
 # -- noise levels and timesteps (pure) ----------------------------------------------------------------------
