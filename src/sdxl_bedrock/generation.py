@@ -1,0 +1,75 @@
+"""What the wires call to make images: admit a wire-neutral request, run its samples through the batcher,
+and get PNG artifacts back. No torch here: the engine runs behind the batcher, on the engine thread."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+
+from sdxl_bedrock.batching import Batcher, StepCallback
+from sdxl_bedrock.codecs import encode_png
+from sdxl_bedrock.config import Settings
+from sdxl_bedrock.errors import InvalidRequest, ModelNotReady, ShuttingDown, Throttled
+from sdxl_bedrock.schema import Artifact, GeneratedImage, GenerationRequest
+from sdxl_bedrock.validation import MAX_SEED
+from sdxl_bedrock.workers import Workers
+
+
+class Generations:
+    def __init__(self, settings: Settings, workers: Workers) -> None:
+        self.settings = settings
+        self.workers = workers
+        self.batcher: Batcher | None = None  # set once the model is loaded
+        self.draining = False
+
+    def admit(self, request: GenerationRequest) -> Batcher:
+        """Everything that can refuse a request before work starts (and before a stream's 200): a server
+        shutting down, a model still loading, a capability this server lacks, a full queue."""
+        if self.draining:
+            raise ShuttingDown("The server is shutting down; send the request elsewhere or retry later.")
+        batcher = self.batcher
+        if batcher is None:
+            raise ModelNotReady("The model is still loading; try again shortly.")
+        if request.clip_guidance is not None and self.settings.clip_model is None:
+            raise InvalidRequest(
+                f"clip_guidance_preset {request.clip_guidance.name} needs a CLIP model, and none is "
+                "configured on this server; use NONE",
+                field="clip_guidance_preset",
+            )
+        batcher.check_capacity()
+        # All samples or none: each takes a place in the queue.
+        if batcher.depth + request.samples > batcher.max_queue:
+            raise Throttled("Too many requests, please wait before trying again.")
+        return batcher
+
+    async def generate(
+        self, request: GenerationRequest, on_step: StepCallback | None = None
+    ) -> list[Artifact]:
+        """One artifact per sample, in the order of their seeds (see `sample_requests`)."""
+        batcher = self.admit(request)
+        submitted = [asyncio.ensure_future(batcher.submit(one, on_step)) for one in sample_requests(request)]
+        try:
+            images = await asyncio.gather(*submitted)
+        finally:
+            # When one sample fails (or the caller goes away) the others are dropped, not left running.
+            for job in submitted:
+                job.cancel()
+        return list(await asyncio.gather(*(self.workers.on_host(to_artifact, image) for image in images)))
+
+
+def sample_requests(request: GenerationRequest) -> list[GenerationRequest]:
+    """`samples` N as N engine requests with the seeds seed, seed + 1, ..., seed + N - 1.
+
+    Consecutive seeds (wrapping from MAX_SEED to 1, never 0, which means "random") make each returned
+    seed reproduce its own image in a request with samples 1; the batcher runs the N together.
+    """
+    if request.samples == 1:
+        return [request]
+    return [
+        dataclasses.replace(request, seed=(request.seed + index - 1) % MAX_SEED + 1, samples=1)
+        for index in range(request.samples)
+    ]
+
+
+def to_artifact(generated: GeneratedImage) -> Artifact:
+    return Artifact(encode_png(generated.image), generated.seed, generated.finish_reason)
