@@ -3,13 +3,16 @@
 The tiny model has SDXL's architecture (two CLIP text encoders, a text_time UNet, an 8x AutoencoderKL,
 Euler) at a size that runs a 1024x1024 img2img in about a second on two CPU cores; its pictures are noise.
 The tiny CLIP is a CLIPModel of the same kind, for CLIP guidance. Both have seeded random weights and are
-built into the model cache on first use, in folders named for their configs and seeds.
+built into the model cache on first use (saying so on stderr), in folders named for their configs and seeds.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -136,7 +139,7 @@ def tiny_model_version() -> str:
 def tiny_model_path(cache_root: Path | None = None) -> Path:
     """The tiny model's folder, built on first use under the cache root (see `default_cache_root`)."""
     target = (cache_root or default_cache_root()) / f"tiny-sdxl-{tiny_model_version()}"
-    return build_once(target, build_tiny_model)
+    return build_once(target, announced("the embedded tiny model", build_tiny_model))
 
 
 # --- the tiny CLIP image-text model (for CLIP guidance) ----------------------------------------------
@@ -190,4 +193,29 @@ def tiny_clip_path(cache_root: Path | None = None) -> Path:
     described = {"config": TINY_CLIP_CONFIG, "seed": TINY_CLIP_SEED, "layout": LAYOUT_VERSION}
     version = content_digest(json.dumps(described, sort_keys=True).encode())
     target = (cache_root or default_cache_root()) / f"tiny-clip-{version}"
-    return build_once(target, build_tiny_clip)
+    return build_once(target, announced("the embedded tiny CLIP model", build_tiny_clip))
+
+
+# --- saying what a first run is doing ----------------------------------------------------------------
+
+
+def announced(what: str, build: Callable[[Path], None]) -> Callable[[Path], None]:
+    """`build`, saying on stderr that `what` is being built and how long it took, without the progress
+    bars transformers' save_pretrained draws for each weights file (they say nothing a user can act on)."""
+
+    def build_and_say(folder: Path) -> None:
+        import transformers.utils.logging
+
+        print(f"sdxl-bedrock: building {what} (first run only) ...", file=sys.stderr, flush=True)
+        started = time.perf_counter()
+        bars_were_on = transformers.utils.logging.is_progress_bar_enabled()
+        transformers.utils.logging.disable_progress_bar()
+        try:
+            build(folder)
+        finally:
+            if bars_were_on:
+                transformers.utils.logging.enable_progress_bar()
+        elapsed = time.perf_counter() - started
+        print(f"sdxl-bedrock: ... {what} built in {elapsed:.1f} s", file=sys.stderr, flush=True)
+
+    return build_and_say
