@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import pytest
 from PIL import Image
 
-from sdxl_bedrock.batching import Batcher, EngineStepCallback
+from sdxl_bedrock.batching import Batcher, EngineStepCallback, StepCallback
 from sdxl_bedrock.errors import ModelFailure, ModelTimeout, ShuttingDown, Throttled
 from sdxl_bedrock.schema import GeneratedImage, GenerationRequest, Sampler, WeightedPrompt
 
@@ -50,7 +50,7 @@ class FaultyEngine:
             if self.delay_s:
                 threading.Event().wait(self.delay_s)
             if on_step is not None:
-                on_step(step, 3, lambda row: Image.new("RGB", (1, 1)))
+                on_step(step, 3, lambda row: Image.new("RGB", (1, 1), (requests[row].seed % 256, 0, 0)))
         if self.failing_seeds & {r.seed for r in requests}:
             raise RuntimeError("injected fault")
         return [GeneratedImage(Image.new("RGB", (1, 1), (r.seed % 256, 0, 0)), r.seed) for r in requests]
@@ -168,14 +168,15 @@ def test_progress_reaches_each_job_with_its_own_row() -> None:
         engine = FaultyEngine()
         batcher = Batcher(engine, max_batch_size=8, max_wait_s=0.05)
         batcher.start()
-        seen: dict[int, list[int]] = {1: [], 2: []}
-        await asyncio.gather(
-            *(
-                batcher.submit(request(seed), lambda done, total, preview, seed=seed: seen[seed].append(done))
-                for seed in (1, 2)
-            )
-        )
+        seen: dict[int, list[tuple[int, int]]] = {1: [], 2: []}
+
+        def hook(seed: int) -> StepCallback:
+            # The stand-in engine's preview of a row is one pixel whose red value is that row's seed.
+            return lambda done, total, preview: seen[seed].append((done, preview().getpixel((0, 0))[0]))
+
+        await asyncio.gather(*(batcher.submit(request(seed), hook(seed)) for seed in (1, 2)))
         await batcher.close()
-        assert seen == {1: [1, 2, 3], 2: [1, 2, 3]}
+        assert engine.batches == [[1, 2]]
+        assert seen == {1: [(1, 1), (2, 1), (3, 1)], 2: [(1, 2), (2, 2), (3, 2)]}
 
     run(scenario())
