@@ -148,6 +148,35 @@ def strict_server(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> 
     running.stop()
 
 
+# The auth servers' credentials: one SigV4 key pair and one API key (Bearer token).
+AUTH_KEY_ID = "AKIDTEST"
+AUTH_SECRET = "secret123"
+AUTH_API_KEY = "tok-1"
+# -v: the log names each refusal, which the auth tests read.
+AUTH_SERVER_ARGS = (
+    *("--model", "tiny", "--relaxed-sizes", "-v"),
+    *("--access-key", f"{AUTH_KEY_ID}:{AUTH_SECRET}", "--api-key", AUTH_API_KEY),
+)
+
+
+@pytest.fixture(scope="session")
+def auth_server(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Iterator[RunningServer]:
+    """The tiny model with auth on (AUTH_SERVER_ARGS), over plain HTTP."""
+    running = start_server(tmp_path_factory.mktemp("logs"), *AUTH_SERVER_ARGS)
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="session")
+def tls_auth_server(
+    tmp_path_factory: pytest.TempPathFactory, cache_dir: Path, tls_files: TlsFiles
+) -> Iterator[RunningServer]:
+    """The tiny model with auth on (AUTH_SERVER_ARGS), over TLS with `tls_files`."""
+    running = start_tls_server(tmp_path_factory.mktemp("logs"), tls_files, *AUTH_SERVER_ARGS)
+    yield running
+    running.stop()
+
+
 def bedrock_environment(url: str) -> dict[str, str]:
     """What points an unchanged boto3 program at `url`: the endpoint and dummy credentials, by environment."""
     return {

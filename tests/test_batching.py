@@ -95,7 +95,9 @@ class StandInEngine:
                 continue
             row.steps_done += 1
             if row.on_step is not None:
-                row.on_step(row.steps_done, row.request.steps, lambda: Image.new("RGB", (1, 1)))
+                # Each row's preview is drawn in its own seed, so a job can tell its own row from another's.
+                preview = lambda seed=row.request.seed: Image.new("RGB", (1, 1), (seed % 256, 0, 0))  # noqa: E731
+                row.on_step(row.steps_done, row.request.steps, preview)
 
     def finish(self, rows: Sequence[StandInRow]) -> None:
         for row in rows:
@@ -399,15 +401,17 @@ def test_progress_reaches_each_job_with_its_own_row() -> None:
         engine = StandInEngine()
         batcher = Batcher(engine, max_batch_size=8, max_wait_s=0.05)
         batcher.start()
-        seen: dict[int, list[tuple[int, int]]] = {1: [], 2: []}
+        seen: dict[int, list[tuple[int, int, int]]] = {1: [], 2: []}
 
         def hook(seed: int) -> StepCallback:
-            return lambda done, total, preview: seen[seed].append((done, total))
+            return lambda done, total, preview: seen[seed].append(
+                (done, total, preview().getpixel((0, 0))[0])
+            )
 
         await asyncio.gather(
             batcher.submit(request(1, steps=3), hook(1)), batcher.submit(request(2, steps=2), hook(2))
         )
         await batcher.close()
-        assert seen == {1: [(1, 3), (2, 3), (3, 3)], 2: [(1, 2), (2, 2)]}
+        assert seen == {1: [(1, 3, 1), (2, 3, 1), (3, 3, 1)], 2: [(1, 2, 2), (2, 2, 2)]}
 
     run(scenario())

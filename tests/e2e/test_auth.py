@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import boto3
@@ -29,14 +27,10 @@ from sdxl_bedrock.api.auth import (
     SIGNATURE_MISMATCH,
     UNKNOWN_ACCESS_KEY,
 )
-from tests.conftest import RunningServer, TlsFiles, gradient_png, start_server, start_tls_server
+from tests.conftest import AUTH_API_KEY, AUTH_KEY_ID, AUTH_SECRET, RunningServer, TlsFiles, gradient_png
 
 MODEL = "stability.stable-diffusion-xl-v1"
 ARN = f"arn:aws:bedrock:us-east-1::foundation-model/{MODEL}"
-KEY_ID = "AKIDTEST"
-SECRET = "secret123"
-API_KEY = "tok-1"
-AUTH_ARGS = ("-v", "--relaxed-sizes", "--access-key", f"{KEY_ID}:{SECRET}", "--api-key", API_KEY)
 ACCESS_DENIED = "AccessDeniedException"
 
 GOOD_BODY = json.dumps(
@@ -57,28 +51,14 @@ def no_bearer_token_in_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("AWS_BEARER_TOKEN_BEDROCK", raising=False)
 
 
-@pytest.fixture(scope="module")
-def auth_server(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Iterator[RunningServer]:
-    running = start_server(tmp_path_factory.mktemp("logs"), "--model", "tiny", *AUTH_ARGS)
-    yield running
-    running.stop()
-
-
-@pytest.fixture(scope="module")
-def tls_auth_server(
-    tmp_path_factory: pytest.TempPathFactory, cache_dir: Path, tls_files: TlsFiles
-) -> Iterator[RunningServer]:
-    running = start_tls_server(tmp_path_factory.mktemp("logs"), tls_files, "--model", "tiny", *AUTH_ARGS)
-    yield running
-    running.stop()
-
-
-def client(url: str, *, secret: str = SECRET, session_token: str | None = None, verify: Any = None) -> Any:
+def client(
+    url: str, *, secret: str = AUTH_SECRET, session_token: str | None = None, verify: Any = None
+) -> Any:
     return boto3.client(
         "bedrock-runtime",
         endpoint_url=url,
         region_name="us-east-1",
-        aws_access_key_id=KEY_ID,
+        aws_access_key_id=AUTH_KEY_ID,
         aws_secret_access_key=secret,
         aws_session_token=session_token,
         verify=verify,
@@ -106,7 +86,7 @@ def signed_headers(
 ) -> dict[str, str]:
     """Headers botocore's SigV4Auth makes for this request, at signed_at (naive UTC) or now."""
     request = AWSRequest("POST", url, data=body, headers={"Content-Type": "application/json"})
-    signer = SigV4Auth(Credentials(KEY_ID, SECRET, session_token), "bedrock", "us-east-1")
+    signer = SigV4Auth(Credentials(AUTH_KEY_ID, AUTH_SECRET, session_token), "bedrock", "us-east-1")
     with pytest.MonkeyPatch.context() as patch:
         if signed_at is not None:
             patch.setattr(botocore.auth, "get_current_datetime", lambda: signed_at)
@@ -168,7 +148,7 @@ def test_an_unknown_access_key_is_access_denied(auth_server: RunningServer) -> N
         endpoint_url=auth_server.url,
         region_name="us-east-1",
         aws_access_key_id="AKIDOTHER",
-        aws_secret_access_key=SECRET,
+        aws_secret_access_key=AUTH_SECRET,
         config=Config(retries={"max_attempts": 1}),
     )
     error = refused_by_boto3(bedrock)
@@ -217,7 +197,7 @@ def test_an_unsigned_session_token_is_access_denied(auth_server: RunningServer) 
     assert "X-Amz-Security-Token" in response.json()["message"]
 
 
-@pytest.mark.parametrize(("token", "status"), [(API_KEY, 400), ("tok-2", 403)])
+@pytest.mark.parametrize(("token", "status"), [(AUTH_API_KEY, 400), ("tok-2", 403)])
 def test_a_bearer_token_over_http(auth_server: RunningServer, token: str, status: int) -> None:
     headers = {"content-type": "application/json", "authorization": f"Bearer {token}"}
     response = post(invoke_url(auth_server), UNDECODABLE_BODY, headers)
@@ -234,7 +214,7 @@ def test_boto3_signs_over_tls_too(tls_auth_server: RunningServer, tls_files: Tls
 def test_boto3_sends_a_good_bearer_token_over_tls(
     tls_auth_server: RunningServer, tls_files: TlsFiles, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("AWS_BEARER_TOKEN_BEDROCK", API_KEY)
+    monkeypatch.setenv("AWS_BEARER_TOKEN_BEDROCK", AUTH_API_KEY)
     # The client's own key pair is not configured on the server: only the Bearer token can pass.
     bedrock = client(tls_auth_server.url, secret="not-the-secret", verify=str(tls_files.cert))
     assert invoke(bedrock, GOOD_BODY)["result"] == "success"
@@ -265,4 +245,4 @@ def test_the_server_log_names_refusals_without_secrets(auth_server: RunningServe
     signature = headers["Authorization"].rsplit("Signature=", 1)[1]
     log = auth_server.log()
     assert f"refused POST /model/{MODEL}/invoke: {SIGNATURE_MISMATCH}" in log
-    assert signature not in log and SECRET not in log
+    assert signature not in log and AUTH_SECRET not in log

@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,35 +20,16 @@ import pytest
 from PIL import Image
 
 from sdxl_bedrock.api.auth import SIGNATURE_MISMATCH
-from tests.conftest import REPO, RunningServer, TlsFiles, gradient_png, start_server, start_tls_server
+from tests.conftest import AUTH_KEY_ID, AUTH_SECRET, REPO, RunningServer, TlsFiles, gradient_png
 
 JS_DIR = REPO / "tests" / "js"
 SEED = 4242
 SOURCE_SIZE = (64, 64)
-KEY_ID = "AKIDJSTEST"
-SECRET = "js-secret"
 VALIDATION_MESSAGE = (
     "Malformed input request: #/steps: 5 is not greater or equal to 10, "
     "please reformat your input and try again."
 )
 TRANSPORTS = [pytest.param(False, id="http1.1"), pytest.param(True, id="http2")]
-AUTH_SERVER_ARGS = ("--model", "tiny", "--relaxed-sizes", "--access-key", f"{KEY_ID}:{SECRET}")
-
-
-@pytest.fixture(scope="module")
-def auth_server(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Iterator[RunningServer]:
-    running = start_server(tmp_path_factory.mktemp("logs"), *AUTH_SERVER_ARGS)
-    yield running
-    running.stop()
-
-
-@pytest.fixture(scope="module")
-def tls_auth_server(
-    tmp_path_factory: pytest.TempPathFactory, cache_dir: Path, tls_files: TlsFiles
-) -> Iterator[RunningServer]:
-    running = start_tls_server(tmp_path_factory.mktemp("logs"), tls_files, *AUTH_SERVER_ARGS)
-    yield running
-    running.stop()
 
 
 def image_to_image(**fields: object) -> dict[str, object]:
@@ -68,7 +48,7 @@ def js_sdk(
     body: dict[str, object],
     *,
     http2: bool,
-    secret: str = SECRET,
+    secret: str = AUTH_SECRET,
     trusted_cert: Path | None = None,
 ) -> dict[str, Any]:
     """What the JS SDK returned or threw, as bedrock.mjs describes it."""
@@ -77,7 +57,7 @@ def js_sdk(
     job = {
         "endpoint": server.url,
         "region": "us-east-1",
-        "credentials": {"accessKeyId": KEY_ID, "secretAccessKey": secret},
+        "credentials": {"accessKeyId": AUTH_KEY_ID, "secretAccessKey": secret},
         "command": command,
         "body": body,
         "http2": http2,

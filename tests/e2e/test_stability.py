@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from sdxl_bedrock.engine.masking import EDGE_RADIUS
 from tests.conftest import RunningServer, gradient_png, start_server
 
 ENGINE = "stable-diffusion-xl-1024-v1-0"
@@ -189,21 +190,37 @@ def test_image_to_image_form_answers_png(server: RunningServer) -> None:
     assert pixels(response.content).shape == (64, 64, 3)
 
 
-def test_masking_is_served_or_refused_clearly(server: RunningServer) -> None:
-    mask = ("mask.png", gradient_png(64, 64, "L"), "image/png")
+def half_mask_png() -> bytes:
+    """A 64x64 "L" mask, black on the left half and white on the right half."""
+    mask = Image.new("L", (64, 64), 0)
+    mask.paste(255, (32, 0, 64, 64))
+    buffer = io.BytesIO()
+    mask.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+# Columns well clear of the mask's edge at x = 32, where the pasted-back original is blended in.
+LEFT, RIGHT = slice(0, 32 - EDGE_RADIUS), slice(32 + EDGE_RADIUS, 64)
+
+
+@pytest.mark.parametrize(
+    ("mask_source", "kept", "regenerated"),
+    [("MASK_IMAGE_WHITE", LEFT, RIGHT), ("MASK_IMAGE_BLACK", RIGHT, LEFT)],
+)
+def test_masking_regenerates_only_the_masked_half(
+    server: RunningServer, mask_source: str, kept: slice, regenerated: slice
+) -> None:
     response = httpx.post(
         server.url + MASKING,
-        files={**init_image_file(), "mask_image": mask},
-        data=small_form(mask_source="MASK_IMAGE_WHITE"),
+        files={**init_image_file(), "mask_image": ("mask.png", half_mask_png(), "image/png")},
+        data=small_form(mask_source=mask_source, seed="3"),
         timeout=TIMEOUT,
     )
-    # Masking reaches the engine in its own change; until then the engine's refusal passes through.
-    if response.status_code == 400:
-        assert_stability_error(response, 400, "bad_request")
-        assert "not served yet" in response.json()["message"]
-    else:
-        assert response.status_code == 200, response.text
-        assert decoded(response.json()["artifacts"][0]).shape == (64, 64, 3)
+    assert response.status_code == 200, response.text
+    image, original = decoded(response.json()["artifacts"][0]), pixels(gradient_png(64, 64))
+    assert image.shape == original.shape
+    assert np.array_equal(image[:, kept], original[:, kept]), "pixels outside the mask must be kept exactly"
+    assert np.abs(image[:, regenerated] - original[:, regenerated]).mean() > 5, "the masked half is unchanged"
 
 
 # ---- errors ----------------------------------------------------------------------------------------------

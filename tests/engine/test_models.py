@@ -21,8 +21,9 @@ from PIL import Image
 from safetensors.torch import load_file
 from transformers import CLIPTextConfig, CLIPTokenizer
 
-from sdxl_bedrock.engine import models, tiny
+from sdxl_bedrock.engine import clip_vocab, model_cache, models, random_models, sdxl_base_config, tiny
 from sdxl_bedrock.engine.models import ModelSource, load_pipeline, resolve_model
+from tests.engine import single_file
 
 A_PHOTO_OF_A_CAT = [49406, 320, 1125, 539, 320, 2368, 49407]
 # The published sizes of SDXL 1.0 base's components.
@@ -57,13 +58,13 @@ def tiny_folder(cache_root: Path) -> Path:
 
 @pytest.fixture
 def cache_env(cache_root: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv(tiny.CACHE_ENV_VAR, str(cache_root))
+    monkeypatch.setenv(model_cache.CACHE_ENV_VAR, str(cache_root))
     return cache_root
 
 
 @pytest.fixture(scope="module")
 def base_config(cache_root: Path) -> Path:
-    return tiny.sdxl_base_config_path(cache_root)
+    return sdxl_base_config.sdxl_base_config_path(cache_root)
 
 
 def gradient_image(size: int = 64) -> Image.Image:
@@ -92,9 +93,9 @@ def small_img2img(pipe: StableDiffusionXLImg2ImgPipeline) -> np.ndarray:
 
 
 def test_clip_vocab_has_clips_layout() -> None:
-    vocab = tiny.clip_vocab()
+    vocab = clip_vocab.clip_vocab()
     assert len(vocab) == 49408
-    assert len(tiny.clip_merges()) == 48894
+    assert len(clip_vocab.clip_merges()) == 48894
     assert vocab["!"] == 0
     assert vocab["a</w>"] == 320
     assert vocab["in"] == 512  # the first merge, "i n"
@@ -106,7 +107,7 @@ def test_clip_vocab_has_clips_layout() -> None:
     ("folder", "pad_token", "pad_id"), [("tokenizer", "<|endoftext|>", 49407), ("tokenizer_2", "!", 0)]
 )
 def test_sdxl_tokenizers_give_clips_ids(tmp_path: Path, folder: str, pad_token: str, pad_id: int) -> None:
-    tiny.write_sdxl_tokenizers(tmp_path)
+    sdxl_base_config.write_sdxl_tokenizers(tmp_path)
 
     tokenizer = CLIPTokenizer.from_pretrained(tmp_path / folder, local_files_only=True)
 
@@ -176,10 +177,10 @@ def test_tiny_model_path_is_cached_and_versioned(tiny_folder: Path, cache_root: 
 
 
 def test_default_cache_root_follows_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv(tiny.CACHE_ENV_VAR, str(tmp_path))
-    assert tiny.default_cache_root() == tmp_path
-    monkeypatch.delenv(tiny.CACHE_ENV_VAR)
-    assert tiny.default_cache_root() == Path.home() / ".cache" / "sdxl-bedrock"
+    monkeypatch.setenv(model_cache.CACHE_ENV_VAR, str(tmp_path))
+    assert model_cache.default_cache_root() == tmp_path
+    monkeypatch.delenv(model_cache.CACHE_ENV_VAR)
+    assert model_cache.default_cache_root() == Path.home() / ".cache" / "sdxl-bedrock"
 
 
 # --- building once, across racing builders -------------------------------------------------------------
@@ -193,7 +194,7 @@ def test_build_once_loser_of_a_race_uses_the_winners_folder(tmp_path: Path) -> N
         target.mkdir()
         (target / "marker").write_text("winner")
 
-    assert tiny.build_once(target, build_while_another_finishes_first) == target
+    assert model_cache.build_once(target, build_while_another_finishes_first) == target
     assert (target / "marker").read_text() == "winner"
     assert [path.name for path in tmp_path.iterdir()] == ["model"]
 
@@ -208,7 +209,8 @@ def test_build_once_from_many_threads_builds_one_complete_folder(tmp_path: Path)
 
     results: list[Path] = []
     threads = [
-        threading.Thread(target=lambda: results.append(tiny.build_once(target, build))) for _ in range(6)
+        threading.Thread(target=lambda: results.append(model_cache.build_once(target, build)))
+        for _ in range(6)
     ]
     for thread in threads:
         thread.start()
@@ -226,7 +228,7 @@ def test_build_once_leaves_nothing_behind_when_the_build_fails(tmp_path: Path) -
         raise RuntimeError("disk full")
 
     with pytest.raises(RuntimeError, match="disk full"):
-        tiny.build_once(tmp_path / "model", fail)
+        model_cache.build_once(tmp_path / "model", fail)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -262,7 +264,7 @@ def test_sdxl_base_config_folder_is_a_complete_offline_pipeline_config(base_conf
     index = StableDiffusionXLImg2ImgPipeline.load_config(base_config, local_files_only=True)
     pad_tokens = [
         CLIPTokenizer.from_pretrained(base_config / name, local_files_only=True).pad_token
-        for name in tiny.TOKENIZER_FOLDERS
+        for name in sdxl_base_config.TOKENIZER_FOLDERS
     ]
 
     assert index["force_zeros_for_empty_prompt"] is True
@@ -279,21 +281,27 @@ def test_sdxl_base_config_folder_is_a_complete_offline_pipeline_config(base_conf
 
 
 def test_sdxl_base_configs_build_sdxl_sized_models() -> None:
-    models = tiny.random_sdxl_models(tiny.sdxl_base_component_configs(), seed=0, device="meta")
+    models = random_models.random_sdxl_models(
+        sdxl_base_config.sdxl_base_component_configs(), seed=0, device="meta"
+    )
 
     counts = {name: sum(p.numel() for p in module.parameters()) for name, module in models.by_name().items()}
     assert counts == SDXL_PARAMETER_COUNTS
 
 
 def test_original_layout_keys_round_trip_through_diffusers_at_full_size() -> None:
-    configs = tiny.sdxl_base_component_configs()
+    configs = sdxl_base_config.sdxl_base_component_configs()
     with torch.device("meta"):
-        unet = UNet2DConditionModel.from_config(tiny.without_private_keys(configs["unet"]))
-        vae = AutoencoderKL.from_config(tiny.without_private_keys(configs["vae"]))
+        unet = UNet2DConditionModel.from_config(random_models.without_private_keys(configs["unet"]))
+        vae = AutoencoderKL.from_config(random_models.without_private_keys(configs["vae"]))
     unet_state, vae_state = unet.state_dict(), vae.state_dict()
 
-    original_unet = tiny.prefixed(tiny.UNET_PREFIX, tiny.unet_to_original(unet_state, configs["unet"]))
-    original_vae = tiny.prefixed(tiny.VAE_PREFIX, tiny.vae_to_original(vae_state, configs["vae"]))
+    original_unet = single_file.prefixed(
+        single_file.UNET_PREFIX, single_file.unet_to_original(unet_state, configs["unet"])
+    )
+    original_vae = single_file.prefixed(
+        single_file.VAE_PREFIX, single_file.vae_to_original(vae_state, configs["vae"])
+    )
 
     # Key names and counts of Stability's sd_xl_base_1.0.safetensors.
     assert (len(original_unet), len(original_vae)) == (1680, 248)
@@ -386,7 +394,7 @@ def test_load_pipeline_tiny(cache_env: Path, tiny_folder: Path) -> None:
 
 def test_single_file_checkpoint_loads_the_same_weights(tiny_folder: Path, tmp_path: Path) -> None:
     checkpoint = tmp_path / "tiny-sdxl.safetensors"
-    tiny.export_single_file(tiny_folder, checkpoint)
+    single_file.export_single_file(tiny_folder, checkpoint)
     keys = load_file(checkpoint).keys()
     assert all(
         key.startswith(("model.diffusion_model.", "first_stage_model.", "conditioner.")) for key in keys

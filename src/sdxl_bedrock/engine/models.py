@@ -29,13 +29,9 @@ from diffusers.pipelines.stable_diffusion_xl.pipeline_stable_diffusion_xl_img2im
     StableDiffusionXLImg2ImgPipeline,
 )
 
-from sdxl_bedrock.engine.tiny import (
-    RANDOM_SDXL_SEED,
-    random_sdxl_models,
-    sdxl_base_component_configs,
-    sdxl_base_config_path,
-    tiny_model_path,
-)
+from sdxl_bedrock.engine.random_models import RANDOM_SDXL_SEED, random_sdxl_models
+from sdxl_bedrock.engine.sdxl_base_config import sdxl_base_component_configs, sdxl_base_config_path
+from sdxl_bedrock.engine.tiny import tiny_model_path
 
 ModelKind = Literal["tiny", "sdxl-random", "diffusers-folder", "single-file", "hf-cache"]
 REPO_ID_PATTERN = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
