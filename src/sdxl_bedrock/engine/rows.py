@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 
 from sdxl_bedrock.engine.acceleration import UNetInputs
+from sdxl_bedrock.engine.masking import blend_outside_mask
 from sdxl_bedrock.engine.prompts import PromptEmbeddings, stack_rows
 from sdxl_bedrock.engine.samplers import ModelCall, SamplerRun, SamplingPlan, StepEnd
 from sdxl_bedrock.schema import GeneratedImage, GenerationRequest
@@ -145,7 +146,7 @@ class Row:
         if self.mask is not None and start is not None and start.clean is not None:
             # Outside the mask, the init image's latents at the noise level the step reached.
             known = self.plan.noised(start.clean, start.noise, event.index + 1)
-            latents = self.mask * latents + (1 - self.mask) * known
+            latents = blend_outside_mask(latents, known, self.mask)
         self.latents = latents
         self.steps_done = event.index + 1
         if self.on_step is not None:
