@@ -1,15 +1,21 @@
 """End-to-end benchmark: the server through boto3 against plain diffusers in-process, measured in one run.
 
     python -m bench.run [--model tiny] [--device cpu] [--size 512] [--requests 8] [--concurrency 1 4 8 16]
-                        [--out-dir bench/out] [--server-args ...]
+                        [--workload both|alike|mixed] [--out-dir bench/out] [--server-args ...]
 
-Reports, on the same weights and parameters (image-to-image, 30 steps, image_strength 0.35, cfg 7,
-K_DPMPP_2M = diffusers' DPMSolverMultistepScheduler):
+The alike workload: every request the same parameters (image-to-image, 30 steps, image_strength 0.35,
+cfg 7, K_DPMPP_2M = diffusers' DPMSolverMultistepScheduler). Reports:
 - latency p50/p95 through HTTP with boto3 vs `StableDiffusionXLImg2ImgPipeline` called in-process;
 - throughput at several client concurrencies vs the pipeline called sequentially;
+- mean rows per UNet call (from the server's sdxl_rows_per_tick);
 - the host-side codec cost (base64 + PNG decode of the request, PNG encode + base64 of the answer);
 - image health: finish reasons of every answer, and blank (constant: black, or NaN cast to black) images
   among the baseline's and the latency run's pictures (decoded outside the timed span).
+The mixed workload (continuous batching's case): 16 image-to-image requests with their own steps (20, 30,
+40), image_strength (0.2, 0.35, 0.5, 0.65) and sampler (K_DPMPP_2M, K_EULER, DDIM, K_EULER_ANCESTRAL),
+sent one at a time (the server's own sequential run) and by 4, 8 and 16 concurrent clients (--concurrency);
+reports images/s with its ratio to the server's sequential run and to diffusers in-process sequential on
+the same 16 requests, p50/p95 latency and mean rows per UNet call.
 Prints a table and writes JSON (after each phase, so a run cut short keeps what it measured) and the
 server's log to --out-dir (bench/out/). Timings are for comparison within one run on one machine.
 On a GPU: bench/gpu/run.sh (bench/gpu/README.md).
@@ -84,31 +90,49 @@ def hardware() -> str:
 # -- the baseline: plain diffusers, in-process -----------------------------------------------------------
 
 
-def baseline(args: argparse.Namespace, image_png: bytes) -> dict[str, Any]:
+ALIKE = {"steps": 30, "image_strength": 0.35, "sampler": "K_DPMPP_2M"}
+
+
+def mixed_workload() -> list[dict[str, Any]]:
+    """16 image-to-image requests, each with its own steps, image_strength and sampler."""
+    samplers = ("K_DPMPP_2M", "K_EULER", "DDIM", "K_EULER_ANCESTRAL")
+    return [
+        {
+            "steps": (20, 30, 40)[i % 3],
+            "image_strength": (0.2, 0.35, 0.5, 0.65)[i % 4],
+            "sampler": samplers[i // 4],
+        }
+        for i in range(16)
+    ]
+
+
+def baseline(args: argparse.Namespace, image_png: bytes, workload: list[dict[str, Any]]) -> dict[str, Any]:
+    """`workload`'s requests through StableDiffusionXLImg2ImgPipeline in-process, one after another, each
+    with the diffusers scheduler of its sampler (the server's own table says which)."""
     import torch
-    from diffusers import DPMSolverMultistepScheduler
 
     from sdxl_bedrock.engine.models import load_pipeline
     from sdxl_bedrock.engine.pipeline import resolve_device, resolve_dtype
+    from sdxl_bedrock.engine.samplers import make_scheduler
+    from sdxl_bedrock.presets import SAMPLER_NAMES
 
     device = resolve_device(args.device)
     pipe: Any = load_pipeline(args.model, device=str(device), dtype=resolve_dtype("auto", device))
-    pipe.scheduler = DPMSolverMultistepScheduler.from_config(
-        pipe.scheduler.config, algorithm_type="dpmsolver++", solver_order=2
-    )
+    config = dict(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
     image = Image.open(io.BytesIO(image_png)).convert("RGB")
 
     blanks = 0
 
-    def one(seed: int) -> float:
+    def one(seed: int, fields: dict[str, Any]) -> float:
         nonlocal blanks
+        pipe.scheduler = make_scheduler(SAMPLER_NAMES[fields["sampler"]], config)
         started = time.perf_counter()
         output = pipe(
             prompt="A space ship.",
             image=image,
-            strength=0.65,
-            num_inference_steps=30,
+            strength=1 - fields["image_strength"],
+            num_inference_steps=fields["steps"],
             guidance_scale=7.0,
             generator=torch.Generator().manual_seed(seed),
         )
@@ -118,8 +142,8 @@ def baseline(args: argparse.Namespace, image_png: bytes) -> dict[str, Any]:
         blanks += sum(blank(picture) for picture in output.images)
         return elapsed
 
-    one(0)  # warm-up
-    latencies = [one(seed) for seed in range(1, args.requests + 1)]
+    one(0, workload[0])  # warm-up
+    latencies = [one(seed, fields) for seed, fields in enumerate(workload, start=1)]
     return {
         "p50_s": statistics.median(latencies),
         "p95_s": percentile(latencies, 0.95),
@@ -161,22 +185,27 @@ def start_server(args: argparse.Namespace) -> RunningServer:
     return server
 
 
-def through_server(args: argparse.Namespace, image_png: bytes) -> dict[str, Any]:
-    import boto3
-    from botocore.config import Config
+def rows_per_tick(url: str) -> tuple[float, float]:
+    """(sum, count) of the server's sdxl_rows_per_tick histogram: rows and UNet calls so far."""
+    import httpx
 
-    server = start_server(args)
-    url = server.url
-    body_template = {
-        "text_prompts": [{"text": "A space ship."}],
-        "init_image": base64.b64encode(image_png).decode(),
-        "cfg_scale": 7,
-        "steps": 30,
-        "image_strength": 0.35,
-        "sampler": "K_DPMPP_2M",
-    }
-    try:
-        client = boto3.client(
+    found = {"sum": 0.0, "count": 0.0}
+    for line in httpx.get(url + "/metrics", timeout=30).text.splitlines():
+        for part in found:
+            if line.startswith(f"sdxl_rows_per_tick_{part} "):
+                found[part] = float(line.split()[1])
+    return found["sum"], found["count"]
+
+
+class ServerClient:
+    """boto3 against the running server, counting finish reasons and blank images."""
+
+    def __init__(self, url: str, image_png: bytes) -> None:
+        import boto3
+        from botocore.config import Config
+
+        self.url = url
+        self.client = boto3.client(
             "bedrock-runtime",
             endpoint_url=url,
             region_name="us-east-1",
@@ -184,40 +213,75 @@ def through_server(args: argparse.Namespace, image_png: bytes) -> dict[str, Any]
             aws_secret_access_key="bench",
             config=Config(max_pool_connections=64, read_timeout=900, retries={"max_attempts": 1}),
         )
+        self.template = {
+            "text_prompts": [{"text": "A space ship."}],
+            "init_image": base64.b64encode(image_png).decode(),
+            "cfg_scale": 7,
+        }
+        self.finish_reasons: Counter[str] = Counter()
+        self.blanks = 0
 
-        finish_reasons: Counter[str] = Counter()
-        blanks = 0
+    def one(self, seed: int, fields: dict[str, Any], inspect: bool = False) -> float:
+        started = time.perf_counter()
+        body = json.dumps({**self.template, **fields, "seed": seed})
+        response = self.client.invoke_model(modelId=MODEL_ID, body=body)
+        answer = json.loads(response["body"].read())
+        elapsed = time.perf_counter() - started
+        for artifact in answer["artifacts"]:
+            self.finish_reasons[artifact["finishReason"]] += 1  # Counter's += is one bytecode-safe update
+            if inspect:
+                self.blanks += blank(Image.open(io.BytesIO(base64.b64decode(artifact["base64"]))))
+        return elapsed
 
-        def one(seed: int, inspect: bool = False) -> float:
-            nonlocal blanks
-            started = time.perf_counter()
-            response = client.invoke_model(modelId=MODEL_ID, body=json.dumps({**body_template, "seed": seed}))
-            answer = json.loads(response["body"].read())
-            elapsed = time.perf_counter() - started
-            for artifact in answer["artifacts"]:
-                finish_reasons[artifact["finishReason"]] += 1  # Counter's += is one bytecode-safe update
-                if inspect:
-                    blanks += blank(Image.open(io.BytesIO(base64.b64decode(artifact["base64"]))))
-            return elapsed
-
-        one(1000, inspect=True)  # warm-up
-        latencies = [one(seed, inspect=True) for seed in range(1, args.requests + 1)]
-        throughput = {}
-        for concurrency in args.concurrency:
-            count = max(args.requests, concurrency * 2)
-            started = time.perf_counter()
-            with ThreadPoolExecutor(concurrency) as pool:
-                list(pool.map(one, range(2000, 2000 + count)))
-            throughput[concurrency] = count / (time.perf_counter() - started)
+    def concurrently(self, workload: list[dict[str, Any]], clients: int, first_seed: int) -> dict[str, Any]:
+        """The workload's requests by `clients` concurrent clients: images/s, latencies, rows per tick."""
+        rows_before, ticks_before = rows_per_tick(self.url)
+        started = time.perf_counter()
+        with ThreadPoolExecutor(clients) as pool:
+            latencies = list(
+                pool.map(lambda item: self.one(first_seed + item[0], item[1]), enumerate(workload))
+            )
+        seconds = time.perf_counter() - started
+        rows_after, ticks_after = rows_per_tick(self.url)
         return {
+            "images_per_s": len(workload) / seconds,
             "p50_s": statistics.median(latencies),
             "p95_s": percentile(latencies, 0.95),
-            "images_per_s": throughput,
-            "finish_reasons": dict(finish_reasons),
-            "blank_images_of_latency_run": blanks,
+            "mean_rows_per_tick": (rows_after - rows_before) / max(ticks_after - ticks_before, 1),
         }
-    finally:
-        server.stop()
+
+
+def alike_phase(client: ServerClient, args: argparse.Namespace) -> dict[str, Any]:
+    client.one(1000, ALIKE, inspect=True)  # warm-up
+    latencies = [client.one(seed, ALIKE, inspect=True) for seed in range(1, args.requests + 1)]
+    runs = {
+        concurrency: client.concurrently([ALIKE] * max(args.requests, concurrency * 2), concurrency, 2000)
+        for concurrency in args.concurrency
+    }
+    return {
+        "p50_s": statistics.median(latencies),
+        "p95_s": percentile(latencies, 0.95),
+        "images_per_s": {c: run["images_per_s"] for c, run in runs.items()},
+        "mean_rows_per_tick": {c: run["mean_rows_per_tick"] for c, run in runs.items()},
+        "finish_reasons": dict(client.finish_reasons),
+        "blank_images_of_latency_run": client.blanks,
+    }
+
+
+def mixed_phase(client: ServerClient, args: argparse.Namespace) -> dict[str, Any]:
+    workload = mixed_workload()
+    client.one(3000, workload[0])  # warm-up
+    runs = {1: client.concurrently(workload, 1, 4000)}
+    for concurrency in args.concurrency:
+        if concurrency > 1:
+            runs[concurrency] = client.concurrently(workload, concurrency, 4000 + 100 * concurrency)
+    sequential = runs[1]["images_per_s"]
+    return {
+        "requests": len(workload),
+        "runs": runs,
+        "ratio_to_server_sequential": {c: run["images_per_s"] / sequential for c, run in runs.items()},
+        "finish_reasons": dict(client.finish_reasons),
+    }
 
 
 # -- host codecs ------------------------------------------------------------------------------------------
@@ -253,6 +317,49 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def report_alike(results: dict[str, Any], args: argparse.Namespace) -> None:
+    reference, served = results["diffusers_in_process"], results["server_boto3"]
+    print(f"hardware: {results['hardware']}")
+    print(f"{'alike workload':34} {'p50 s':>8} {'p95 s':>8}")
+    print(f"{'diffusers in-process':34} {reference['p50_s']:8.3f} {reference['p95_s']:8.3f}")
+    print(
+        f"{'server via boto3':34} {served['p50_s']:8.3f} {served['p95_s']:8.3f}   "
+        f"ratio {results['latency_ratio_p50']:.2f}x"
+    )
+    print(f"{'throughput (images/s)':34} {'server':>8} {'ratio':>8} {'rows/tick':>9}")
+    print(f"{'diffusers sequential':34} {reference['sequential_images_per_s']:8.3f}")
+    for concurrency, ips in served["images_per_s"].items():
+        print(
+            f"{f'server, {concurrency} concurrent clients':34} {ips:8.3f} "
+            f"{results['throughput_ratio'][concurrency]:7.2f}x "
+            f"{served['mean_rows_per_tick'][concurrency]:9.2f}"
+        )
+    print(
+        f"image health: finish reasons {served['finish_reasons']}; blank images: diffusers "
+        f"{reference['blank_images']} of {reference['images']}, "
+        f"server {served['blank_images_of_latency_run']} of {args.requests + 1}"
+    )
+
+
+def report_mixed(results: dict[str, Any]) -> None:
+    mixed, diffusers = results["mixed_server_boto3"], results["mixed_diffusers_in_process"]
+    sequential = diffusers["sequential_images_per_s"]
+    print(f"mixed workload ({mixed['requests']} requests): diffusers sequential {sequential:.3f} images/s")
+    columns = ("images/s", "vs seq", "vs diff", "p50 s", "p95 s", "rows/tick")
+    print(f"{'clients':>8} " + " ".join(f"{column:>9}" for column in columns))
+    for clients, run in mixed["runs"].items():
+        figures = (
+            f"{run['images_per_s']:9.3f}",
+            f"{mixed['ratio_to_server_sequential'][clients]:8.2f}x",
+            f"{mixed['ratio_to_diffusers_sequential'][clients]:8.2f}x",
+            f"{run['p50_s']:9.3f}",
+            f"{run['p95_s']:9.3f}",
+            f"{run['mean_rows_per_tick']:9.2f}",
+        )
+        print(f"{clients:>8} " + " ".join(figures))
+    print(f"mixed finish reasons: {mixed['finish_reasons']}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -260,6 +367,12 @@ def main() -> None:
     add_model_arguments(parser)
     parser.add_argument("--requests", type=int, default=8)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 8, 16])
+    parser.add_argument(
+        "--workload",
+        choices=["both", "alike", "mixed"],
+        default="both",
+        help="alike: one set of parameters; mixed: each request its own steps, strength and sampler",
+    )
     parser.add_argument(
         "--server-args",
         nargs=argparse.REMAINDER,
@@ -270,8 +383,9 @@ def main() -> None:
 
     image_png = source_png(args.size)
     print(
-        f"benchmark: {args.model} on {args.device}, {args.size}x{args.size} image-to-image, 30 steps, "
-        f"image_strength 0.35, cfg 7, K_DPMPP_2M; {args.requests} requests per figure",
+        f"benchmark: {args.model} on {args.device}, {args.size}x{args.size} image-to-image, cfg 7; "
+        f"{args.workload} workload(s); alike: 30 steps, image_strength 0.35, K_DPMPP_2M, "
+        f"{args.requests} requests per figure",
         flush=True,
     )
     args.out_dir.mkdir(parents=True, exist_ok=True)
@@ -288,39 +402,41 @@ def main() -> None:
     def save() -> None:
         target.write_text(json.dumps(results, indent=2))
 
-    reference = results["diffusers_in_process"] = baseline(args, image_png)
-    save()
+    workloads = ["alike", "mixed"] if args.workload == "both" else [args.workload]
+    if "alike" in workloads:
+        results["diffusers_in_process"] = baseline(args, image_png, [ALIKE] * args.requests)
+        save()
+    if "mixed" in workloads:
+        results["mixed_diffusers_in_process"] = baseline(args, image_png, mixed_workload())
+        save()
     release_gpu_memory()
-    served = results["server_boto3"] = through_server(args, image_png)
-    results["latency_ratio_p50"] = served["p50_s"] / reference["p50_s"]
-    results["throughput_ratio"] = {
-        c: ips / reference["sequential_images_per_s"] for c, ips in served["images_per_s"].items()
-    }
-    save()
+    server = start_server(args)
+    try:
+        client = ServerClient(server.url, image_png)
+        if "alike" in workloads:
+            reference = results["diffusers_in_process"]
+            served = results["server_boto3"] = alike_phase(client, args)
+            results["latency_ratio_p50"] = served["p50_s"] / reference["p50_s"]
+            results["throughput_ratio"] = {
+                c: ips / reference["sequential_images_per_s"] for c, ips in served["images_per_s"].items()
+            }
+            save()
+            report_alike(results, args)
+        if "mixed" in workloads:
+            mixed = results["mixed_server_boto3"] = mixed_phase(client, args)
+            diffusers = results["mixed_diffusers_in_process"]["sequential_images_per_s"]
+            mixed["ratio_to_diffusers_sequential"] = {
+                c: run["images_per_s"] / diffusers for c, run in mixed["runs"].items()
+            }
+            save()
+            report_mixed(results)
+    finally:
+        server.stop()
     codecs = results["host_codecs_1024"] = codec_cost()
     save()
-    print(f"hardware: {results['hardware']}")
-    print(f"{'':34} {'p50 s':>8} {'p95 s':>8}")
-    print(f"{'diffusers in-process':34} {reference['p50_s']:8.3f} {reference['p95_s']:8.3f}")
-    print(
-        f"{'server via boto3':34} {served['p50_s']:8.3f} {served['p95_s']:8.3f}   "
-        f"ratio {results['latency_ratio_p50']:.2f}x"
-    )
-    print(f"{'throughput (images/s)':34} {'server':>8} {'ratio':>8}")
-    print(f"{'diffusers sequential':34} {reference['sequential_images_per_s']:8.3f}")
-    for concurrency, ips in served["images_per_s"].items():
-        print(
-            f"{f'server, {concurrency} concurrent clients':34} {ips:8.3f} "
-            f"{results['throughput_ratio'][concurrency]:7.2f}x"
-        )
     print(
         f"host codecs for 1024x1024: decode request {codecs['decode_request_ms']:.1f} ms, "
         f"encode answer {codecs['encode_answer_ms']:.1f} ms"
-    )
-    print(
-        f"image health: finish reasons {served['finish_reasons']}; blank images: diffusers "
-        f"{reference['blank_images']} of {reference['images']}, "
-        f"server {served['blank_images_of_latency_run']} of {args.requests + 1}"
     )
     print(f"wrote {target}")
 

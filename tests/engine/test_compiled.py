@@ -50,7 +50,7 @@ def test_padding_rows_change_no_real_row(engine: Engine) -> None:
     generator = torch.Generator().manual_seed(0)
     inputs = UNetInputs(
         torch.randn(3, 4, 8, 8, generator=generator).to(memory_format=torch.channels_last),
-        torch.tensor(500),
+        torch.full((3,), 500.0),
         torch.randn(3, 77, config.cross_attention_dim, generator=generator),
         None,
         torch.randn(3, pooled, generator=generator),
