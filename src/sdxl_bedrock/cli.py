@@ -234,12 +234,21 @@ def run_serve(args: argparse.Namespace) -> int:
         return serve(settings, verbose=args.verbose)
 
     from sdxl_bedrock.ray_serve import serve_with_ray
+    from sdxl_bedrock.server import PortUnavailable, check_port
 
     try:
         scaling = Scaling(**scaling_given)
     except ValidationError as error:
         print(explain(error, Scaling, scaling_given, ENV_PREFIX), file=sys.stderr, flush=True)
         return 2
+    if not os.environ.get("RAY_ADDRESS"):
+        # Ray's proxy binds the port itself, once Ray and the replicas have started; a busy port should
+        # fail now. (On a cluster the proxies listen on its nodes, not necessarily here.)
+        try:
+            check_port(settings.host, settings.port)
+        except PortUnavailable as error:
+            print(f"sdxl-bedrock: {error}", file=sys.stderr, flush=True)
+            return 1
     return serve_with_ray(settings, scaling, verbose=args.verbose)
 
 
