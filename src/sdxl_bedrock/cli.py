@@ -93,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="where the PNG goes (default: %(default)s)",
     )
+    invoke.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     invoke.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     for field, kind in BODY_FIELDS.items():
         invoke.add_argument(
@@ -261,28 +262,84 @@ def serve_settings(args: argparse.Namespace) -> Settings:
 # --- invoke --------------------------------------------------------------------------------------------
 
 
+class CommandFailed(Exception):
+    """A one-line reason to stop (the message), and the exit status."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
 def run_invoke(args: argparse.Namespace) -> int:
-    from botocore.exceptions import ClientError, EventStreamError
+    try:
+        return invoke_once(args)
+    except CommandFailed as failure:
+        print(f"sdxl-bedrock: {failure}", file=sys.stderr, flush=True)
+        return failure.code
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        return 130
+
+
+def invoke_once(args: argparse.Namespace) -> int:
+    from botocore.exceptions import (
+        BotoCoreError,
+        ClientError,
+        EndpointConnectionError,
+        EventStreamError,
+        ReadTimeoutError,
+    )
 
     from sdxl_bedrock.client import bedrock_client, build_body, invoke_streaming
 
+    out: Path = args.out
+    # Checked before the request, so that a long generation is never thrown away at the end.
+    if out.exists() and not args.force:
+        raise CommandFailed(f"{out} exists; pass --force to overwrite it, or choose another --out")
+    if not out.parent.is_dir():
+        raise CommandFailed(f"cannot write {out}: no folder {out.parent}")
+    for option, path in (("--image", args.image), ("--mask", args.mask)):
+        if path is not None and not path.is_file():
+            raise CommandFailed(f"{option}: no such file: {path}")
     fields = {field: getattr(args, field) for field in BODY_FIELDS}
     for assignment in args.set:
         key, _, value = assignment.partition("=")
-        fields[key] = json.loads(value)
-    body = build_body(
-        args.prompt, negative_prompt=args.negative_prompt, image=args.image, mask=args.mask, **fields
-    )
+        try:
+            fields[key] = json.loads(value)
+        except json.JSONDecodeError as error:
+            raise CommandFailed(f"--set {key}=...: the value is not JSON ({error})", code=2) from None
+    try:
+        body = build_body(
+            args.prompt, negative_prompt=args.negative_prompt, image=args.image, mask=args.mask, **fields
+        )
+    except OSError as error:
+        raise CommandFailed(f"cannot read {error.filename}: {error.strerror}") from None
     bar = None if args.no_progress else progress_bar
     try:
         result = invoke_streaming(bedrock_client(args.endpoint), body, bar, model_id=args.model_id)
     except (ClientError, EventStreamError) as error:
-        print(f"{error.response['Error']['Code']}: {error.response['Error']['Message']}", file=sys.stderr)
-        return 1
+        raise CommandFailed(
+            f"{error.response['Error']['Code']}: {error.response['Error']['Message']}"
+        ) from None
+    except EndpointConnectionError:
+        raise CommandFailed(
+            f"could not connect to {args.endpoint} (is `sdxl-bedrock serve` running there?)"
+        ) from None
+    except ReadTimeoutError:
+        raise CommandFailed(f"{args.endpoint} did not answer in time") from None
+    except BotoCoreError as error:
+        raise CommandFailed(f"{args.endpoint}: {error}") from None
     finally:
         if bar is not None:
             print(file=sys.stderr)
-    args.out.write_bytes(result.png)
+    try:
+        with out.open("wb" if args.force else "xb") as file:
+            file.write(result.png)
+    except FileExistsError:
+        raise CommandFailed(f"{out} appeared meanwhile; pass --force to overwrite it") from None
+    except OSError as error:
+        raise CommandFailed(f"cannot write {out}: {error.strerror}") from None
+    print(f"sdxl-bedrock: wrote {out} (seed {result.seed}, {result.finish_reason})", file=sys.stderr)
     print(result.seed)
     return 0 if result.finish_reason == "SUCCESS" else 2
 
