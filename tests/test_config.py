@@ -6,13 +6,14 @@ No server here: the model, the flags made from it and the precedence between fla
 from __future__ import annotations
 
 import argparse
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
-from sdxl_bedrock.cli import build_parser, explain, given_fields, run_serve, serve_settings
+from sdxl_bedrock.cli import build_parser, explain, given_fields, option_of, run_serve, serve_settings
 from sdxl_bedrock.config import ENV_PREFIX, Settings
 from sdxl_bedrock.ray_serve import SETTINGS_FIELDS, Scaling, settings_from_args
 
@@ -210,3 +211,12 @@ def test_rays_args_go_through_the_same_model(monkeypatch: pytest.MonkeyPatch) ->
         settings_from_args({"replicas": 2})
     monkeypatch.setenv("SDXL_BEDROCK_MAX_QUEUE", "9")
     assert settings_from_args({}).max_queue == 9  # a variable fills in what the args leave out
+
+
+def test_the_readme_lists_every_option_and_its_variable() -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    table = readme.split("| option | variable | default | what |", 1)[1].split("\n\n", 1)[0]
+    for name, field in Settings.model_fields.items():
+        option = option_of(name, field)
+        row = next((line for line in table.splitlines() if re.search(f"`{option}[ `]", line)), "")
+        assert f"`{ENV_PREFIX}{name.upper()}`" in row, f"README's options table misses {name}"
