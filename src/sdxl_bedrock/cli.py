@@ -1,15 +1,30 @@
-"""sdxl-bedrock serve | invoke | model-path: arguments only; the work lives elsewhere."""
+"""sdxl-bedrock: serve Stable Diffusion XL behind the Amazon Bedrock Runtime API
+(stability.stable-diffusion-xl-v1) and Stability's REST v1 API, and send it requests."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import os
 import sys
+import typing
 from pathlib import Path
 from typing import Any
 
-from sdxl_bedrock.config import Settings
+from pydantic import BaseModel, ValidationError
+from pydantic.fields import FieldInfo
+
+from sdxl_bedrock.config import ENV_PREFIX, Flag, Settings
+
+EXAMPLES = """\
+examples:
+  sdxl-bedrock serve                        the built-in tiny model on http://127.0.0.1:8080
+  sdxl-bedrock serve --model /models/sd_xl_base_1.0.safetensors --device cuda
+  sdxl-bedrock invoke --prompt 'a boat' --image in.png --out boat.png
+
+`sdxl-bedrock serve --help` lists every option, its default and its SDXL_BEDROCK_* variable.
+"""
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -25,104 +40,65 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sdxl-bedrock", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="sdxl-bedrock",
+        description=__doc__,
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
-    serve = commands.add_parser("serve", help="serve the Bedrock Runtime API")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8080)
-    serve.add_argument(
-        "--model",
-        default="tiny",
-        help="tiny | sdxl-random | a diffusers folder | a .safetensors file | a cached HF repo id",
+    serve = commands.add_parser(
+        "serve",
+        help="serve the Bedrock Runtime and Stability v1 APIs",
+        description="Serve the Bedrock Runtime and Stability v1 APIs. Every option can also be set by its "
+        f"environment variable ({ENV_PREFIX}<NAME>); an option given here wins over its variable.",
     )
-    serve.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    serve.add_argument("--dtype", choices=["auto", "float32", "float16", "bfloat16"], default="auto")
+    add_model_flags(serve, Settings, env_prefix=ENV_PREFIX)
     serve.add_argument(
-        "--vae-dtype",
-        choices=["auto", "float32", "float16", "bfloat16"],
-        default="auto",
-        help="auto: bfloat16 on a GPU under a half --dtype (SDXL's VAE overflows float16), else --dtype",
+        "-v", "--verbose", action="store_true", help="also log INFO lines, and Ray Serve's own (default: off)"
     )
-    serve.add_argument(
-        "--relaxed-sizes",
+    ray = serve.add_argument_group("Ray Serve (pip install 'sdxl-bedrock[ray]'; see docs/SCALING.md)")
+    ray.add_argument(
+        "--ray",
         action="store_true",
-        help="accept any width/height that is a multiple of 64, not only SDXL's nine sizes",
+        help="serve as a Ray Serve deployment: a local Ray, or the cluster that RAY_ADDRESS names "
+        "(default: off)",
     )
-    serve.add_argument("--max-batch-size", type=int, default=8)
-    serve.add_argument("--max-wait-ms", type=float, default=5.0)
-    serve.add_argument("--max-queue", type=int, default=64, help="waiting requests beyond which: 429")
-    serve.add_argument(
-        "--request-timeout",
-        type=float,
-        metavar="SECONDS",
-        help="answer ModelTimeoutException (408) and drop the work after this long",
-    )
-    serve.add_argument(
-        "--shutdown-timeout",
-        type=float,
-        default=60.0,
-        metavar="SECONDS",
-        help="on SIGTERM, time allowed to finish accepted requests",
-    )
-    serve.add_argument(
-        "--compile",
-        action="store_true",
-        help="torch.compile the UNet (reduce-overhead, CUDA graphs) for the --warmup shapes, compiled before"
-        " serving; other shapes run eager",
-    )
-    serve.add_argument(
-        "--warmup",
-        metavar="BUCKETS",
-        default=None,
-        help="sizes and batch sizes to run once before serving, e.g. '1024x1024:1,2,4,8;832x1216:1'"
-        " (default with --compile: 1024x1024 at 1, 2, 4, ... up to --max-batch-size)",
-    )
-    serve.add_argument("--log-json", action="store_true", help="log JSON lines, one per request")
-    serve.add_argument("--tls-cert", type=Path)
-    serve.add_argument("--tls-key", type=Path)
-    serve.add_argument(
-        "--access-key",
-        action="append",
-        default=[],
-        metavar="ID:SECRET",
-        help="verify SigV4 signatures with this key pair (repeatable); turns auth on",
-    )
-    serve.add_argument(
-        "--api-key",
-        action="append",
-        default=[],
-        metavar="TOKEN",
-        help="accept `Authorization: Bearer TOKEN` (repeatable); turns auth on",
-    )
-    serve.add_argument(
-        "--clip-model",
-        metavar="PATH",
-        help="a transformers CLIPModel folder (or `tiny`) for clip_guidance_preset; without one, refused",
-    )
-    serve.add_argument(
-        "--blocked-terms",
-        type=Path,
-        metavar="FILE",
-        help="content filter: a prompt with one of these terms (one a line) comes back blurred",
-    )
-    serve.add_argument("-v", "--verbose", action="store_true")
-    add_ray_arguments(serve)
+    from sdxl_bedrock.ray_serve import Scaling
+
+    add_model_flags(ray, Scaling)
     serve.set_defaults(run=run_serve)
 
     invoke = commands.add_parser(
-        "invoke", help="send one request to a running server through boto3 (streamed, with a progress bar)"
+        "invoke",
+        help="send one request to a running server through boto3 (streamed, with a progress bar)",
+        description="Send one request to a running server through boto3, as a Bedrock user would; write "
+        "the image to --out and print its seed.",
     )
-    invoke.add_argument("--endpoint", default="http://127.0.0.1:8080")
-    invoke.add_argument("--model-id", default="stability.stable-diffusion-xl-v1")
-    invoke.add_argument("--prompt", required=True)
-    invoke.add_argument("--negative-prompt")
-    invoke.add_argument("--image", type=Path, help="init_image (image-to-image)")
-    invoke.add_argument("--mask", type=Path, help="mask_image (masked image-to-image)")
-    invoke.add_argument("--out", type=Path, default=Path("out.png"))
+    invoke.add_argument(
+        "--endpoint", default="http://127.0.0.1:8080", help="the server (default: %(default)s)"
+    )
+    invoke.add_argument(
+        "--model-id", default="stability.stable-diffusion-xl-v1", help="the model id (default: %(default)s)"
+    )
+    invoke.add_argument("--prompt", required=True, help="what the picture shows")
+    invoke.add_argument("--negative-prompt", help="what it should not show")
+    invoke.add_argument("--image", type=Path, metavar="FILE", help="init_image (image-to-image)")
+    invoke.add_argument("--mask", type=Path, metavar="FILE", help="mask_image (masked image-to-image)")
+    invoke.add_argument(
+        "--out",
+        type=Path,
+        default=Path("out.png"),
+        metavar="FILE",
+        help="where the PNG goes (default: %(default)s)",
+    )
+    invoke.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     invoke.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     for field, kind in BODY_FIELDS.items():
-        invoke.add_argument("--" + field.replace("_", "-"), dest=field, type=kind)
+        invoke.add_argument(
+            "--" + field.replace("_", "-"), dest=field, type=kind, help=f"the body's {field} (server default)"
+        )
     invoke.add_argument(
         "--set",
         action="append",
@@ -158,130 +134,212 @@ BODY_FIELDS: dict[str, Any] = {
 }
 
 
-def add_ray_arguments(serve: argparse.ArgumentParser) -> None:
-    ray = serve.add_argument_group("Ray Serve (pip install 'sdxl-bedrock[ray]'; see docs/SCALING.md)")
-    ray.add_argument(
-        "--ray",
-        action="store_true",
-        help="serve as a Ray Serve deployment: a local Ray, or the cluster that RAY_ADDRESS names",
-    )
-    ray.add_argument("--replicas", type=int, default=1, metavar="N", help="replicas, one model each")
-    ray.add_argument(
-        "--gpus-per-replica",
-        type=float,
-        metavar="X",
-        help="GPUs each replica reserves (fractions share a GPU); default 1 where Ray sees GPUs, else 0",
-    )
-    ray.add_argument(
-        "--cpus-per-replica", type=float, default=1.0, metavar="X", help="CPUs each replica reserves"
-    )
-    ray.add_argument("--min-replicas", type=int, metavar="N", help="autoscale, down to N replicas")
-    ray.add_argument("--max-replicas", type=int, metavar="N", help="autoscale, up to N replicas")
-    ray.add_argument(
-        "--target-ongoing-requests",
-        type=float,
-        metavar="X",
-        help="autoscaling aims at this many requests in flight per replica",
-    )
-    ray.add_argument(
-        "--max-ongoing-requests",
-        type=int,
-        metavar="N",
-        help="requests Ray sends one replica at once (default: twice --max-batch-size)",
-    )
+# --- flags made from a model's fields ------------------------------------------------------------------
+# Not pydantic-settings' own CliSettingsSource: our flags keep names that are not their fields' names
+# (`--request-timeout` sets request_timeout_s, `--access-key ID:SECRET` adds to access_keys), and there the
+# way to rename a flag is an alias, which renames the environment variable and the Serve config arg with it.
+
+
+def flag_of(field: FieldInfo) -> Flag:
+    return next((item for item in field.metadata if isinstance(item, Flag)), Flag())
+
+
+def option_of(name: str, field: FieldInfo) -> str:
+    return flag_of(field).name or "--" + name.replace("_", "-")
+
+
+def add_model_flags(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+    model: type[BaseModel],
+    env_prefix: str | None = None,
+) -> None:
+    """One flag per field of `model`: its description and default (and variable) as help. A flag left out
+    is absent from the parsed namespace, so the model's own precedence (environment, default) decides."""
+    for name, field in model.model_fields.items():
+        flag = flag_of(field)
+        help_text = f"{field.description} (default: {default_text(field, flag)}"
+        if env_prefix is not None:
+            help_text += f"; env {env_prefix}{name.upper()}"
+        options: dict[str, Any] = {
+            "dest": name,
+            "default": argparse.SUPPRESS,
+            "help": (help_text + ")").replace("%", "%%"),
+        }
+        if field.annotation is bool:
+            options["action"] = argparse.BooleanOptionalAction
+        else:
+            options["metavar"] = flag.metavar
+            options["choices"] = literal_choices(field.annotation)
+            if flag.repeatable:
+                options["action"] = "append"
+        parser.add_argument(option_of(name, field), **options)
+
+
+def default_text(field: FieldInfo, flag: Flag) -> str:
+    if flag.default_text is not None:
+        return flag.default_text
+    value = field.get_default(call_default_factory=True)
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return "none" if value is None else str(value)
+
+
+def literal_choices(annotation: Any) -> list[str] | None:
+    if typing.get_origin(annotation) is typing.Literal:
+        return list(typing.get_args(annotation))
+    return None
+
+
+def given_fields(args: argparse.Namespace, model: type[BaseModel]) -> dict[str, Any]:
+    return {name: getattr(args, name) for name in model.model_fields if hasattr(args, name)}
+
+
+def explain(error: ValidationError, model: type[BaseModel], given: dict[str, Any], env_prefix: str) -> str:
+    """One line per problem, naming the flag (or, where the value came from there, the variable); the
+    value itself is never repeated, since it may be a secret."""
+    lines = []
+    for problem in error.errors(include_url=False, include_input=False, include_context=False):
+        message = problem["msg"].removeprefix("Value error, ")
+        if problem["loc"]:
+            name = str(problem["loc"][0])
+            field = model.model_fields.get(name)
+            source = option_of(name, field) if field is not None else name
+            if name not in given and f"{env_prefix}{name.upper()}" in os.environ:
+                source = f"{env_prefix}{name.upper()}"
+            message = f"{source}: {message}"
+        lines.append(f"sdxl-bedrock serve: {message}")
+    return "\n".join(lines)
+
+
+# --- serve ---------------------------------------------------------------------------------------------
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    settings = serve_settings(args)
-    if args.ray:
-        from sdxl_bedrock.ray_serve import Scaling, serve_with_ray
+    from sdxl_bedrock.ray_serve import Scaling
 
-        scaling = Scaling(
-            replicas=args.replicas,
-            gpus_per_replica=args.gpus_per_replica,
-            cpus_per_replica=args.cpus_per_replica,
-            min_replicas=args.min_replicas,
-            max_replicas=args.max_replicas,
-            target_ongoing_requests=args.target_ongoing_requests,
-            max_ongoing_requests=args.max_ongoing_requests,
-        )
-        return serve_with_ray(settings, scaling, verbose=args.verbose)
-    from sdxl_bedrock.server import serve
+    try:
+        settings = serve_settings(args)
+    except ValidationError as error:
+        print(explain(error, Settings, given_fields(args, Settings), ENV_PREFIX), file=sys.stderr, flush=True)
+        return 2
+    scaling_given = given_fields(args, Scaling)
+    if not args.ray:
+        if scaling_given:
+            flags = ", ".join(option_of(name, Scaling.model_fields[name]) for name in scaling_given)
+            print(f"sdxl-bedrock serve: {flags}: only with --ray", file=sys.stderr, flush=True)
+            return 2
+        from sdxl_bedrock.server import serve
 
-    return serve(settings, verbose=args.verbose)
+        return serve(settings, verbose=args.verbose)
+
+    from sdxl_bedrock.ray_serve import serve_with_ray
+    from sdxl_bedrock.server import PortUnavailable, check_port
+
+    try:
+        scaling = Scaling(**scaling_given)
+    except ValidationError as error:
+        print(explain(error, Scaling, scaling_given, ENV_PREFIX), file=sys.stderr, flush=True)
+        return 2
+    if not os.environ.get("RAY_ADDRESS"):
+        # Ray's proxy binds the port itself, once Ray and the replicas have started; a busy port should
+        # fail now. (On a cluster the proxies listen on its nodes, not necessarily here.)
+        try:
+            check_port(settings.host, settings.port)
+        except PortUnavailable as error:
+            print(f"sdxl-bedrock: {error}", file=sys.stderr, flush=True)
+            return 1
+    return serve_with_ray(settings, scaling, verbose=args.verbose)
 
 
 def serve_settings(args: argparse.Namespace) -> Settings:
-    return Settings(
-        host=args.host,
-        port=args.port,
-        model=args.model,
-        device=args.device,
-        dtype=args.dtype,
-        vae_dtype=args.vae_dtype,
-        relaxed_sizes=args.relaxed_sizes,
-        max_batch_size=args.max_batch_size,
-        max_wait_ms=args.max_wait_ms,
-        max_queue=args.max_queue,
-        request_timeout_s=args.request_timeout,
-        shutdown_timeout_s=args.shutdown_timeout,
-        log_json=args.log_json,
-        compile_unet=args.compile,
-        warmup_buckets=warmup_buckets(args.warmup, args.compile, args.max_batch_size),
-        tls_cert=args.tls_cert,
-        tls_key=args.tls_key,
-        access_keys=parse_access_keys(args.access_key),
-        api_keys=frozenset(args.api_key),
-        clip_model=args.clip_model,
-        blocked_terms=args.blocked_terms,
-    )
+    """The Settings that parsed `serve` flags give: each flag given wins over its SDXL_BEDROCK_* variable,
+    which wins over the default. Raises pydantic.ValidationError (see `explain`)."""
+    return Settings(**given_fields(args, Settings))
 
 
-def warmup_buckets(text: str | None, compiled: bool, max_batch_size: int) -> tuple[tuple[int, int, int], ...]:
-    """The --warmup shapes; with --compile and none named, 1024x1024 in power-of-two batches up to
-    `max_batch_size` (other batch sizes run as chunks of these, padded)."""
-    from sdxl_bedrock.engine.acceleration import parse_buckets
-
-    if text is None:
-        if not compiled:
-            return ()
-        batches = [2**n for n in range(max_batch_size.bit_length()) if 2**n <= max_batch_size]
-        text = "1024x1024:" + ",".join(map(str, batches))
-    return tuple(parse_buckets(text))
+# --- invoke --------------------------------------------------------------------------------------------
 
 
-def parse_access_keys(pairs: list[str]) -> dict[str, str]:
-    keys = {}
-    for pair in pairs:
-        key_id, separator, secret = pair.partition(":")
-        if not separator or not key_id or not secret:
-            raise SystemExit(f"--access-key wants ID:SECRET, got {pair.split(':')[0]}:...")
-        keys[key_id] = secret
-    return keys
+class CommandFailed(Exception):
+    """A one-line reason to stop (the message), and the exit status."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 def run_invoke(args: argparse.Namespace) -> int:
-    from botocore.exceptions import ClientError, EventStreamError
+    try:
+        return invoke_once(args)
+    except CommandFailed as failure:
+        print(f"sdxl-bedrock: {failure}", file=sys.stderr, flush=True)
+        return failure.code
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        return 130
+
+
+def invoke_once(args: argparse.Namespace) -> int:
+    from botocore.exceptions import (
+        BotoCoreError,
+        ClientError,
+        EndpointConnectionError,
+        EventStreamError,
+        ReadTimeoutError,
+    )
 
     from sdxl_bedrock.client import bedrock_client, build_body, invoke_streaming
 
+    out: Path = args.out
+    # Checked before the request, so that a long generation is never thrown away at the end.
+    if out.exists() and not args.force:
+        raise CommandFailed(f"{out} exists; pass --force to overwrite it, or choose another --out")
+    if not out.parent.is_dir():
+        raise CommandFailed(f"cannot write {out}: no folder {out.parent}")
+    for option, path in (("--image", args.image), ("--mask", args.mask)):
+        if path is not None and not path.is_file():
+            raise CommandFailed(f"{option}: no such file: {path}")
     fields = {field: getattr(args, field) for field in BODY_FIELDS}
     for assignment in args.set:
         key, _, value = assignment.partition("=")
-        fields[key] = json.loads(value)
-    body = build_body(
-        args.prompt, negative_prompt=args.negative_prompt, image=args.image, mask=args.mask, **fields
-    )
+        try:
+            fields[key] = json.loads(value)
+        except json.JSONDecodeError as error:
+            raise CommandFailed(f"--set {key}=...: the value is not JSON ({error})", code=2) from None
+    try:
+        body = build_body(
+            args.prompt, negative_prompt=args.negative_prompt, image=args.image, mask=args.mask, **fields
+        )
+    except OSError as error:
+        raise CommandFailed(f"cannot read {error.filename}: {error.strerror}") from None
     bar = None if args.no_progress else progress_bar
     try:
         result = invoke_streaming(bedrock_client(args.endpoint), body, bar, model_id=args.model_id)
     except (ClientError, EventStreamError) as error:
-        print(f"{error.response['Error']['Code']}: {error.response['Error']['Message']}", file=sys.stderr)
-        return 1
+        raise CommandFailed(
+            f"{error.response['Error']['Code']}: {error.response['Error']['Message']}"
+        ) from None
+    except EndpointConnectionError:
+        raise CommandFailed(
+            f"could not connect to {args.endpoint} (is `sdxl-bedrock serve` running there?)"
+        ) from None
+    except ReadTimeoutError:
+        raise CommandFailed(f"{args.endpoint} did not answer in time") from None
+    except BotoCoreError as error:
+        raise CommandFailed(f"{args.endpoint}: {error}") from None
     finally:
         if bar is not None:
             print(file=sys.stderr)
-    args.out.write_bytes(result.png)
+    try:
+        with out.open("wb" if args.force else "xb") as file:
+            file.write(result.png)
+    except FileExistsError:
+        raise CommandFailed(f"{out} appeared meanwhile; pass --force to overwrite it") from None
+    except OSError as error:
+        raise CommandFailed(f"cannot write {out}: {error.strerror}") from None
+    print(f"sdxl-bedrock: wrote {out} (seed {result.seed}, {result.finish_reason})", file=sys.stderr)
     print(result.seed)
     return 0 if result.finish_reason == "SUCCESS" else 2
 

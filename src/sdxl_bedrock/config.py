@@ -1,44 +1,190 @@
-"""Server settings: one frozen object built by the CLI (or a test) and handed to create_app."""
+"""Server settings: one definition for the `serve` flags, the `SDXL_BEDROCK_*` environment and Ray's args.
+
+`Settings` is a frozen pydantic-settings model. Each field carries its default, its help text and (through
+`Flag`) its command-line spelling; `sdxl_bedrock.cli` builds the `serve` flags from these fields, and
+`sdxl_bedrock.ray_serve.app_builder` validates a Serve config file's `args:` through the same model. A
+value comes from, first to last: the flag or arg, the environment variable `SDXL_BEDROCK_<FIELD NAME>`, the
+default.
+
+Secrets (SigV4 secret keys, bearer tokens) can come from the environment or from files, so that they stay
+out of the command line that `ps` shows to every local user; they never appear in `repr(settings)` or in
+validation errors.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, PositiveInt, ValidationInfo, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 BODY_LIMIT_BYTES = 25_000_000
+ENV_PREFIX = "SDXL_BEDROCK_"
+DEFAULT_REQUEST_TIMEOUT_S = 300.0
+# Where a secret in the environment is a list: entries split on commas or line breaks.
+ENTRY_SEPARATORS = re.compile(r"[,\n]")
+
+Device = Literal["auto", "cpu", "cuda"]
+DType = Literal["auto", "float32", "float16", "bfloat16"]
+WarmupBucket = tuple[PositiveInt, PositiveInt, PositiveInt]
 
 
 @dataclass(frozen=True)
-class Settings:
-    host: str = "127.0.0.1"
-    port: int = 8080
-    model: str = "tiny"
-    device: str = "auto"
-    dtype: str = "auto"
-    vae_dtype: str = "auto"
-    # Accept any multiple of 64 as a size instead of SDXL's nine; for other models and for quick tests.
-    relaxed_sizes: bool = False
-    max_batch_size: int = 8
-    max_wait_ms: float = 5.0
-    max_queue: int = 64
-    # Seconds a request may wait and run before ModelTimeoutException; None waits as long as it takes.
-    request_timeout_s: float | None = None
-    # On SIGTERM, how long to finish accepted requests before leaving anyway.
-    shutdown_timeout_s: float = 60.0
-    host_threads: int = 4
-    # torch.compile the UNet (CUDA graphs), and the (width, height, batch) shapes run once before serving.
-    compile_unet: bool = False
-    warmup_buckets: tuple[tuple[int, int, int], ...] = ()
-    log_json: bool = False
-    tls_cert: Path | None = None
-    tls_key: Path | None = None
-    # Auth is off while both are empty (any credentials pass, like a local emulator).
-    access_keys: dict[str, str] = field(default_factory=dict)  # SigV4 access key id -> secret
-    api_keys: frozenset[str] = frozenset()  # accepted `Authorization: Bearer` tokens
-    # A transformers CLIPModel folder (or `tiny`) for clip_guidance_preset; None refuses guidance.
-    clip_model: str | None = None
-    # The content filter's blocked terms, one per line; None runs no content filter.
-    blocked_terms: Path | None = None
+class Flag:
+    """How a field is spelled on the command line, where that is not `--field-name` with a plain value.
+
+    `name`: the flag (`--request-timeout` for `request_timeout_s`); `metavar`: the value's placeholder in
+    `--help`; `default_text`: how `--help` states a default that is not a plain value; `repeatable`: the
+    flag may be given many times, each value one entry of a collection field.
+    """
+
+    name: str | None = None
+    metavar: str | None = None
+    default_text: str | None = None
+    repeatable: bool = False
+
+
+class Settings(BaseSettings):
+    """What one server (or each Ray replica) runs with. Frozen; build it with keyword arguments (which win
+    over `SDXL_BEDROCK_*` environment variables, which win over the defaults).
+
+    Raises pydantic.ValidationError (a ValueError) for a value of the wrong type or range, an unknown field,
+    a malformed secrets file or variable (the message names the file and line, never the secret), or
+    `tls_cert` without `tls_key` (or the reverse).
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        frozen=True,
+        extra="forbid",
+        # A secret given in the wrong shape must not come back in the error that says so.
+        hide_input_in_errors=True,
+    )
+
+    host: Annotated[str, Flag(metavar="ADDRESS")] = Field(
+        default="127.0.0.1", description="address to listen on; 0.0.0.0 or :: for every interface"
+    )
+    port: Annotated[int, Flag(metavar="PORT")] = Field(
+        default=8080,
+        ge=1,
+        le=65535,
+        description="TCP port to listen on; a port another program holds is refused at once",
+    )
+    model: Annotated[str, Flag(metavar="MODEL")] = Field(
+        default="tiny",
+        description="tiny | sdxl-random | a diffusers folder | a .safetensors file | "
+        "a Hugging Face repo id already in the local cache",
+    )
+    device: Device = Field(default="auto", description="auto: cuda when PyTorch sees a GPU, else cpu")
+    dtype: DType = Field(
+        default="auto", description="the models' dtype; auto: float16 on a GPU, float32 on the CPU"
+    )
+    vae_dtype: DType = Field(
+        default="auto",
+        description="auto: bfloat16 on a GPU under a half --dtype (SDXL's VAE overflows float16), "
+        "else --dtype",
+    )
+    relaxed_sizes: bool = Field(
+        default=False,
+        description="accept any width/height that is a multiple of 64, not only SDXL's nine sizes",
+    )
+    max_batch_size: Annotated[int, Flag(metavar="N")] = Field(
+        default=8, ge=1, description="compatible requests run together, up to this many images a batch"
+    )
+    max_wait_ms: Annotated[float, Flag(metavar="MS")] = Field(
+        default=5.0, ge=0, description="how long a request waits for others to share its batch"
+    )
+    max_queue: Annotated[int, Flag(metavar="N")] = Field(
+        default=64, ge=1, description="waiting requests beyond which a new one gets ThrottlingException (429)"
+    )
+    # None: no limit (given as 0).
+    request_timeout_s: Annotated[float | None, Flag("--request-timeout", metavar="SECONDS")] = Field(
+        default=DEFAULT_REQUEST_TIMEOUT_S,
+        ge=0,
+        description="answer ModelTimeoutException (408) and drop the work when a request has waited and "
+        "run this long; 0: no limit",
+    )
+    shutdown_timeout_s: Annotated[float, Flag("--shutdown-timeout", metavar="SECONDS")] = Field(
+        default=60.0, ge=0, description="on SIGTERM, time allowed to finish accepted requests"
+    )
+    host_threads: Annotated[int, Flag(metavar="N")] = Field(
+        default=4, ge=1, description="threads for the host's share of a request (base64, image codecs, JSON)"
+    )
+    compile_unet: Annotated[bool, Flag("--compile")] = Field(
+        default=False,
+        description="torch.compile the UNet (reduce-overhead, CUDA graphs) for the --warmup shapes, "
+        "compiled before serving; other shapes run eager",
+    )
+    # (width, height, batch size) shapes run once before serving. Given as text
+    # `1024x1024:1,2,4;832x1216:1`, or as lists in a Serve config file; left out, see `warmup_default`.
+    warmup_buckets: Annotated[
+        tuple[WarmupBucket, ...],
+        NoDecode,
+        Flag(
+            "--warmup",
+            metavar="BUCKETS",
+            default_text="none; with --compile 1024x1024 at 1, 2, 4, ... up to --max-batch-size",
+        ),
+    ] = Field(
+        default=None,  # replaced by `warmup_default` (validate_default)
+        validate_default=True,
+        description="sizes and batch sizes to run once before serving, e.g. '1024x1024:1,2,4,8;832x1216:1'",
+    )
+    log_json: bool = Field(default=False, description="log JSON lines, one per request")
+    tls_cert: Annotated[Path | None, Flag(metavar="FILE")] = Field(
+        default=None, description="serve HTTPS with this PEM certificate and --tls-key"
+    )
+    tls_key: Annotated[Path | None, Flag(metavar="FILE")] = Field(
+        default=None, description="the PEM private key of --tls-cert"
+    )
+    # Each file comes before its keys: the keys' validator adds what the file holds.
+    access_key_file: Annotated[Path | None, Flag(metavar="FILE")] = Field(
+        default=None,
+        description="verify SigV4 signatures with the key pairs in this file, a line ID:SECRET each "
+        "(blank lines and # comments skipped); turns auth on",
+    )
+    # SigV4 access key id -> secret key. Auth is off while this and api_keys are empty (any credentials
+    # pass, like a local emulator).
+    access_keys: Annotated[
+        dict[str, str],
+        NoDecode,
+        Flag("--access-key", metavar="ID:SECRET", default_text="none", repeatable=True),
+    ] = Field(
+        default_factory=dict,
+        validate_default=True,
+        repr=False,
+        description="verify SigV4 signatures with this key pair, repeatable; turns auth on. `ps` shows "
+        "flags to every local user: prefer the file or the variable (ID:SECRET entries split by commas "
+        "or lines)",
+    )
+    api_key_file: Annotated[Path | None, Flag(metavar="FILE")] = Field(
+        default=None,
+        description="accept `Authorization: Bearer TOKEN` for the tokens in this file, one a line "
+        "(blank lines and # comments skipped); turns auth on",
+    )
+    # Accepted `Authorization: Bearer` tokens.
+    api_keys: Annotated[
+        frozenset[str], NoDecode, Flag("--api-key", metavar="TOKEN", default_text="none", repeatable=True)
+    ] = Field(
+        default_factory=frozenset,
+        validate_default=True,
+        repr=False,
+        description="accept `Authorization: Bearer TOKEN`, repeatable; turns auth on. `ps` shows flags "
+        "to every local user: prefer the file or the variable (tokens split by commas or lines)",
+    )
+    clip_model: Annotated[str | None, Flag(metavar="PATH")] = Field(
+        default=None,
+        description="a transformers CLIPModel folder (or `tiny`) for clip_guidance_preset; "
+        "without one, guidance is refused",
+    )
+    blocked_terms: Annotated[Path | None, Flag(metavar="FILE")] = Field(
+        default=None,
+        description="content filter: a prompt with one of these terms (one a line) comes back blurred",
+    )
 
     @property
     def auth_enabled(self) -> bool:
@@ -47,3 +193,148 @@ class Settings:
     @property
     def scheme(self) -> str:
         return "https" if self.tls_cert else "http"
+
+    @field_validator("request_timeout_s", mode="after")
+    @classmethod
+    def no_limit_as_none(cls, seconds: float | None) -> float | None:
+        return seconds or None
+
+    @field_validator("warmup_buckets", mode="before")
+    @classmethod
+    def warmup_default(cls, value: Any, info: ValidationInfo) -> Any:
+        """Text parsed; left out, none, or with compile_unet 1024x1024 in power-of-two batches up to
+        max_batch_size (other batch sizes run as chunks of these, padded)."""
+        if isinstance(value, str):
+            return parse_warmup_buckets(value)
+        if value is not None:
+            return value
+        if not info.data.get("compile_unet"):
+            return ()
+        most = info.data.get("max_batch_size", 1)
+        return tuple((1024, 1024, 2**n) for n in range(most.bit_length()) if 2**n <= most)
+
+    @field_validator("access_key_file", mode="after")
+    @classmethod
+    def access_key_file_is_well_formed(cls, path: Path | None) -> Path | None:
+        if path is not None:
+            read_access_key_file(path)
+        return path
+
+    @field_validator("api_key_file", mode="after")
+    @classmethod
+    def api_key_file_is_well_formed(cls, path: Path | None) -> Path | None:
+        if path is not None:
+            read_api_key_file(path)
+        return path
+
+    @field_validator("access_keys", mode="before")
+    @classmethod
+    def access_keys_from_entries(cls, value: Any) -> Any:
+        if isinstance(value, str):  # the environment: ID:SECRET entries
+            return parse_access_key_entries(ENTRY_SEPARATORS.split(value))
+        if isinstance(value, list | tuple):  # repeated flags
+            return parse_access_key_entries(value)
+        if isinstance(value, Mapping):  # a Serve config file's {ID: SECRET}
+            for key_id, secret in value.items():
+                split_access_key(f"{key_id}:{secret}", f"access key id {key_id}")
+        return value
+
+    @field_validator("access_keys", mode="after")
+    @classmethod
+    def access_keys_with_file(cls, keys: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        path = info.data.get("access_key_file")
+        return keys if path is None else merge_access_keys(keys, read_access_key_file(path), path)
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def api_keys_from_entries(cls, value: Any) -> Any:
+        if isinstance(value, str):  # the environment
+            value = ENTRY_SEPARATORS.split(value)
+        if isinstance(value, list | tuple | set | frozenset):
+            return frozenset(token.strip() for token in value if token.strip())
+        return value
+
+    @field_validator("api_keys", mode="after")
+    @classmethod
+    def api_keys_with_file(cls, tokens: frozenset[str], info: ValidationInfo) -> frozenset[str]:
+        path = info.data.get("api_key_file")
+        return tokens if path is None else tokens | read_api_key_file(path)
+
+    @model_validator(mode="after")
+    def tls_files_together(self) -> Settings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("--tls-cert and --tls-key go together: give both or neither")
+        return self
+
+
+def parse_warmup_buckets(text: str) -> tuple[tuple[int, int, int], ...]:
+    """`1024x1024:1,2,4;832x1216` -> ((1024, 1024, 1), (1024, 1024, 2), (1024, 1024, 4), (832, 1216, 1)).
+
+    Raises ValueError naming the group that is not `WIDTHxHEIGHT[:BATCH,BATCH...]`.
+    """
+    buckets: list[tuple[int, int, int]] = []
+    for group in filter(None, (part.strip() for part in text.split(";"))):
+        match = re.fullmatch(r"(\d+)x(\d+)(?::(\d+(?:,\d+)*))?", group.replace(" ", ""))
+        if match is None:
+            raise ValueError(f"{group!r} is not WIDTHxHEIGHT or WIDTHxHEIGHT:BATCH,BATCH,...")
+        width, height, batches = match.groups()
+        buckets.extend((int(width), int(height), int(batch)) for batch in (batches or "1").split(","))
+    return tuple(buckets)
+
+
+def parse_access_key_entries(entries: Iterable[str]) -> dict[str, str]:
+    """`ID:SECRET` strings -> {ID: SECRET}; blank entries skipped. Raises ValueError naming the entry by
+    its number, never by its text, which may be a secret."""
+    keys: dict[str, str] = {}
+    for number, entry in enumerate(entries, start=1):
+        if entry.strip():
+            key_id, secret = split_access_key(entry, f"entry {number}")
+            keys = merge_access_keys(keys, {key_id: secret}, f"entry {number}")
+    return keys
+
+
+def split_access_key(entry: str, where: str) -> tuple[str, str]:
+    key_id, separator, secret = entry.strip().partition(":")
+    if not separator or not key_id or not secret or any(space.isspace() for space in key_id):
+        raise ValueError(f"{where}: wants ID:SECRET (an access key id, a colon, its secret key)")
+    return key_id, secret
+
+
+def merge_access_keys(keys: Mapping[str, str], more: Mapping[str, str], where: object) -> dict[str, str]:
+    """The union; an id with two different secrets is a ValueError (naming the id, which is not secret)."""
+    for key_id, secret in more.items():
+        if keys.get(key_id, secret) != secret:
+            raise ValueError(f"{where}: access key id {key_id} is given twice, with different secrets")
+    return {**keys, **more}
+
+
+def secret_lines(path: Path) -> Iterable[tuple[int, str]]:
+    """(line number, stripped line) of a secrets file, blank lines and `#` comments left out."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ValueError(f"cannot read {path}: {getattr(error, 'strerror', None) or error}") from None
+    for number, line in enumerate(text.splitlines(), start=1):
+        line = line.strip()
+        if line and not line.startswith("#"):
+            yield number, line
+
+
+def read_access_key_file(path: Path) -> dict[str, str]:
+    """{ID: SECRET} from a file of `ID:SECRET` lines. Raises ValueError naming the file and line."""
+    keys: dict[str, str] = {}
+    for number, line in secret_lines(path):
+        key_id, secret = split_access_key(line, f"{path} line {number}")
+        keys = merge_access_keys(keys, {key_id: secret}, f"{path} line {number}")
+    return keys
+
+
+def read_api_key_file(path: Path) -> frozenset[str]:
+    """The tokens of a file, one a line. Raises ValueError naming the file and line of a token with a
+    space in it (which no `Authorization: Bearer` header can carry)."""
+    tokens = set()
+    for number, line in secret_lines(path):
+        if any(character.isspace() for character in line):
+            raise ValueError(f"{path} line {number}: a token is one word, one a line")
+        tokens.add(line)
+    return frozenset(tokens)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import inspect
 import logging
 import math
@@ -29,14 +28,13 @@ import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from sdxl_bedrock.config import Settings
+from sdxl_bedrock.config import Flag, Settings
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -51,20 +49,38 @@ REPLICA_HEADER = b"x-sdxl-replica"
 SHUTDOWN_MARGIN_S = 15.0
 
 
-@dataclass(frozen=True)
-class Scaling:
-    """How many replicas, what each one reserves, and (when min/max are given) how Ray autoscales them."""
+class Scaling(BaseModel):
+    """How many replicas, what each one reserves, and (when min/max are given) how Ray autoscales them.
 
-    replicas: int = 1
-    # None: one GPU each when the device may be CUDA and Ray sees GPUs, else none (see `with_gpus`).
-    gpus_per_replica: float | None = None
-    cpus_per_replica: float = 1.0
+    The `serve --ray` flags are made from these fields (`--gpus-per-replica` for `gpus_per_replica`, with
+    the description as help); a Serve config file says the same in its `deployments:` entry instead.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    replicas: Annotated[int, Flag(metavar="N")] = Field(
+        default=1, description="replicas, one model each (with autoscaling: how many to start with)"
+    )
+    gpus_per_replica: Annotated[
+        float | None, Flag(metavar="X", default_text="1 where Ray sees GPUs, else 0")
+    ] = Field(default=None, description="GPUs each replica reserves (fractions share a GPU)")
+    cpus_per_replica: Annotated[float, Flag(metavar="X")] = Field(
+        default=1.0, description="CPUs each replica reserves"
+    )
     # Autoscaling is on when min_replicas or max_replicas is given; `replicas` is then the initial count.
-    min_replicas: int | None = None
-    max_replicas: int | None = None
-    target_ongoing_requests: float | None = None
-    # Requests Ray sends one replica at a time; past the batcher's batch size they wait in its queue.
-    max_ongoing_requests: int | None = None
+    min_replicas: Annotated[int | None, Flag(metavar="N", default_text="no autoscaling")] = Field(
+        default=None, description="autoscale, down to N replicas"
+    )
+    max_replicas: Annotated[int | None, Flag(metavar="N", default_text="no autoscaling")] = Field(
+        default=None, description="autoscale, up to N replicas"
+    )
+    target_ongoing_requests: Annotated[float | None, Flag(metavar="X", default_text="Ray Serve's")] = Field(
+        default=None, description="autoscaling aims at this many requests in flight per replica"
+    )
+    # Past the batcher's batch size they wait in its queue.
+    max_ongoing_requests: Annotated[int | None, Flag(metavar="N", default_text="twice --max-batch-size")] = (
+        Field(default=None, description="requests Ray sends one replica at once")
+    )
 
     @property
     def autoscaling(self) -> bool:
@@ -93,8 +109,8 @@ class Scaling:
         """`gpus_per_replica` settled: as given, else 1 where a replica may use CUDA and Ray has GPUs."""
         if self.gpus_per_replica is not None:
             return self
-        return dataclasses.replace(
-            self, gpus_per_replica=1.0 if device != "cpu" and cluster_gpus >= 1 else 0.0
+        return self.model_copy(
+            update={"gpus_per_replica": 1.0 if device != "cpu" and cluster_gpus >= 1 else 0.0}
         )
 
     def check(self) -> None:
@@ -249,24 +265,21 @@ def build_application(settings: Settings, scaling: Scaling, verbose: bool = Fals
     return deployment.bind()
 
 
-SETTINGS_FIELDS = {field.name: field for field in dataclasses.fields(Settings)}
-PATH_FIELDS = ("tls_cert", "tls_key", "blocked_terms")
+SETTINGS_FIELDS = Settings.model_fields
 
 
 def settings_from_args(args: dict[str, Any]) -> Settings:
-    """Settings from a Serve config file's `args:` (its field names; unknown names are an error)."""
+    """Settings from a Serve config file's `args:`, by field name, validated by the model the `serve` flags
+    come from (so types, ranges and defaults are its own); a field the args leave out comes from its
+    `SDXL_BEDROCK_*` variable where the builder runs, else its default.
+
+    Raises ValueError for an unknown name (a `serve --ray` flag such as `replicas` belongs in the config's
+    `deployments:` entry), and pydantic.ValidationError (a ValueError too) for a bad value.
+    """
     unknown = sorted(set(args) - set(SETTINGS_FIELDS))
     if unknown:
         raise ValueError(f"unknown sdxl-bedrock settings in args: {', '.join(unknown)}")
-    values = dict(args)
-    for name in PATH_FIELDS:
-        if values.get(name) is not None:
-            values[name] = Path(values[name])
-    if "api_keys" in values:
-        values["api_keys"] = frozenset(values["api_keys"])
-    if "warmup_buckets" in values:  # YAML's lists of [width, height, batch]
-        values["warmup_buckets"] = tuple(tuple(bucket) for bucket in values["warmup_buckets"])
-    return Settings(**values)
+    return Settings(**args)
 
 
 def app_builder(args: dict[str, Any]) -> Any:
