@@ -145,8 +145,9 @@ async def load_then_announce(
     except asyncio.CancelledError:
         raise
     except BaseException as error:
-        log.error("loading the model failed: %s", error)
-        if on_load_failed is not None:
+        if on_load_failed is None:
+            log.error("loading the model failed: %s", error)
+        else:  # the caller reports it (serve: one line of its own)
             on_load_failed(error)
         return
     if on_ready is not None:

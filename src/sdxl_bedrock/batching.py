@@ -125,6 +125,7 @@ class Batcher:
         self._waiting: deque[Job] = deque()
         self._in_flight: list[Job] = []
         self._wakeup = threading.Condition()
+        self._own_thread = engine_thread is None
         self._engine_thread = engine_thread or ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
         self._task: asyncio.Task[None] | None = None
         self._closing = False
@@ -138,13 +139,20 @@ class Batcher:
         self._task = asyncio.get_running_loop().create_task(self._supervise(), name="batcher")
 
     async def close(self) -> None:
-        """Stop taking jobs, finish the ones already accepted, then stop the loop."""
+        """Stop taking jobs, finish the ones already accepted, then stop the loop. Cancelling this wait
+        leaves the loop running (see `fail_pending`)."""
         with self._wakeup:
             self._closing = True
             self._wakeup.notify_all()
         if self._task is not None:
-            await self._task
-        self._engine_thread.shutdown(wait=True)
+            await asyncio.shield(self._task)
+        if self._own_thread:
+            await asyncio.to_thread(self._engine_thread.shutdown, wait=True)
+
+    def fail_pending(self, error: ServiceError) -> None:
+        """Answer every request still waiting or running with `error` (a shutdown that ran out of time):
+        no caller is left without an answer."""
+        self._fail_all(error)
 
     def check_capacity(self) -> None:
         if self._closing:

@@ -7,12 +7,14 @@ The wires reach image generation through `runtime.generations` (generation.py) a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sdxl_bedrock.batching import Batcher
 from sdxl_bedrock.config import Settings
+from sdxl_bedrock.errors import ShuttingDown
 from sdxl_bedrock.generation import Generations
 from sdxl_bedrock.metrics import Metrics
 from sdxl_bedrock.workers import Workers
@@ -22,6 +24,9 @@ if TYPE_CHECKING:
     from sdxl_bedrock.engine.pipeline import Engine
 
 log = logging.getLogger(__name__)
+
+# After a drain ran out of time: how long the handlers get to send the ServiceUnavailable answers.
+ANSWER_GRACE_S = 5.0
 
 
 class Runtime:
@@ -86,13 +91,23 @@ class Runtime:
         async def finished() -> None:
             if self.generations.batcher is not None:
                 await self.generations.batcher.close()
-            while self.active_requests > 0:  # the last answers are still being encoded and sent
-                await asyncio.sleep(0.02)
+            await self.requests_answered()  # the last answers are still being encoded and sent
 
         try:
             await asyncio.wait_for(finished(), timeout_s)
         except TimeoutError:
             log.warning("shutdown: %d requests still in flight after %g s", self.active_requests, timeout_s)
+            if self.generations.batcher is not None:
+                self.generations.batcher.fail_pending(
+                    ShuttingDown("The server shut down before the request was answered; retry it.")
+                )
+            # Let the handlers send those answers (briefly) before the server stops.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.requests_answered(), ANSWER_GRACE_S)
+
+    async def requests_answered(self) -> None:
+        while self.active_requests > 0:
+            await asyncio.sleep(0.02)
 
     async def close(self) -> None:
         if self.generations.batcher is not None:

@@ -139,8 +139,6 @@ async def _serve(settings: Settings, listener: socket.socket) -> int:
 
     app = create_app(settings, on_ready=announce, on_load_failed=give_up)
     runtime: Runtime = app.state.runtime
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(LoadFailureSaidOnce(runtime))
     server = ServerOnSocket(
         app,
         listener,
@@ -188,22 +186,6 @@ def serves(app: FastAPI, path: str) -> bool:
     """Whether a GET of `path` reaches one of the app's routes (however it was added)."""
     scope = {"type": "http", "method": "GET", "path": path, "root_path": "", "headers": []}
     return any(route.matches(scope)[0] == Match.FULL for route in app.router.routes)
-
-
-class LoadFailureSaidOnce(logging.Filter):
-    """Drops log records about the model's load failure: `serve` says it in one line of its own (`could not
-    load model ...`), so that a newcomer's mistyped --model is not reported twice."""
-
-    def __init__(self, runtime: Runtime) -> None:
-        super().__init__()
-        self.runtime = runtime
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        error = self.runtime.load_error
-        if error is None:
-            return True
-        carried = record.args if isinstance(record.args, tuple) else ()
-        return not (any(arg is error for arg in carried) or (record.exc_info or (None, None))[1] is error)
 
 
 def exit_now(code: int) -> None:

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from sdxl_bedrock.engine.acceleration import parse_buckets
+from sdxl_bedrock.config import parse_warmup_buckets
 from sdxl_bedrock.engine.pipeline import Engine, resolve_vae_dtype
 from sdxl_bedrock.errors import ModelFailure
 from sdxl_bedrock.schema import GenerationRequest, Sampler
@@ -77,7 +77,11 @@ def test_the_projections_are_fused() -> None:
 
 
 def test_warm_up_buckets_parse() -> None:
-    assert parse_buckets("1024x1024:1,2;832x1216") == [(1024, 1024, 1), (1024, 1024, 2), (832, 1216, 1)]
+    assert parse_warmup_buckets("1024x1024:1,2;832x1216") == (
+        (1024, 1024, 1),
+        (1024, 1024, 2),
+        (832, 1216, 1),
+    )
 
 
 @pytest.mark.parametrize(

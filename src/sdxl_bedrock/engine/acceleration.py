@@ -199,14 +199,3 @@ class UNetRunner:
             return_dict=False,
         )[0]
         return output
-
-
-def parse_buckets(text: str) -> list[tuple[int, int, int]]:
-    """`1024x1024:1,2,4;832x1216:1` -> [(width, height, batch size), ...] for warm-up."""
-    buckets = []
-    for group in filter(None, (part.strip() for part in text.split(";"))):
-        size, _, batches = group.partition(":")
-        width, _, height = size.partition("x")
-        for batch in (batches or "1").split(","):
-            buckets.append((int(width), int(height), int(batch)))
-    return buckets
