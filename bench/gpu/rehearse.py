@@ -5,8 +5,9 @@
 run.sh is the code under rehearsal; its stages' commands are replayed: a stand-in interpreter
 (`replay-python`, this file run as `--replay ...`) answers `-m pytest`, `-m bench.run` and `-m bench.vae` by
 writing the figures a real dry run of run.sh recorded into DIR (run by simulate.sh just before, so the
-commands themselves are proven there) and passes everything else (pip, the version probe, summary.py) to the
-stand-in python. `bench.run --help` is answered with a `--workload` line, so the mixed stage runs too.
+commands themselves are proven there), skips the set-up's version probe and `pip check` (proven there too)
+and passes everything else (pip install, summary.py) to the stand-in python. `bench.run --help` is answered
+with a `--workload` line, so the mixed stage runs too.
 
 For each stage, in priority order, run.sh is started in a process group of its own; the replayed command
 of that stage writes its figures and then hangs, and once those figures are in $OUT the whole group is
@@ -71,6 +72,12 @@ def replay(argv: list[str]) -> int:
     recorded = Path(os.environ["SDXL_GPU_REPLAY_FROM"])
     stage = os.environ.get("SDXL_GPU_STAGE", "")
     module = argv[1] if argv[:1] == ["-m"] else None
+    if argv == ["-"] or argv[:3] == ["-m", "pip", "check"]:
+        # The set-up's version probe and pip check: proven by the full dry run; here they would only
+        # cost each rehearsal a torch import.
+        sys.stdin.read()
+        print(f"replay: {' '.join(argv)} skipped (the full dry run ran it)")
+        return 0
     if module == "bench.run" and "--help" in argv:
         help_text = subprocess.run([stand_in, *argv], capture_output=True, text=True, check=True).stdout
         print(help_text + "  --workload {alike,mixed}   (rehearsal: the continuous-batching phase, replayed)")
@@ -84,11 +91,11 @@ def replay(argv: list[str]) -> int:
         else:
             results = json.loads((recorded / FIGURES[stage]).read_text())
         (out_dir / "server-1.log").write_text(f"sdxl-bedrock listening on (replayed for {stage})\n")
-        (out_dir / "bench-tiny-cpu-256.json").write_text(json.dumps(results, indent=2))
+        (out_dir / "bench-replayed.json").write_text(json.dumps(results, indent=2))
     elif module == "bench.vae" and stage:
         out_dir = Path(option(argv, "--out-dir"))
         out_dir.mkdir(parents=True, exist_ok=True)  # as bench.vae does
-        shutil.copy(recorded / "vae.json", out_dir / "vae-tiny-cpu-256.json")
+        shutil.copy(recorded / "vae.json", out_dir / "vae-replayed.json")
     else:
         os.execv(stand_in, [stand_in, *argv])
     print(f"replay: {stage} wrote its figures", flush=True)

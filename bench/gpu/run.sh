@@ -5,7 +5,7 @@
 #
 # The stages, in priority order; with no STAGE all five run, in this order, within a budget of 540 s, so
 # that a run cut short keeps the most valuable part. Named stages run in the same order.
-#   tests     python -m pytest -q -m gpu tests/gpu
+#   tests     python -m pytest -v -m gpu tests/gpu
 #   eager     python -m bench.run --model sdxl-random --device cuda --size 1024 --requests 8 --concurrency 16
 #               --server-args --dtype float16           (p50 of one request, images/s at 16 clients)
 #   compiled  the same with --compile --warmup 1024x1024:1,8 (torch.compile reduce-overhead, CUDA graphs)
@@ -32,7 +32,7 @@
 # SDXL_GPU_MIXED_CONCURRENCY ("16"), SDXL_GPU_WARMUP (SIZExSIZE:1,8), SDXL_GPU_SERVER_ARGS (more `serve`
 # options), SDXL_GPU_BUDGET_S (540), SDXL_GPU_CAP_TESTS / _EAGER / _COMPILED / _MIXED / _VAE (seconds),
 # SDXL_GPU_TESTS (tests/gpu; several paths space-separated), SDXL_GPU_MARK (gpu), SDXL_GPU_SCRATCH
-# (/tmp/sdxl-gpu). SDXL_GPU_DRYRUN=1: the same plumbing on a CPU (tiny model, 256x256, 2 requests;
+# (/tmp/sdxl-gpu). SDXL_GPU_DRYRUN=1: the same plumbing on a CPU (tiny model, 128x128, 2 requests;
 # `make gpu-check`).
 set -u
 set -o pipefail
@@ -66,7 +66,7 @@ mkdir -p "$SCRATCH"
 # CPU is slower than the GPU and is about the plumbing: its caps are wide.
 declare -A CAP ESTIMATE
 if [ "${SDXL_GPU_DRYRUN:-0}" = 1 ]; then
-    DEFAULTS=(tiny cpu 256 float32 2 "2" "2" 2400)
+    DEFAULTS=(tiny cpu 128 float32 2 "2" "2" 2400)
     CAP=([tests]=300 [eager]=600 [compiled]=900 [mixed]=600 [vae]=300)
     ESTIMATE=([tests]=- [eager]=- [compiled]=- [mixed]=- [vae]=-)
 else
@@ -131,22 +131,28 @@ summarize() {
     fi
 }
 
-# copy_if_changed SOURCE TARGET: TARGET in $OUT, replaced atomically; true when it changed.
+# copy_if_changed SOURCE TARGET: TARGET in $OUT, replaced atomically; true when it changed. By content, not
+# by time: a copy made while bench.run was writing is made again at the next poll.
 copy_if_changed() {
     [ -e "$1" ] || return 1
-    cmp -s "$1" "$2" && return 1
+    [ -e "$2" ] && [ "$(md5sum <"$1")" = "$(md5sum <"$2")" ] && return 1
     cp "$1" "$2.part" && mv -f "$2.part" "$2"
 }
 
 # The figures a running stage has written so far, into $OUT, and its servers' milestones, into run.log.
 declare -A MILESTONES_SEEN
 collect() {
-    local name=$1 dir=$SCRATCH/$1 changed=0 source
-    case "$name" in
-    vae) for source in "$dir"/vae-*.json; do copy_if_changed "$source" "$OUT/vae.json" && changed=1; done ;;
-    tests) ;;
-    *) for source in "$dir"/bench-*.json; do copy_if_changed "$source" "$OUT/bench-$name.json" && changed=1; done ;;
-    esac
+    local name=$1 dir=$SCRATCH/$1 changed=0 source parts
+    local target=$OUT/bench-$name.json
+    [ "$name" = vae ] && target=$OUT/vae.json
+    for source in "$dir"/bench-*.json "$dir"/vae-*.json; do
+        if copy_if_changed "$source" "$target"; then
+            changed=1
+            # bench.run writes after its baseline, its server part and the codecs: the phases' times.
+            parts=$(grep -o '^  "[a-z_0-9]*": {' "$target" | tr -d ' ":{' | xargs)
+            say "$name: figures written, in $target: $parts"
+        fi
+    done
     shopt -s nullglob
     local logs=("$dir"/server-*.log)
     shopt -u nullglob
@@ -330,8 +336,9 @@ stage_tests() {
         say "stage tests: ${STATUS[tests]}"
         return
     fi
-    run_stage tests "$PY" -m pytest -q -m "${SDXL_GPU_MARK:-gpu}" "${where[@]}" -p no:cacheprovider \
-        --junitxml="$SCRATCH/pytest-gpu.xml"
+    # -v: one stamped line per test in run.log, kept even when the stage is cut before pytest's report.
+    run_stage tests "$PY" -m pytest -v -m "${SDXL_GPU_MARK:-gpu}" "${where[@]}" -p no:cacheprovider \
+        --durations=5 --junitxml="$SCRATCH/pytest-gpu.xml"
     [ "${STATUS[tests]}" = "failed (exit 5)" ] && STATUS[tests]="failed: no test selected (exit 5)"
 }
 

@@ -11,7 +11,7 @@
 # the newest is used), a deliberately old typing-extensions, and NONE of the carried packages. The wheels are
 # bench/gpu/requirements.txt fetched for cp311 (bench/gpu/wheels.py --python 3.11) into $SIM, not
 # .gpu-wheels.
-#   full: run.sh with every stage, SDXL_GPU_DRYRUN=1 (cpu, tiny model, 256x256, 2 requests, one compiled
+#   full: run.sh with every stage, SDXL_GPU_DRYRUN=1 (cpu, tiny model, 128x128, 2 requests, one compiled
 #         shape), offline (PIP_NO_INDEX=1), the tests stage on tests/gpu (collected, skipped without CUDA)
 #         and tests/test_codecs.py, into bench/out/gpu-dryrun/full; it must exit 0. The mixed stage runs
 #         for real once bench.run has --workload, and says "phase not present" until then.
