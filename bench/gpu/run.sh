@@ -358,7 +358,9 @@ stage_bench() {
 
 stage_mixed() {
     # The continuous-batching issue adds --workload to bench.run; until it has, there is nothing to run.
-    if ! timeout 60 "$PY" -m bench.run --help 2>>"$LOG" | grep -q -- '--workload'; then
+    local usage
+    usage=$(timeout 60 "$PY" -m bench.run --help 2>>"$LOG")
+    if ! grep -q -- '--workload' <<<"$usage"; then
         STATUS[mixed]="phase not present (bench.run has no --workload)"
         say "stage mixed: ${STATUS[mixed]}"
         summarize
