@@ -271,7 +271,7 @@ def render(args: argparse.Namespace) -> list[str]:
     lines = [f"### GPU run: {card}", ""]
     timing = f"{args.elapsed} s" if args.elapsed is not None else "?"
     lines.append(
-        f"`bash bench/gpu/run.sh`, {timing} of a {args.budget or '?'} s budget"
+        f"`bash bench/gpu/run.sh`, written {timing} into a {args.budget or '?'} s budget"
         + (f"; {versions}" if versions else "")
         + (f"; {first.get('model')} {first.get('size')}x{first.get('size')}" if first else "")
         + ". bench.run: image-to-image, 30 steps, image_strength 0.35 (19 denoising steps), cfg 7, K_DPMPP_2M"
