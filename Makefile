@@ -61,10 +61,12 @@ clean:
 
 # Wheels the GPU machine (Python 3.12, CUDA torch, no network) lacks, for bench/gpu/run.sh there: see
 # bench/gpu/README.md. Downloads, checks the set is complete, prints its size (carry [".gpu-wheels"]).
-gpu-wheels: install
+# Only the venv's python is needed (not the JS SDK or the old botocore that `install` also brings).
+gpu-wheels: $(STAMP)
 	$(BIN)/python bench/gpu/wheels.py --dest .gpu-wheels
 
-# The plumbing of bench/gpu/run.sh on this CPU, as on the machine: a 3.11 stand-in for its python3,
-# the carried wheels, tiny numbers (SDXL_GPU_DRYRUN=1). Minutes; writes to bench/out/gpu-dryrun.
-gpu-check: install
+# The CPU rehearsal of bench/gpu/run.sh: a 3.11 stand-in for the machine's python3 with the carried wheels,
+# every stage at tiny numbers (SDXL_GPU_DRYRUN=1), then the call cut during each stage in turn and one
+# stage past its cap (bench/gpu/rehearse.py). Minutes; writes to bench/out/gpu-dryrun.
+gpu-check: $(STAMP)
 	bash bench/gpu/simulate.sh

@@ -1,23 +1,36 @@
 #!/usr/bin/env bash
-# A CPU rehearsal of bench/gpu/run.sh (`make gpu-check`): proves the carried wheel set is complete over a
-# stand-in for the GPU machine's python3 and that the script's plumbing works end to end.
+# A CPU rehearsal of bench/gpu/run.sh (`make gpu-check`): proves the carried wheel set complete over a
+# stand-in for the GPU machine's python3, the script's plumbing end to end, and its priority order under a
+# cut at each stage.
 #
-#     bash bench/gpu/simulate.sh [default|tests|eager|compiled|all]     (default: default)
+#     bash bench/gpu/simulate.sh [all|full|cuts]      (default all: full, then cuts)
 #
 # The stand-in ($SIM/device, a venv of python3.11: this box has no CUDA torch and no cp312 CPU torch) holds
 # torch 2.13.0+cpu and the machine's own packages at its versions where PyPI has them (huggingface-hub 1.33.0,
 # tokenizers 0.23.2, transformers 5.17.0, accelerate 1.15.0, safetensors 0.8.0; numpy 2.5.2 is not on PyPI:
 # the newest is used), a deliberately old typing-extensions, and NONE of the carried packages. The wheels are
 # bench/gpu/requirements.txt fetched for cp311 (bench/gpu/wheels.py --python 3.11) into $SIM, not
-# .gpu-wheels. run.sh then runs with SDXL_GPU_DRYRUN=1 (cpu, tiny model, 256x256, 2 requests), offline
-# (PIP_NO_INDEX=1), the tests stage on tests/gpu (collected, skipped without CUDA) and tests/test_codecs.py,
-# $OUT = bench/out/gpu-dryrun. What it cannot show: CUDA, the machine's Python 3.12, its exact package versions,
-# sdxl-random's size and the timings.
+# .gpu-wheels.
+#   full: run.sh with every stage, SDXL_GPU_DRYRUN=1 (cpu, tiny model, 128x128, 2 requests, one compiled
+#         shape), offline (PIP_NO_INDEX=1), the tests stage on tests/gpu (collected, skipped without CUDA)
+#         and tests/test_codecs.py, into bench/out/gpu-dryrun/full; it must exit 0. The mixed stage runs
+#         for real once bench.run has --workload, and says "phase not present" until then.
+#   cuts: bench/gpu/rehearse.py on what `full` recorded: the call killed during each stage in turn, and one
+#         stage past its own cap (seconds each; bench/out/gpu-dryrun/cut-*).
+# The first `full` compiles the tiny UNet on this CPU (minutes); the inductor cache in $SIM keeps it for the
+# next. What it cannot show: CUDA, the machine's Python 3.12, its exact package versions, sdxl-random's size
+# and the timings (bench/gpu/README.md estimates those).
 set -eu
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
 SIM=${SDXL_GPU_SIM:-/tmp/sdxl-gpu-sim}
 PYTHON=${PYTHON:-python3.11}
+WHAT=${1:-all}
+case "$WHAT" in all | full | cuts) ;; *)
+    echo "usage: bash bench/gpu/simulate.sh [all|full|cuts]" >&2
+    exit 2
+    ;;
+esac
 mkdir -p "$SIM"
 
 # The carried packages that the machine does not have at all (not those carried to replace its version).
@@ -49,14 +62,30 @@ done
 
 "$ROOT/.venv/bin/python" bench/gpu/wheels.py --python 3.11 --dest "$SIM/wheels-cp311"
 
-export OUT=${OUT:-$ROOT/bench/out/gpu-dryrun}
-rm -rf "$OUT"
-mkdir -p "$OUT"
-env SDXL_GPU_DRYRUN=1 PIP_NO_INDEX=1 SDXL_GPU_PYTHON="$SIM/device/bin/python" \
-    SDXL_GPU_WHEELS="$SIM/wheels-cp311" SDXL_GPU_SCRATCH="$SIM/scratch" \
-    SDXL_GPU_TESTS="${SDXL_GPU_TESTS:-tests/gpu tests/test_codecs.py}" \
-    SDXL_GPU_MARK="${SDXL_GPU_MARK:-gpu or not gpu}" \
-    bash bench/gpu/run.sh "${1:-default}" && status=0 || status=$?
-echo "simulate.sh: run.sh exited $status; $OUT holds $(find "$OUT" -type f | wc -l) files (8 come back):"
-ls -la "$OUT"
-exit "$status"
+BASE=${OUT:-$ROOT/bench/out/gpu-dryrun}
+RECORDED=$SIM/recorded
+if [ "$WHAT" != cuts ]; then
+    export OUT=$BASE/full
+    rm -rf "$OUT"
+    mkdir -p "$OUT"
+    env SDXL_GPU_DRYRUN=1 PIP_NO_INDEX=1 SDXL_GPU_PYTHON="$SIM/device/bin/python" \
+        SDXL_GPU_WHEELS="$SIM/wheels-cp311" SDXL_GPU_SCRATCH="$SIM/scratch" \
+        SDXL_GPU_TESTS="${SDXL_GPU_TESTS:-tests/gpu tests/test_codecs.py}" \
+        SDXL_GPU_MARK="${SDXL_GPU_MARK:-gpu or not gpu}" \
+        bash bench/gpu/run.sh && status=0 || status=$?
+    echo "simulate.sh: run.sh exited $status; $OUT holds $(find "$OUT" -type f | wc -l) files (8 come back):"
+    ls -la "$OUT"
+    [ "$status" = 0 ] || exit "$status"
+    rm -rf "$RECORDED"
+    mkdir -p "$RECORDED"
+    cp "$OUT"/* "$SIM/scratch/pytest-gpu.xml" "$RECORDED"/
+fi
+if [ "$WHAT" != full ]; then
+    if [ ! -e "$RECORDED/bench-eager.json" ]; then
+        echo "error: nothing recorded in $RECORDED: run \`bash bench/gpu/simulate.sh full\` first" >&2
+        exit 1
+    fi
+    "$SIM/device/bin/python" bench/gpu/rehearse.py --recorded "$RECORDED" --python "$SIM/device/bin/python" \
+        --wheels "$SIM/wheels-cp311" --scratch "$SIM/scratch" --out-root "$BASE"
+fi
+echo "simulate.sh: $WHAT: ok"

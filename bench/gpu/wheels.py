@@ -3,7 +3,8 @@
     python bench/gpu/wheels.py [--dest .gpu-wheels] [--python 3.12] [--max-mib 45]
 
 1. `pip download --no-deps --only-binary=:all:` of bench/gpu/requirements.txt for CPython 3.12 manylinux
-   x86_64 (the machine's /opt/torch/.venv/bin/python3); wheels of other versions left in --dest go.
+   x86_64 (the machine's /opt/torch/.venv/bin/python3), of the pins not in --dest yet; wheels of other
+   versions left in --dest go.
 2. botocore is cut down to the service models that boto3 needs here (bedrock-runtime and the credential
    services): its ~450 other models are 15 MiB of the 64 MiB that may travel to the machine.
 3. Checks, any failure exits 1: pip finds every pinned requirement in --dest for that interpreter
@@ -169,7 +170,12 @@ def main() -> int:
         return 1
     args.dest.mkdir(parents=True, exist_ok=True)
     prune(args.dest, wanted)
-    pip("download", "--quiet", "--no-deps", *tags(args.python), "-d", str(args.dest), "-r", str(REQUIREMENTS))
+    # Only what is not there yet: pip would fetch the slimmed botocore again (its hash is not PyPI's).
+    needed = [str(requirement) for name, requirement in wanted.items() if name not in wheels(args.dest)]
+    if needed:
+        pip("download", "--quiet", "--no-deps", *tags(args.python), "-d", str(args.dest), *needed)
+    else:
+        print(f"every pinned wheel is already in {args.dest}")
     slim_botocore(args.dest)
 
     with tempfile.TemporaryDirectory() as target:
