@@ -32,6 +32,7 @@ import platform
 import statistics
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -251,9 +252,13 @@ class ServerClient:
         }
 
 
-def alike_phase(client: ServerClient, args: argparse.Namespace) -> dict[str, Any]:
+def alike_phase(
+    client: ServerClient, args: argparse.Namespace, partial: Callable[[dict[str, Any]], None]
+) -> dict[str, Any]:
+    """`partial` gets the latency figures as soon as they exist (a run cut short keeps them)."""
     client.one(1000, ALIKE, inspect=True)  # warm-up
     latencies = [client.one(seed, ALIKE, inspect=True) for seed in range(1, args.requests + 1)]
+    partial({"p50_s": statistics.median(latencies), "p95_s": percentile(latencies, 0.95)})
     runs = {
         concurrency: client.concurrently([ALIKE] * max(args.requests, concurrency * 2), concurrency, 2000)
         for concurrency in args.concurrency
@@ -318,8 +323,15 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def report_alike(results: dict[str, Any], args: argparse.Namespace) -> None:
-    reference, served = results["diffusers_in_process"], results["server_boto3"]
+    served = results["server_boto3"]
     print(f"hardware: {results['hardware']}")
+    if "diffusers_in_process" not in results:
+        print(f"alike workload, server via boto3: p50 {served['p50_s']:.3f} s, p95 {served['p95_s']:.3f} s")
+        for concurrency, ips in served["images_per_s"].items():
+            rows = served["mean_rows_per_tick"][concurrency]
+            print(f"  {concurrency} concurrent clients: {ips:.3f} images/s, {rows:.2f} rows per tick")
+        return
+    reference = results["diffusers_in_process"]
     print(f"{'alike workload':34} {'p50 s':>8} {'p95 s':>8}")
     print(f"{'diffusers in-process':34} {reference['p50_s']:8.3f} {reference['p95_s']:8.3f}")
     print(
@@ -342,16 +354,16 @@ def report_alike(results: dict[str, Any], args: argparse.Namespace) -> None:
 
 
 def report_mixed(results: dict[str, Any]) -> None:
-    mixed, diffusers = results["mixed_server_boto3"], results["mixed_diffusers_in_process"]
-    sequential = diffusers["sequential_images_per_s"]
-    print(f"mixed workload ({mixed['requests']} requests): diffusers sequential {sequential:.3f} images/s")
+    mixed = results["mixed_server_boto3"]
+    diffusers = results.get("mixed_diffusers_in_process", {}).get("sequential_images_per_s", float("nan"))
+    print(f"mixed workload ({mixed['requests']} requests): diffusers sequential {diffusers:.3f} images/s")
     columns = ("images/s", "vs seq", "vs diff", "p50 s", "p95 s", "rows/tick")
     print(f"{'clients':>8} " + " ".join(f"{column:>9}" for column in columns))
     for clients, run in mixed["runs"].items():
         figures = (
             f"{run['images_per_s']:9.3f}",
             f"{mixed['ratio_to_server_sequential'][clients]:8.2f}x",
-            f"{mixed['ratio_to_diffusers_sequential'][clients]:8.2f}x",
+            f"{mixed.get('ratio_to_diffusers_sequential', {}).get(clients, float('nan')):8.2f}x",
             f"{run['p50_s']:9.3f}",
             f"{run['p95_s']:9.3f}",
             f"{run['mean_rows_per_tick']:9.2f}",
@@ -372,6 +384,9 @@ def main() -> None:
         choices=["both", "alike", "mixed"],
         default="both",
         help="alike: one set of parameters; mixed: each request its own steps, strength and sampler",
+    )
+    parser.add_argument(
+        "--no-baseline", action="store_true", help="skip diffusers in-process (no ratios to it): saves time"
     )
     parser.add_argument(
         "--server-args",
@@ -403,10 +418,10 @@ def main() -> None:
         target.write_text(json.dumps(results, indent=2))
 
     workloads = ["alike", "mixed"] if args.workload == "both" else [args.workload]
-    if "alike" in workloads:
+    if "alike" in workloads and not args.no_baseline:
         results["diffusers_in_process"] = baseline(args, image_png, [ALIKE] * args.requests)
         save()
-    if "mixed" in workloads:
+    if "mixed" in workloads and not args.no_baseline:
         results["mixed_diffusers_in_process"] = baseline(args, image_png, mixed_workload())
         save()
     release_gpu_memory()
@@ -414,20 +429,27 @@ def main() -> None:
     try:
         client = ServerClient(server.url, image_png)
         if "alike" in workloads:
-            reference = results["diffusers_in_process"]
-            served = results["server_boto3"] = alike_phase(client, args)
-            results["latency_ratio_p50"] = served["p50_s"] / reference["p50_s"]
-            results["throughput_ratio"] = {
-                c: ips / reference["sequential_images_per_s"] for c, ips in served["images_per_s"].items()
-            }
+
+            def partial(figures: dict[str, Any]) -> None:
+                results["server_boto3"] = figures
+                save()
+
+            served = results["server_boto3"] = alike_phase(client, args, partial)
+            reference = results.get("diffusers_in_process")
+            if reference is not None:
+                results["latency_ratio_p50"] = served["p50_s"] / reference["p50_s"]
+                results["throughput_ratio"] = {
+                    c: ips / reference["sequential_images_per_s"] for c, ips in served["images_per_s"].items()
+                }
             save()
             report_alike(results, args)
         if "mixed" in workloads:
             mixed = results["mixed_server_boto3"] = mixed_phase(client, args)
-            diffusers = results["mixed_diffusers_in_process"]["sequential_images_per_s"]
-            mixed["ratio_to_diffusers_sequential"] = {
-                c: run["images_per_s"] / diffusers for c, run in mixed["runs"].items()
-            }
+            if "mixed_diffusers_in_process" in results:
+                diffusers = results["mixed_diffusers_in_process"]["sequential_images_per_s"]
+                mixed["ratio_to_diffusers_sequential"] = {
+                    c: run["images_per_s"] / diffusers for c, run in mixed["runs"].items()
+                }
             save()
             report_mixed(results)
     finally:

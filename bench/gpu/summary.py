@@ -75,17 +75,6 @@ def healthy(results: dict[str, Any]) -> tuple[bool, str]:
     return ok, f"finish reasons {reasons}, blank images {blanks}"
 
 
-def sequential_rate(served: dict[str, Any]) -> tuple[float | None, str]:
-    """The server's own one-client throughput, wherever the mixed phase's JSON puts it."""
-    if isinstance(served.get("sequential_images_per_s"), (int, float)):
-        return float(served["sequential_images_per_s"]), "sequential"
-    rates = served.get("images_per_s", {})
-    for key in ("sequential", "1"):
-        if isinstance(rates.get(key), (int, float)):
-            return float(rates[key]), "1 client" if key == "1" else "sequential"
-    return None, ""
-
-
 def target_rows(figures: dict[str, dict[str, Any] | None], stages: dict[str, dict[str, str]]) -> list[str]:
     lines = ["| target | eager | compiled |", "|---|---|---|"]
     cells: dict[str, list[str]] = {"p50": [], "rate": [], "health": []}
@@ -126,25 +115,29 @@ def mixed_line(results: dict[str, Any] | None, stage: dict[str, str] | None) -> 
         f"- mixed workload, throughput against the server's own sequential (CPU target >= "
         f"{MIXED_CPU_TARGET}x at {MIXED_CPU_CONCURRENCY} clients; on this card: reported)"
     )
-    served = (results or {}).get("server_boto3")
+    served = (results or {}).get("mixed_server_boto3")
     if not served:
         status = (stage or {}).get("status", "not run")
         if status.startswith("phase not present"):
             return f"{label}: {status}"
         return f"{label}: {why_missing(stage)}"
-    base, what = sequential_rate(served)
-    if base is None:
+    runs = served.get("runs", {})
+    if "1" not in runs:
         return f"{label}: the JSON has no sequential rate to compare with"
+    base = runs["1"]["images_per_s"]
     ratios = []
-    for concurrency, rate in served.get("images_per_s", {}).items():
-        if concurrency in ("1", "sequential"):
+    for concurrency, run in runs.items():
+        if concurrency == "1":
             continue
-        ratio = rate / base
+        ratio = run["images_per_s"] / base
         against = f" ({verdict(ratio >= MIXED_CPU_TARGET)} against the CPU target)"
         if concurrency != MIXED_CPU_CONCURRENCY:
             against = ""
-        ratios.append(f"{concurrency} clients {ratio:.2f}x{against}")
-    return f"{label}: " + ("; ".join(ratios) or "no concurrent figure") + f" (against {what}, {base:.2f}/s)"
+        ratios.append(
+            f"{concurrency} clients {ratio:.2f}x{against}, {run['mean_rows_per_tick']:.1f} rows per tick, "
+            f"p50 {run['p50_s']:.2f} s"
+        )
+    return f"{label}: " + ("; ".join(ratios) or "no concurrent figure") + f" (sequential {base:.2f}/s)"
 
 
 def describe(name: str, results: dict[str, Any], stage: dict[str, str] | None) -> list[str]:
