@@ -34,11 +34,11 @@ def rss_bytes(pid: int) -> int:
     raise AssertionError("no VmRSS")
 
 
-def test_metrics_count_requests_batches_and_images(server: RunningServer) -> None:
+def test_metrics_count_requests_ticks_and_images(server: RunningServer) -> None:
     assert httpx.post(server.url + PATH, content=body(), timeout=60).status_code == 200
     text = httpx.get(server.url + "/metrics").text
     assert 'sdxl_requests_total{route="/model/{model_id:path}/invoke",status="200"}' in text
-    assert "sdxl_batch_size_count" in text and "sdxl_queue_wait_seconds_count" in text
+    assert "sdxl_rows_per_tick_count" in text and "sdxl_queue_wait_seconds_count" in text
     assert 'sdxl_images_total{finish_reason="SUCCESS"}' in text
     assert "sdxl_queue_depth 0.0" in text
 
