@@ -12,38 +12,26 @@ from typing import Any, get_args
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, ConsoleMessage, FilePayload, Page, expect, sync_playwright
+from playwright.sync_api import Browser, FilePayload, Page, expect
 
 from sdxl_bedrock.api.bedrock import eventstream
 from sdxl_bedrock.api.stability.fields import ClipGuidancePresetName, MaskSource
 from sdxl_bedrock.presets import STYLE_PRESETS
 from sdxl_bedrock.schema import Sampler
 from tests.conftest import RunningServer, gradient_png
+from tests.e2e.browser import PageWatch, chromium, needs_chromium
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 GENERATION_TIMEOUT_MS = 120_000
+# Chromium logs every 4xx answer to fetch() as a console error; the error test wants one.
+EXPECTED_CONSOLE = ("the server responded with a status of 400",)
 
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium (`make browser` installs it)"
-)
+pytestmark = needs_chromium
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+    with chromium() as launched:
         yield launched
-        launched.close()
 
 
 @pytest.fixture
@@ -55,29 +43,9 @@ def artifacts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
     return folder
 
 
-class PageWatch:
-    """What the page did that a test should fail on: console errors, script errors, requests elsewhere."""
-
-    def __init__(self, page: Page, origin: str) -> None:
-        self.problems: list[str] = []
-        self.origin = origin
-        page.on("console", self.on_console)
-        page.on("pageerror", lambda error: self.problems.append(f"page error: {error}"))
-        page.on("request", lambda request: self.on_url(request.url))
-
-    def on_console(self, message: ConsoleMessage) -> None:
-        # Chromium logs every 4xx answer to fetch() as a console error; the error test wants one.
-        if message.type == "error" and "the server responded with a status of 400" not in message.text:
-            self.problems.append(f"console: {message.text}")
-
-    def on_url(self, url: str) -> None:
-        if not url.startswith((self.origin + "/", "data:", "blob:")):
-            self.problems.append(f"request outside the server: {url}")
-
-
 def open_playground(browser: Browser, server: RunningServer) -> tuple[Page, PageWatch]:
     page = browser.new_page(viewport={"width": 1280, "height": 1000})
-    watch = PageWatch(page, server.url)
+    watch = PageWatch(page, server.url, EXPECTED_CONSOLE)
     page.goto(server.url + "/")
     expect(page.locator("body")).to_have_attribute("data-ready", "true")
     return page, watch
