@@ -2,20 +2,31 @@
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
+# Two stamps: `make serve` needs only the runtime set; `make test` (and check, bench) the dev extras too. A
+# venv that `make serve` made gets the extras from `make test`; a pyproject.toml change redoes both.
+SERVE_STAMP := $(VENV)/.installed-serve
 STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8080
 MODEL ?= tiny
 
-.PHONY: install browser js-sdk serve test check bench clean gpu-wheels gpu-check
+.PHONY: install install-serve browser js-sdk serve test check bench clean gpu-wheels gpu-check
 
-$(STAMP): pyproject.toml
+# pip prints what it collects, downloads and installs (no --quiet on the long steps): a first install takes
+# minutes, and a silent one looks hung. tests/test_install.py runs this recipe's pip commands as written.
+$(SERVE_STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	# The CPU torch wheel first, by exact version, so nothing later resolves a CUDA build.
-	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[dev]'
-	touch $(STAMP)
+	$(BIN)/pip install torch==2.13.0
+	$(BIN)/pip install -e .
+	touch $@
+
+$(STAMP): $(SERVE_STAMP)
+	$(BIN)/pip install -e '.[dev]'
+	touch $@
+
+install-serve: $(SERVE_STAMP)
 
 # The first boto3/botocore that knew Bedrock (September 2023), beside the venv's own, for
 # tests/e2e/test_old_botocore.py: its whole dependency set pinned, so nothing resolves against the venv.
@@ -42,7 +53,7 @@ install: $(STAMP) $(OLD_BOTOCORE)/.installed js-sdk
 browser:
 	test -x /usr/bin/chromium || (apt-get update -qq && apt-get install -y -qq chromium)
 
-serve: $(STAMP)
+serve: $(SERVE_STAMP)
 	$(BIN)/sdxl-bedrock serve --host $(HOST) --port $(PORT) --model $(MODEL)
 
 test: install browser

@@ -15,7 +15,8 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sdxl_bedrock import __version__
-from sdxl_bedrock.api import Wire, Wires, bedrock, health, playground, stability
+from sdxl_bedrock.api import Wire, Wires, bedrock, docs, health, playground, stability
+from sdxl_bedrock.api.private_routes import PrivateRoutes
 from sdxl_bedrock.config import Settings
 from sdxl_bedrock.errors import InvalidRequest, NotFound, ServiceError
 from sdxl_bedrock.logs import request_id_var
@@ -124,7 +125,10 @@ def create_app(
     app.include_router(health.router)
     app.include_router(playground.page_router)
     app.include_router(playground.router)
+    app.include_router(docs.router)
     add_error_handlers(app, wires)
+    if settings.auth_all_routes:
+        app.add_middleware(PrivateRoutes, settings=settings, wires=wires)  # inside RequestMiddleware
     app.add_middleware(RequestMiddleware, runtime=runtime)
     return app
 

@@ -53,8 +53,8 @@ class Settings(BaseSettings):
     over `SDXL_BEDROCK_*` environment variables, which win over the defaults).
 
     Raises pydantic.ValidationError (a ValueError) for a value of the wrong type or range, an unknown field,
-    a malformed secrets file or variable (the message names the file and line, never the secret), or
-    `tls_cert` without `tls_key` (or the reverse).
+    a malformed secrets file or variable (the message names the file and line, never the secret),
+    `tls_cert` without `tls_key` (or the reverse), or `auth_all_routes` without any key.
     """
 
     model_config = SettingsConfigDict(
@@ -176,6 +176,12 @@ class Settings(BaseSettings):
         description="accept `Authorization: Bearer TOKEN`, repeatable; turns auth on. `ps` shows flags "
         "to every local user: prefer the file or the variable (tokens split by commas or lines)",
     )
+    # The server's own routes (not a wire's, which check credentials themselves): api/private_routes.py.
+    auth_all_routes: bool = Field(
+        default=False,
+        description="with keys configured, require them on /metrics, /openapi.json, /docs and the playground "
+        "(/ and its files) too; /ping stays open",
+    )
     clip_model: Annotated[str | None, Flag(metavar="PATH")] = Field(
         default=None,
         description="a transformers CLIPModel folder (or `tiny`) for clip_guidance_preset; "
@@ -259,6 +265,15 @@ class Settings(BaseSettings):
     def api_keys_with_file(cls, tokens: frozenset[str], info: ValidationInfo) -> frozenset[str]:
         path = info.data.get("api_key_file")
         return tokens if path is None else tokens | read_api_key_file(path)
+
+    @model_validator(mode="after")
+    def auth_all_routes_has_keys(self) -> Settings:
+        if self.auth_all_routes and not self.auth_enabled:
+            raise ValueError(
+                "--auth-all-routes needs keys to check: give --access-key-file or --api-key-file "
+                "(or their variables)"
+            )
+        return self
 
     @model_validator(mode="after")
     def tls_files_together(self) -> Settings:

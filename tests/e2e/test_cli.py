@@ -148,7 +148,9 @@ def test_ping_says_model_not_ready_until_loaded_then_healthy(tmp_path: Path) -> 
         [listening] = [line for line in log.splitlines() if line.startswith("sdxl-bedrock listening on ")]
         assert listening.startswith(f"sdxl-bedrock listening on {server.url} (model tiny, device cpu, ")
         assert "), ready in " in listening
-        assert listening.endswith(" s; playground at /, API description at /openapi.json")
+        assert listening.endswith(
+            " s; playground at /, interactive docs at /docs, API description at /openapi.json"
+        )
     finally:
         assert server.stop() == 0
 

@@ -43,7 +43,7 @@ GENERATION_ROUTES = (INVOKE, STREAM, TEXT_TO_IMAGE, IMAGE_TO_IMAGE, MASKING)
 # The playground: its page belongs in the document (test_playground_page_is_documented), the files the page
 # loads are not an API.
 PLAYGROUND_PAGE = ("GET", "/")
-UNDOCUMENTED = {("GET", "/playground/options.json"), ("GET", "/playground/{name}")}
+UNDOCUMENTED = {("GET", "/playground/options.json"), ("GET", "/playground/{name}"), ("GET", "/docs")}
 
 # A 64x64 RGBA picture (opaque): every image mode, INIT_IMAGE_ALPHA included, accepts it.
 TINY_PNG = gradient_png(64, 64, "RGBA")

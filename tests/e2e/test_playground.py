@@ -12,38 +12,26 @@ from typing import Any, get_args
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, ConsoleMessage, FilePayload, Page, expect, sync_playwright
+from playwright.sync_api import Browser, FilePayload, Page, expect
 
 from sdxl_bedrock.api.bedrock import eventstream
-from sdxl_bedrock.api.stability.fields import ClipGuidancePresetName, MaskSource
+from sdxl_bedrock.api.stability.fields import ClipGuidancePresetName, MaskSource, SamplerName
 from sdxl_bedrock.presets import STYLE_PRESETS
-from sdxl_bedrock.schema import Sampler
-from tests.conftest import RunningServer, gradient_png
+from sdxl_bedrock.validation import SDXL_V1_SIZES
+from tests.conftest import RunningServer, gradient_png, start_server
+from tests.e2e.browser import PageWatch, chromium, needs_chromium
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 GENERATION_TIMEOUT_MS = 120_000
+# Chromium logs every 4xx answer to fetch() as a console error; the error test wants one.
+EXPECTED_CONSOLE = ("the server responded with a status of 400",)
 
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium (`make browser` installs it)"
-)
+pytestmark = needs_chromium
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+    with chromium() as launched:
         yield launched
-        launched.close()
 
 
 @pytest.fixture
@@ -55,29 +43,9 @@ def artifacts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
     return folder
 
 
-class PageWatch:
-    """What the page did that a test should fail on: console errors, script errors, requests elsewhere."""
-
-    def __init__(self, page: Page, origin: str) -> None:
-        self.problems: list[str] = []
-        self.origin = origin
-        page.on("console", self.on_console)
-        page.on("pageerror", lambda error: self.problems.append(f"page error: {error}"))
-        page.on("request", lambda request: self.on_url(request.url))
-
-    def on_console(self, message: ConsoleMessage) -> None:
-        # Chromium logs every 4xx answer to fetch() as a console error; the error test wants one.
-        if message.type == "error" and "the server responded with a status of 400" not in message.text:
-            self.problems.append(f"console: {message.text}")
-
-    def on_url(self, url: str) -> None:
-        if not url.startswith((self.origin + "/", "data:", "blob:")):
-            self.problems.append(f"request outside the server: {url}")
-
-
 def open_playground(browser: Browser, server: RunningServer) -> tuple[Page, PageWatch]:
     page = browser.new_page(viewport={"width": 1280, "height": 1000})
-    watch = PageWatch(page, server.url)
+    watch = PageWatch(page, server.url, EXPECTED_CONSOLE)
     page.goto(server.url + "/")
     expect(page.locator("body")).to_have_attribute("data-ready", "true")
     return page, watch
@@ -115,9 +83,8 @@ def test_generate_progress_reuse_seed_and_an_error_in_words(
 ) -> None:
     page, watch = open_playground(browser, server)
     expect(page.locator("#server-status")).to_have_text("model ready")
-    assert select_values(page, "#sampler") == [sampler.value for sampler in Sampler]
+    assert select_values(page, "#sampler") == list(get_args(SamplerName))
     assert select_values(page, "#style_preset") == list(STYLE_PRESETS)
-    assert select_values(page, "#clip_guidance_preset") == list(get_args(ClipGuidancePresetName))
     assert select_values(page, "#mask_source") == list(get_args(MaskSource))
 
     page.set_input_files("#init-image", files=[png_file("door.png")])
@@ -126,7 +93,7 @@ def test_generate_progress_reuse_seed_and_an_error_in_words(
     page.fill(".prompt-text", "a red door in a white wall")
     page.click("#add-negative")
     page.locator(".prompt-text").nth(1).fill("blurry")
-    page.fill("#steps", "10")
+    page.fill("#steps", "20")
     page.fill("#preview-every", "2")
     page.click("#generate")
 
@@ -135,16 +102,20 @@ def test_generate_progress_reuse_seed_and_an_error_in_words(
     seed = page.inner_text("#result-seed")
     assert seed.isdigit() and int(seed) > 0
     expect(page.locator("#result-finish")).to_have_text("SUCCESS")
-    # Image-to-image runs only the tail of the schedule (1 - image_strength of it): fewer than 10 steps.
-    expect(page.locator("#progress-text")).to_have_text(re.compile(r"step (\d+) / \1"))
-    steps_run = int(page.inner_text("#progress-text").split()[-1])
-    assert 0 < steps_run < 10
+    # Image-to-image runs only the tail of the schedule, and the bar says so: 20 - int(20 * 0.65) = 7 is
+    # the window's first step, so 13 steps run.
+    steps_run = 13
+    expect(page.locator("#progress-text")).to_have_text(
+        "step 13 of 13 (image_strength 0.35 runs the last 13 of 20 steps)"
+    )
+    expect(page.locator("#elapsed")).to_have_text(re.compile(r"^\d+\.\d s$"))
     previews_expected = steps_run // 2 + steps_run % 2  # every 2nd step, and the last one
     expect(page.locator("#previews img")).to_have_count(previews_expected)
     expect(page.locator("#error")).to_be_hidden()
 
     request_json = page.inner_text("#request-json")
-    assert '"steps": 10' in request_json and '"weight": -1' in request_json
+    assert '"steps": 20' in request_json and '"weight": -1' in request_json
+    assert "clip_guidance_preset" not in request_json  # this server has no CLIP model
     assert '"init_image": "<base64,' in request_json and '"progress": true' in request_json
     expect(page.locator("#response-json")).to_contain_text(
         f"{steps_run} progress chunks, then the result chunk"
@@ -198,6 +169,78 @@ def test_text_to_image_sends_the_size_and_no_image_fields(browser: Browser, serv
     size = page.eval_on_selector("#result-image", "image => [image.naturalWidth, image.naturalHeight]")
     assert size == [64, 128]
     assert watch.problems == []
+    page.close()
+
+
+@pytest.fixture(scope="module")
+def clip_server(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Iterator[RunningServer]:
+    """The tiny model with a CLIP model and SDXL's size rule (no --relaxed-sizes)."""
+    running = start_server(tmp_path_factory.mktemp("logs"), "--model", "tiny", "--clip-model", "tiny")
+    yield running
+    running.stop()
+
+
+def test_without_a_clip_model_the_page_offers_no_guidance_and_any_multiple_of_64(
+    browser: Browser, server: RunningServer
+) -> None:
+    page, watch = open_playground(browser, server)
+    expect(page.locator("#clip-guidance-field")).to_be_hidden()
+    expect(page.locator("#clip-guidance-absent")).to_be_visible()
+    assert "clip_guidance_preset" not in page.evaluate("formToBody()")
+    # --relaxed-sizes: free width and height, within the server's rule.
+    for field in ("#width", "#height"):
+        expect(page.locator(field)).to_be_visible()
+        attributes = page.eval_on_selector(field, "input => [input.min, input.max, input.step]")
+        assert attributes == ["64", "2048", "64"]
+    expect(page.locator("#size-rule")).to_contain_text("any multiple of 64 from 64 to 2048")
+    assert select_values(page, "#size-preset") == [f"{w}x{h}" for w, h in SDXL_V1_SIZES]
+    assert page.eval_on_selector("#size-preset", "select => select.options[0].value") == ""  # custom
+    assert watch.problems == []
+    page.close()
+
+
+def test_with_a_clip_model_and_sdxl_sizes_the_page_offers_guidance_and_only_those_sizes(
+    browser: Browser, clip_server: RunningServer
+) -> None:
+    page, watch = open_playground(browser, clip_server)
+    expect(page.locator("#clip-guidance-field")).to_be_visible()
+    expect(page.locator("#clip-guidance-absent")).to_be_hidden()
+    assert select_values(page, "#clip_guidance_preset") == list(get_args(ClipGuidancePresetName))
+    page.select_option("#clip_guidance_preset", "FAST_BLUE")
+    assert page.evaluate("formToBody()")["clip_guidance_preset"] == "FAST_BLUE"
+    # No free width and height: the select holds the nine sizes and nothing else.
+    expect(page.locator("#width")).to_be_hidden()
+    expect(page.locator("#height")).to_be_hidden()
+    expect(page.locator("#size-rule")).to_contain_text("SDXL's nine sizes only")
+    sizes = page.eval_on_selector_all("#size-preset option", "options => options.map(o => o.value)")
+    assert sizes == [f"{w}x{h}" for w, h in SDXL_V1_SIZES]
+    expect(page.locator("#size-preset")).to_have_value("1024x1024")
+    page.select_option("#size-preset", "832x1216")
+    body: dict[str, Any] = page.evaluate("formToBody()")
+    assert (body["width"], body["height"]) == (832, 1216)
+    assert watch.problems == []
+    page.close()
+
+
+def test_the_progress_note_names_the_window_of_each_mode(browser: Browser, server: RunningServer) -> None:
+    page, _ = open_playground(browser, server)
+    notes = page.evaluate(
+        """() => [
+            windowNote({init_image: "x", steps: 20, image_strength: 0.35}, 13),
+            windowNote({init_image: "x", init_image_mode: "STEP_SCHEDULE", steps: 20,
+                        step_schedule_start: 0.65, step_schedule_end: 0.2}, 9),
+            windowNote({init_image: "x"}, 20),
+            windowNote({init_image: "x", image_strength: 0}, 30),
+            windowNote({steps: 20}, 20),
+        ]"""
+    )
+    assert notes == [
+        " (image_strength 0.35 runs the last 13 of 20 steps)",
+        " (step_schedule_start 0.65 to step_schedule_end 0.2 runs 9 of 20 steps)",
+        " (image_strength 0.35 runs the last 20 of 30 steps)",  # the server's defaults
+        "",
+        "",
+    ]
     page.close()
 
 

@@ -11,14 +11,21 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, HTTPException, Request
 from starlette.responses import JSONResponse, Response
 
 from sdxl_bedrock.api.bedrock.errors import error_docs
 from sdxl_bedrock.api.openapi import ANY_ROUTE_ERRORS, REQUEST_ID_HEADER
-from sdxl_bedrock.api.stability.fields import CLIP_GUIDANCE_PRESET_NAMES, INIT_IMAGE_MODES, MASK_SOURCES
+from sdxl_bedrock.api.stability.fields import (
+    CLIP_GUIDANCE_PRESET_NAMES,
+    INIT_IMAGE_MODES,
+    MASK_SOURCES,
+    GenerationFields,
+    InitImageModeFields,
+)
+from sdxl_bedrock.config import Settings
 from sdxl_bedrock.presets import DEFAULT_SAMPLER_NAME, SAMPLER_NAMES, STYLE_PRESETS
-from sdxl_bedrock.validation import SDXL_V1_SIZES
+from sdxl_bedrock.validation import RELAXED_SIZE_MAX, RELAXED_SIZE_STEP, SDXL_V1_SIZES
 
 ASSET_MEDIA_TYPES = {
     "index.html": "text/html; charset=utf-8",
@@ -73,21 +80,47 @@ async def playground_page() -> Response:
     return asset_response("index.html")
 
 
-@router.get("/playground/options.json")
-async def playground_options() -> Response:
-    """The allowed values of the enum fields, from the validator itself, so the page never drifts from it."""
-    return JSONResponse(
-        {
-            "sampler": list(SAMPLER_NAMES),
-            "default_sampler": DEFAULT_SAMPLER_NAME,
-            "style_preset": list(STYLE_PRESETS),
-            "clip_guidance_preset": list(CLIP_GUIDANCE_PRESET_NAMES),
-            "init_image_mode": list(INIT_IMAGE_MODES),
-            "mask_source": list(MASK_SOURCES),
-            "sdxl_sizes": [list(size) for size in SDXL_V1_SIZES],
+# The image-to-image window's fields, whose defaults the page needs to explain a window.
+WINDOW_FIELDS = ("image_strength", "step_schedule_start", "step_schedule_end")
+
+
+def page_options(settings: Settings) -> dict[str, Any]:
+    """What the page offers, from the validator's own tables and this server's settings, so that the page
+    never drifts from what the server takes:
+
+    - `sampler`, `style_preset`, `clip_guidance_preset`, `init_image_mode`, `mask_source`: the allowed names;
+      `default_sampler`;
+    - `clip_guidance`: whether the server has a CLIP model (without one, every preset but NONE is refused);
+    - `sizes`: `relaxed` (`--relaxed-sizes`: any multiple of `step` px from `step` to `max`; else only the
+      `sdxl` sizes, [width, height] pairs);
+    - `defaults`: what the server uses for `steps`, `image_strength`, `step_schedule_start` and
+      `step_schedule_end` when the body leaves them out.
+    """
+    image_fields = InitImageModeFields.model_fields
+    return {
+        "sampler": list(SAMPLER_NAMES),
+        "default_sampler": DEFAULT_SAMPLER_NAME,
+        "style_preset": list(STYLE_PRESETS),
+        "clip_guidance_preset": list(CLIP_GUIDANCE_PRESET_NAMES),
+        "clip_guidance": settings.clip_model is not None,
+        "init_image_mode": list(INIT_IMAGE_MODES),
+        "mask_source": list(MASK_SOURCES),
+        "sizes": {
+            "relaxed": settings.relaxed_sizes,
+            "step": RELAXED_SIZE_STEP,
+            "max": RELAXED_SIZE_MAX,
+            "sdxl": [list(size) for size in SDXL_V1_SIZES],
         },
-        headers=SECURITY_HEADERS,
-    )
+        "defaults": {
+            "steps": GenerationFields.model_fields["steps"].default,
+            **{name: image_fields[name].default for name in WINDOW_FIELDS},
+        },
+    }
+
+
+@router.get("/playground/options.json")
+async def playground_options(request: Request) -> Response:
+    return JSONResponse(page_options(request.app.state.runtime.settings), headers=SECURITY_HEADERS)
 
 
 @router.get("/playground/{name}")

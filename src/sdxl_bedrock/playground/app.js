@@ -7,12 +7,14 @@ const MODEL_ID = "stability.stable-diffusion-xl-v1";
 const STREAM_PATH = `/model/${MODEL_ID}/invoke-with-response-stream`;
 const MAX_PROMPTS = 10;
 const PING_RETRY_MS = 2000;
+const CLOCK_TICK_MS = 100;
 
 const $ = (id) => document.getElementById(id);
 const utf8 = new TextDecoder();
 
-// The uploaded pictures ({name, base64, dataUrl, width, height}) and the run in flight.
-const state = { init: null, mask: null, controller: null, options: null };
+// The uploaded pictures ({name, base64, dataUrl, width, height}), the run in flight (its controller, the
+// body it sent, when it started, the clock that shows how long it has run) and the server's options.
+const state = { init: null, mask: null, controller: null, options: null, sent: null, startedAt: 0, clock: null };
 
 // ---- AWS event-stream frames ------------------------------------------------------------------------
 // A frame: total length (uint32 BE), headers length (uint32 BE), CRC32 of those 8 bytes, the headers,
@@ -185,7 +187,9 @@ function readPrompts() {
 // The Bedrock SDXL body for what the form says. No checks here: the server's messages are the checks.
 function formToBody() {
   const body = { text_prompts: readPrompts() };
-  const fields = ["cfg_scale", "seed", "steps", "sampler", "style_preset", "clip_guidance_preset"];
+  const fields = ["cfg_scale", "seed", "steps", "sampler", "style_preset"];
+  // Without a CLIP model on the server the control is hidden, and the field left to its default, NONE.
+  if (state.options?.clip_guidance) fields.push("clip_guidance_preset");
   if (!state.init) {
     fields.push("width", "height");
   } else {
@@ -336,6 +340,7 @@ async function generate() {
   state.controller = controller;
   resetOutput();
   showRequest(body);
+  state.sent = body;
   setBusy(true);
   let progressChunks = 0;
   let result;
@@ -385,7 +390,30 @@ function setBusy(busy) {
   $("generate").disabled = busy;
   $("generate").textContent = busy ? "Generating…" : "Generate";
   $("cancel").hidden = !busy;
-  if (busy) setStatus("");
+  if (busy) {
+    setStatus("");
+    startClock();
+  } else {
+    stopClock();
+  }
+}
+
+// How long the run has taken, shown while it runs and kept when it ends.
+function startClock() {
+  state.startedAt = performance.now();
+  showElapsed();
+  $("elapsed").hidden = false;
+  state.clock = setInterval(showElapsed, CLOCK_TICK_MS);
+}
+
+function stopClock() {
+  clearInterval(state.clock);
+  state.clock = null;
+  showElapsed();
+}
+
+function showElapsed() {
+  $("elapsed").textContent = `${((performance.now() - state.startedAt) / 1000).toFixed(1)} s`;
 }
 
 function setStatus(text) {
@@ -410,11 +438,27 @@ function showPicture(image, src) {
   $("stage-empty").hidden = true;
 }
 
+// Why an image-to-image run counts fewer steps than the body asked for: only its window of the schedule
+// runs (the first step is steps - int(steps * start), as diffusers' img2img computes it). "" when none.
+function windowNote(body, windowSteps) {
+  if (!body || !("init_image" in body)) return "";
+  const defaults = state.options.defaults;
+  const total = body.steps ?? defaults.steps;
+  if (windowSteps >= total) return "";
+  if (body.init_image_mode === "STEP_SCHEDULE") {
+    const start = body.step_schedule_start ?? defaults.step_schedule_start;
+    const end = body.step_schedule_end ?? defaults.step_schedule_end;
+    return ` (step_schedule_start ${start} to step_schedule_end ${end} runs ${windowSteps} of ${total} steps)`;
+  }
+  const strength = body.image_strength ?? defaults.image_strength;
+  return ` (image_strength ${strength} runs the last ${windowSteps} of ${total} steps)`;
+}
+
 function showProgress({ step, steps, preview }) {
   $("progress-box").hidden = false;
   $("progress").max = steps;
   $("progress").value = step;
-  $("progress-text").textContent = `step ${step} / ${steps}`;
+  $("progress-text").textContent = `step ${step} of ${steps}${windowNote(state.sent, steps)}`;
   if (preview) {
     const src = `data:image/jpeg;base64,${preview}`;
     if ($("result-image").hidden) showPicture($("live-preview"), src);
@@ -555,9 +599,24 @@ function setupOptions(options) {
   fillSelect("style_preset", options.style_preset);
   fillSelect("clip_guidance_preset", options.clip_guidance_preset);
   $("clip_guidance_preset").value = "NONE";
+  $("clip-guidance-field").hidden = !options.clip_guidance;
+  $("clip-guidance-absent").hidden = options.clip_guidance;
   fillSelect("init_image_mode", options.init_image_mode);
   fillSelect("mask_source", options.mask_source);
-  $("size-preset").append(...options.sdxl_sizes.map(([w, h]) => new Option(`${w} × ${h}`, `${w}x${h}`)));
+  setupSizes(options.sizes);
+}
+
+// The sizes the server takes: SDXL's nine, or with --relaxed-sizes any multiple of `step` up to `max`.
+function setupSizes({ relaxed, step, max, sdxl }) {
+  $("size-preset").append(...sdxl.map(([w, h]) => new Option(`${w} × ${h}`, `${w}x${h}`)));
+  for (const id of ["width", "height"]) Object.assign($(id), { min: step, max, step });
+  for (const label of document.querySelectorAll("[data-size=custom]")) label.hidden = !relaxed;
+  if (relaxed) {
+    $("size-rule").textContent = `width and height: any multiple of ${step} from ${step} to ${max} (--relaxed-sizes)`;
+  } else {
+    $("size-preset").querySelector('option[value=""]').remove();
+    $("size-rule").textContent = "This server takes SDXL's nine sizes only (serve --relaxed-sizes allows others).";
+  }
   syncSizePreset();
 }
 
