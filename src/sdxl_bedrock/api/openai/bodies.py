@@ -590,7 +590,8 @@ def finding(error: ErrorDetails, *, lax: bool = False) -> MalformedBody:
         case "greater_than_equal" | "less_than_equal" as kind:
             below = kind == "greater_than_equal"
             bound = limits["ge" if below else "le"]
-            number = "integer" if float(bound).is_integer() and not isinstance(value, float) else "decimal"
+            # The bound has the field's type: an int for an integer field, a float for a number field.
+            number = "integer" if isinstance(bound, int) else "decimal"
             side = "below minimum" if below else "above maximum"
             description = (
                 f"{number} {side} value. Expected a value {'>=' if below else '<='} {_number(bound)}, "
