@@ -31,6 +31,17 @@ MODELS_ROUTE_ERRORS: tuple[type[ServiceError], ...] = (MissingCredentials, Acces
 FILE_ROUTE_ERRORS: tuple[type[ServiceError], ...] = (NotFound, ServiceError)
 
 
+# store.ImageStore's names: 256 random bits in base64url, and the format's extension.
+IMAGE_NAME_SCHEMA: Schema = {
+    "pattern": "^[A-Za-z0-9_-]{43}\\.(png|jpeg|webp)$",
+    "description": "As a `url` answer names it. Any other name, or one past its hour: 404.",
+}
+
+
+def model_id_schema(model_ids: list[str]) -> Schema:
+    return {"enum": sorted(model_ids), "description": "Any other model: 404 model_not_found."}
+
+
 def nullable_schema(model: type[BaseModel]) -> Schema:
     """The JSON body's schema: `null` stands for an absent optional field (model_schema drops it)."""
     schema = model_schema(model)

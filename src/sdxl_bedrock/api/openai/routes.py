@@ -12,8 +12,9 @@ import base64
 import logging
 import time
 from collections.abc import AsyncGenerator, Mapping
+from typing import Annotated
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, FastAPI, Path, Request
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.responses import Response
@@ -46,6 +47,9 @@ MAX_FORM_FIELDS = 64
 MAX_FORM_FILES = 8
 
 router = APIRouter(prefix="/v1")
+# Documentation only: the handlers answer any other value with OpenAI's 404 themselves.
+ModelParameter = Annotated[str, Path(json_schema_extra=openapi.model_id_schema([MODEL_ID]))]
+ImageNameParameter = Annotated[str, Path(json_schema_extra=openapi.IMAGE_NAME_SCHEMA)]
 
 
 def check_api_key(settings: Settings, headers: Mapping[str, str]) -> None:
@@ -219,7 +223,7 @@ async def create_image_variation(request: Request) -> Response:
     response_class=Response,
     responses=openapi.image_file_responses(),
 )
-async def image_file(name: str, request: Request) -> Response:
+async def image_file(name: ImageNameParameter, request: Request) -> Response:
     image = image_store(request.app).get(name)
     if image is None:
         raise NotFound("The image has expired or does not exist.")
@@ -247,7 +251,7 @@ async def list_models(request: Request) -> Response:
     response_class=Response,
     responses=openapi.models_responses(not_found=True),
 )
-async def retrieve_model(model: str, request: Request) -> Response:
+async def retrieve_model(model: ModelParameter, request: Request) -> Response:
     runtime: Runtime = request.app.state.runtime
     check_api_key(runtime.settings, request.headers)
     if model != MODEL_ID:
