@@ -298,15 +298,10 @@ def parse_edit(
     if len(masks) > 1:
         raise invalid("mask", f"send one mask, not {len(masks)}")
     mask = mask_of(masks[0], image) if masks else None
-    width, height = output_size(body.size, relaxed=relaxed_sizes, default=image.size, image=image.size)
+    width, height = output_size(body.size, relaxed=relaxed_sizes, default=image.size)
     image, mask = resized(image, mask, (width, height))
-    strength = (
-        body.strength
-        if body.strength is not None
-        else EDIT_STRENGTH
-        if mask is None
-        else MASKED_EDIT_STRENGTH
-    )
+    default_strength = EDIT_STRENGTH if mask is None else MASKED_EDIT_STRENGTH
+    strength = body.strength if body.strength is not None else default_strength
     quality = body.quality or DEFAULT_QUALITY
     generation = GenerationRequest(
         prompts=(WeightedPrompt(body.prompt, 1.0),),
@@ -337,7 +332,7 @@ def parse_variation(
     check_model(fields.get("model"))
     body = validate(VariationForm, dict(fields), lax=True)
     image = decode_file(one_image(files), "image")
-    width, height = output_size(body.size, relaxed=relaxed_sizes, default=image.size, image=image.size)
+    width, height = output_size(body.size, relaxed=relaxed_sizes, default=image.size)
     image, _ = resized(image, None, (width, height))
     generation = GenerationRequest(
         prompts=(WeightedPrompt("", 1.0),),
@@ -378,11 +373,9 @@ def output_of(body: OutputFields) -> Output:
     return Output(response_format or "b64_json", output_format, compression)
 
 
-def output_size(
-    size: str | None, *, relaxed: bool, default: tuple[int, int], image: tuple[int, int] | None = None
-) -> tuple[int, int]:
-    """(width, height) of the output: `size`, or for `auto` (or none) `default`; each checked against the
-    size rule (`image`: the size of the image an edit or a variation starts from, blamed when it is wrong)."""
+def output_size(size: str | None, *, relaxed: bool, default: tuple[int, int]) -> tuple[int, int]:
+    """(width, height) of the output: `size`, or for `auto` (or none) `default` (1024x1024, or the size of
+    the image an edit or a variation starts from, blamed as `image` when it is not allowed)."""
     if size is None or size == AUTO:
         width, height = default
         if not allowed_size(width, height, relaxed=relaxed):
