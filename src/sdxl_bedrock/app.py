@@ -15,7 +15,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sdxl_bedrock import __version__
-from sdxl_bedrock.api import Wire, Wires, bedrock, docs, health, playground, stability
+from sdxl_bedrock.api import Wire, Wires, bedrock, docs, health, openai, playground, stability
 from sdxl_bedrock.api.private_routes import PrivateRoutes
 from sdxl_bedrock.config import Settings
 from sdxl_bedrock.errors import InvalidRequest, NotFound, ServiceError
@@ -121,6 +121,7 @@ def create_app(
         app,
         bedrock.wire,
         stability.wire,
+        openai.wire,
     )
     app.include_router(health.router)
     app.include_router(playground.page_router)
