@@ -1,5 +1,6 @@
 """The Bedrock Runtime routes: POST /model/{modelId}/invoke and /invoke-with-response-stream for
-stability.stable-diffusion-xl-v1."""
+stability.stable-diffusion-xl-v1; and the operations SDXL does not take (Converse, ConverseStream,
+CountTokens, StartAsyncInvoke), each refused as Bedrock refuses a model that does not support it."""
 
 from __future__ import annotations
 
@@ -200,7 +201,7 @@ async def start_async_invoke(request: Request) -> Response:
     runtime: Runtime = request.app.state.runtime
     raw = await read_body(request)
     check_bedrock_auth(runtime.settings, request.scope, request.headers, raw)
-    model_id = load_json_object(raw).get("modelId")
+    model_id = (await runtime.workers.on_host(load_json_object, raw)).get("modelId")
     if model_id is None:
         raise InvalidRequest(MODEL_ID_MISSING, field="modelId")
     if not isinstance(model_id, str):
