@@ -113,8 +113,13 @@ def test_text_fields_are_decoded_by_the_declared_charset() -> None:
             {"max_fields": 2},
             "Too many fields. Maximum number of fields is 2.",
         ),
+        (
+            *encoded({}, {"text_prompts[0][text]": (None, b"a" * (1024 * 1024 + 1))}),
+            {},
+            "Part exceeded maximum size of 1024KB.",
+        ),
     ],
-    ids=["no-boundary", "garbage", "no-name", "too-many-files", "too-many-fields"],
+    ids=["no-boundary", "garbage", "no-name", "too-many-files", "too-many-fields", "text-over-1MB"],
 )
 def test_broken_bodies_are_refused_in_starlettes_words(
     content_type: str, body: bytes, limits: dict[str, int], message: str

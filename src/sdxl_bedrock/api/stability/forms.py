@@ -5,7 +5,8 @@ Stability's own examples send the images two ways: curl and Python's `requests` 
 `append('init_image', buffer)`) as plain parts without one. Starlette's parser decodes a part without a
 filename as text (the image's bytes are lost) and caps it at 1 MB; so the body is parsed here with
 python-multipart's `FormParser`, which hands over every part's raw bytes, and the parts named by
-`image_names` are kept as bytes whichever way they came, up to the body limit.
+`image_names` are kept as bytes whichever way they came, up to the body limit (a text part stays under
+Starlette's 1 MB).
 
 The parsing itself, and its messages for broken bodies, are those of python-multipart and Starlette
 (`Missing boundary in multipart.`, `Too many files. ...`, `Invalid multipart data.`).
@@ -22,6 +23,8 @@ from python_multipart.multipart import Field, File, parse_options_header
 
 from sdxl_bedrock.config import BODY_LIMIT_BYTES
 
+# Starlette's bound on a text part, kept for every part but the images.
+MAX_TEXT_PART_BYTES = 1024 * 1024
 # Starlette's words for a part without a name, which python-multipart words as its own FormParserError.
 NAME_MISSING = 'The Content-Disposition header field "name" must be provided.'
 
@@ -74,6 +77,8 @@ def read_multipart(
         value = part.value or b""
         if name in image_names:
             form.images[name] = value
+        elif len(value) > MAX_TEXT_PART_BYTES:
+            raise FormError(f"Part exceeded maximum size of {MAX_TEXT_PART_BYTES // 1024}KB.")
         else:
             form.fields[name] = _text(value, charset)
 
