@@ -6,6 +6,7 @@ import base64
 import io
 import struct
 import zlib
+from typing import Any
 
 import numpy as np
 import pytest
@@ -71,11 +72,15 @@ def decode_error(data: bytes, field: str = "init_image") -> MalformedBody:
     [
         "abc",  # missing padding
         "aGVsbG8",  # missing padding of a real word
-        "aGVs\nbG8=",  # whitespace is not in the alphabet
-        " aGVsbG8=",
-        "data:image/png;base64,aGVsbG8=",  # a data URI is not base64
+        " aGVsbG8=",  # whitespace other than a line break is not in the alphabet
+        "aGVs bG8=",
+        "aGVs\tbG8=",
+        "aGVs\x0bbG8=",  # vertical tab
+        "aGVs\x0cbG8=",  # form feed
+        "aGVs\u2028bG8=",  # a Unicode line separator is no CR or LF
         "aGVs*G8=",
         "aGVsbG8=é",  # non-ASCII
+        "aGVs\nbG8",  # a line break does not excuse missing padding
     ],
 )
 def test_invalid_base64_is_rejected_naming_the_field(value: str) -> None:
@@ -89,6 +94,47 @@ def test_invalid_base64_is_rejected_naming_the_field(value: str) -> None:
 def test_valid_base64_png_decodes() -> None:
     image = decode_base64_image(as_base64(encoded(noise(16, 8), "PNG")), "init_image")
     assert (image.mode, image.size) == ("RGB", (16, 8))
+
+
+def wrapped(text: str, width: int, newline: str) -> str:
+    return newline.join(text[start : start + width] for start in range(0, len(text), width))
+
+
+@pytest.mark.parametrize(
+    "wrap",
+    [
+        lambda text: wrapped(text, 76, "\n") + "\n",  # GNU base64: LF every 76, and a final one
+        lambda text: wrapped(text, 76, "\r\n"),  # Java's MIME encoder and RFC 2045: CRLF every 76
+        lambda text: wrapped(text, 64, "\n"),  # PEM and OpenSSL's `base64`
+        lambda text: wrapped(text, 1, "\r"),  # any CR or LF anywhere
+        lambda text: "\r\n" + text + "\n\n",
+    ],
+    ids=["gnu-76-lf", "mime-76-crlf", "pem-64-lf", "cr-everywhere", "leading-and-trailing"],
+)
+def test_base64_with_line_breaks_decodes_to_the_same_image(wrap: Any) -> None:
+    text = as_base64(encoded(noise(16, 8), "PNG"))
+    assert len(text) > 76
+    plain = decode_base64_image(text, "init_image")
+    image = decode_base64_image(wrap(text), "init_image")
+    assert np.array_equal(np.asarray(image), np.asarray(plain))
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "data:image/png;base64,iVBORw0KGgo=",
+        "DATA:image/png;base64,iVBORw0KGgo=",
+        "data:,hello",
+        "data:image/jpeg;base64,\n/9j/4AAQ",
+    ],
+)
+def test_a_data_url_is_told_to_send_the_bare_base64(value: str) -> None:
+    with pytest.raises(MalformedBody) as caught:
+        decode_base64_image(value, "init_image")
+    assert caught.value.message == (
+        "#/init_image: expected bare base64, found a data URL; send only the base64 text after 'base64,'"
+    )
+    assert (caught.value.field, caught.value.kind) == ("init_image", "invalid_image")
 
 
 # ---- what is not an acceptable image ---------------------------------------------------------------------

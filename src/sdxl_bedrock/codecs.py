@@ -19,6 +19,7 @@ ACCEPTED_FORMATS = ("PNG", "JPEG", "WEBP")
 MAX_DECODED_PIXELS = 4096 * 4096
 
 _NOT_DECODABLE = "the image could not be decoded (only PNG, JPEG and WebP are accepted)"
+DATA_URL = "expected bare base64, found a data URL; send only the base64 text after 'base64,'"
 
 
 def _rejected(field: str | Location, reason: str) -> MalformedBody:
@@ -27,11 +28,20 @@ def _rejected(field: str | Location, reason: str) -> MalformedBody:
 
 
 def decode_base64_image(value: str, field: str | Location) -> Image.Image:
-    """Decode a base64 string (strict alphabet, padding required, no whitespace) into an image.
+    """Decode a base64 string (strict alphabet, padding required) into an image.
 
-    `field` is where the value sits in the body (a key, or a path of keys), for the error. See
-    `decode_image_bytes` for what comes back.
+    Line breaks (CR, LF) anywhere are skipped, as MIME base64 writers (GNU `base64`, Java's MIME encoder)
+    wrap lines at 76 characters; any other whitespace or character outside the alphabet is refused. A
+    `data:` URL is refused with a message that says to send the base64 alone. `field` is where the value
+    sits in the body (a key, or a path of keys), for the error. See `decode_image_bytes` for what comes
+    back.
     """
+    if value[:5].lower() == "data:":
+        raise _rejected(field, DATA_URL)
+    if "\n" in value or "\r" in value:
+        # b64decode(validate=True) refuses line breaks; validate=False would also skip every other
+        # character outside the alphabet, which must stay an error.
+        value = value.replace("\r", "").replace("\n", "")
     try:
         data = base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):

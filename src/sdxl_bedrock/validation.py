@@ -11,6 +11,8 @@ names one field.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import math
 import re
@@ -322,9 +324,38 @@ def decode_base64_field(value: str, location: Location, *, error_name: str) -> I
     return _named(lambda: decode_base64_image(value, location), error_name)
 
 
+# A data URL, or base64 text (with MIME line breaks), where an image file's bytes belong. No PNG, JPEG or
+# WebP file is either: each holds bytes outside the base64 alphabet within its first 8 bytes.
+_DATA_URL_PREFIX = b"data:"
+_BASE64_ALPHABET = re.compile(rb"[A-Za-z0-9+/=\r\n]+")
+
+
 def decode_file_field(data: bytes, location: Location, *, error_name: str) -> Image.Image:
-    """An uploaded image file at `location`; MalformedBody named `error_name`."""
+    """An uploaded image (a form part, with or without a file name) at `location`; MalformedBody named
+    `error_name`. A part that holds a data URL or base64 text instead of the file's bytes is told so."""
+    sent_as_text = None
+    if data[: len(_DATA_URL_PREFIX)].lower() == _DATA_URL_PREFIX:
+        sent_as_text = "a data URL"
+    elif _is_base64_text(data):
+        sent_as_text = "text that looks like base64"
+    if sent_as_text is not None:
+        raise malformed(
+            location,
+            f"expected the bytes of an image file, found {sent_as_text}; send the file's own bytes",
+            kind=ProblemKind.WRONG_TYPE,
+            error_name=error_name,
+        )
     return _named(lambda: decode_image_bytes(data, location), error_name)
+
+
+def _is_base64_text(data: bytes) -> bool:
+    if not _BASE64_ALPHABET.fullmatch(data):
+        return False
+    try:
+        base64.b64decode(data.replace(b"\r", b"").replace(b"\n", b""), validate=True)
+    except binascii.Error:
+        return False
+    return True
 
 
 def _named(decode: Any, error_name: str) -> Image.Image:

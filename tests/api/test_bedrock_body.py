@@ -624,10 +624,42 @@ def test_the_other_init_modes_fields_are_checked_then_ignored() -> None:
     assert error.message == "#/image_strength: 2 is not less or equal to 1"
 
 
-@pytest.mark.parametrize("key", ["height", "width"])
-def test_height_and_width_are_extraneous_with_an_init_image(key: str) -> None:
-    error = rejection(body(init_image=INIT_IMAGE, **{key: 1024}))
-    assert (error.message, error.field) == (f"#: extraneous key [{key}] is not permitted", key)
+@pytest.mark.parametrize(
+    "size",
+    [{"height": 832}, {"width": 1216}, {"height": 832, "width": 1216}],
+    ids=["height", "width", "both"],
+)
+def test_height_and_width_equal_to_the_init_images_are_accepted(size: dict[str, int]) -> None:
+    request = parse(body(init_image=png_base64(1216, 832), **size))
+    assert (request.width, request.height) == (1216, 832)
+    assert request == parse(body(init_image=png_base64(1216, 832)))
+
+
+@pytest.mark.parametrize(
+    ("size", "message", "field"),
+    [
+        ({"height": 1024}, "#/height: 1024 does not match init_image's height 832", "height"),
+        ({"width": 1024}, "#/width: 1024 does not match init_image's width 1216", "width"),
+        ({"height": 832, "width": 832}, "#/width: 832 does not match init_image's width 1216", "width"),
+        # Swapped sides: both differ, the height is named first (the body's field order).
+        ({"height": 1216, "width": 832}, "#/height: 1216 does not match init_image's height 832", "height"),
+    ],
+)
+def test_height_and_width_other_than_the_init_images_name_both_numbers(
+    size: dict[str, int], message: str, field: str
+) -> None:
+    error = rejection(body(init_image=png_base64(1216, 832), **size))
+    assert (error.message, error.field, error.problem.value) == (message, field, size[field])
+
+
+def test_the_init_images_own_size_rule_comes_before_the_match() -> None:
+    error = rejection(body(init_image=png_base64(512, 512), height=512, width=512))
+    assert error.kind == "invalid_sdxl_v1_dimensions"
+
+
+def test_height_and_width_are_still_typed_and_bounded_with_an_init_image() -> None:
+    error = rejection(body(init_image=INIT_IMAGE, height="1024"))
+    assert error.message == "#/height: expected type: Integer, found: String"
 
 
 @pytest.mark.parametrize(
@@ -690,6 +722,46 @@ def test_the_exif_orientation_decides_the_output_size() -> None:
 def test_undecodable_init_images_are_invalid_image(init_image: str, message: str) -> None:
     error = rejection(body(init_image=init_image))
     assert (error.message, error.field, error.kind) == (message, "init_image", "invalid_image")
+
+
+def mime_wrapped(text: str, newline: str = "\r\n") -> str:
+    """As Java's MIME encoder writes base64 (GNU `base64` writes LF): lines of 76 characters."""
+    return newline.join(text[start : start + 76] for start in range(0, len(text), 76))
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n"], ids=["lf", "crlf"])
+def test_line_wrapped_base64_images_are_the_same_images(newline: str) -> None:
+    mask = png_base64(1024, 1024, "L", 255)
+    plain = parse(body(init_image=INIT_IMAGE, mask_source="MASK_IMAGE_WHITE", mask_image=mask))
+    wrapped = parse(
+        body(
+            init_image=mime_wrapped(INIT_IMAGE, newline) + newline,
+            mask_source="MASK_IMAGE_WHITE",
+            mask_image=mime_wrapped(mask, newline),
+        )
+    )
+    assert wrapped == plain
+
+
+@pytest.mark.parametrize(
+    ("fields", "field", "kind"),
+    [
+        ({"init_image": "data:image/png;base64," + INIT_IMAGE}, "init_image", "invalid_image"),
+        (
+            {
+                "init_image": INIT_IMAGE,
+                "mask_source": "MASK_IMAGE_BLACK",
+                "mask_image": "data:image/png;base64," + INIT_IMAGE,
+            },
+            "mask_image",
+            "invalid_mask_image",
+        ),
+    ],
+)
+def test_a_data_url_is_told_to_send_the_bare_base64(fields: dict[str, Any], field: str, kind: str) -> None:
+    error = rejection(body(**fields))
+    message = f"#/{field}: expected bare base64, found a data URL; send only the base64 text after 'base64,'"
+    assert (error.message, error.field, error.kind) == (message, field, kind)
 
 
 # ---- sizes -----------------------------------------------------------------------------------------------
@@ -902,6 +974,49 @@ MASK_REJECTED: list[tuple[dict[str, Any], str, str]] = [
 def test_mask_errors_are_invalid_mask_image(fields: dict[str, Any], message: str, field: str) -> None:
     error = rejection(body(init_image=INIT_IMAGE, **fields))
     assert (error.message, error.field, error.kind) == (message, field, "invalid_mask_image")
+
+
+MASK = {"mask_source": "MASK_IMAGE_WHITE", "mask_image": png_base64(1024, 1024, "L", 255)}
+
+
+@pytest.mark.parametrize(
+    ("fields", "window"),
+    [
+        # No strength given: the masked region is regenerated from pure noise.
+        ({}, (1.0, 0.0)),
+        ({"init_image_mode": "IMAGE_STRENGTH"}, (1.0, 0.0)),
+        ({"step_schedule_start": 0.3}, (1.0, 0.0)),  # the other mode's field: checked, then ignored
+        (
+            {
+                "mask_source": "INIT_IMAGE_ALPHA",
+                "mask_image": None,
+                "init_image": png_base64(1024, 1024, "RGBA"),
+            },
+            (1.0, 0.0),
+        ),
+        # An explicit strength or schedule is honoured.
+        ({"image_strength": 0.35}, (0.65, 0.0)),
+        ({"image_strength": 0.0}, (1.0, 0.0)),
+        ({"image_strength": 0.8}, (0.2, 0.0)),
+        ({"init_image_mode": "STEP_SCHEDULE"}, (0.65, 0.0)),
+        (
+            {"init_image_mode": "STEP_SCHEDULE", "step_schedule_start": 0.9, "step_schedule_end": 0.1},
+            (0.9, 0.1),
+        ),
+    ],
+)
+def test_a_masked_request_without_a_strength_regenerates_the_mask_fully(
+    fields: dict[str, Any], window: tuple[float, float]
+) -> None:
+    given = {"init_image": INIT_IMAGE, **MASK, **fields}
+    request = parse(body(**{key: value for key, value in given.items() if value is not None}))
+    assert request.mask is not None
+    assert (request.denoise_from, request.denoise_to) == (pytest.approx(window[0]), pytest.approx(window[1]))
+
+
+def test_without_a_mask_the_image_to_image_default_strength_stays() -> None:
+    request = parse(body(init_image=INIT_IMAGE))
+    assert (request.denoise_from, request.denoise_to) == (pytest.approx(0.65), 0.0)
 
 
 def test_the_init_image_is_checked_before_the_mask() -> None:

@@ -237,10 +237,17 @@ FORM_REJECTED: list[tuple[dict[str, str], dict[str, bytes] | None, str, str]] = 
     ),
     (PROMPT_FIELDS, {}, "#: required key [init_image] not found", "bad_request"),
     (
-        {**PROMPT_FIELDS, "init_image": "aGk="},
-        {},
-        "#/init_image: expected a file, found a text field",
-        "bad_request",
+        PROMPT_FIELDS,
+        {"init_image": b"aGVsbG8gd29ybGQ=\n"},
+        "#/init_image: expected the bytes of an image file, found text that looks like base64; "
+        "send the file's own bytes",
+        "invalid_image",
+    ),
+    (
+        PROMPT_FIELDS,
+        {"init_image": b"data:image/png;base64,aGVsbG8="},
+        "#/init_image: expected the bytes of an image file, found a data URL; send the file's own bytes",
+        "invalid_image",
     ),
     (
         PROMPT_FIELDS,

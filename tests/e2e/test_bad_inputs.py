@@ -120,7 +120,16 @@ BAD_BODIES: list[tuple[str, Any, str]] = [
         {"text_prompts": PROMPT, "width": 512, "height": 512},
         f"for stable-diffusion-xl-1024-v1-0 the allowed dimensions are {SIZES}, but we received 512x512",
     ),
-    ("height with init image", body(height=1024), "#: extraneous key [height] is not permitted"),
+    (
+        "height other than the init image's",
+        body(init_image=b64(image_bytes(1024, 1024)), height=768),
+        "#/height: 768 does not match init_image's height 1024",
+    ),
+    (
+        "data URL",
+        body(init_image="data:image/png;base64," + SMALL),
+        "#/init_image: expected bare base64, found a data URL; send only the base64 text after 'base64,'",
+    ),
     (
         "mask source without mask",
         body(mask_source="MASK_IMAGE_WHITE"),

@@ -20,9 +20,11 @@ import pytest
 from PIL import Image
 
 from sdxl_bedrock.api.auth import SIGNATURE_MISMATCH
+from sdxl_bedrock.api.bedrock.routes import END_OF_LIFE, INVALID_MODEL_ID, UNSUPPORTED_OPERATIONS
 from tests.conftest import AUTH_KEY_ID, AUTH_SECRET, REPO, RunningServer, TlsFiles, gradient_png
 
 JS_DIR = REPO / "tests" / "js"
+MODEL = "stability.stable-diffusion-xl-v1"
 SEED = 4242
 SOURCE_SIZE = (64, 64)
 VALIDATION_MESSAGE = (
@@ -50,6 +52,7 @@ def js_sdk(
     http2: bool,
     secret: str = AUTH_SECRET,
     trusted_cert: Path | None = None,
+    model_id: str = MODEL,
 ) -> dict[str, Any]:
     """What the JS SDK returned or threw, as bedrock.mjs describes it."""
     if shutil.which("node") is None or not (JS_DIR / "node_modules").is_dir():
@@ -59,6 +62,7 @@ def js_sdk(
         "region": "us-east-1",
         "credentials": {"accessKeyId": AUTH_KEY_ID, "secretAccessKey": secret},
         "command": command,
+        "modelId": model_id,
         "body": body,
         "http2": http2,
     }
@@ -154,3 +158,42 @@ def test_the_sdk_defaults_https_http2_by_alpn_and_sigv4(
         result = js_sdk(tls_auth_server, command, image_to_image(), http2=True, trusted_cert=tls_files.cert)
         assert_succeeded(result)
         assert_one_png_of_the_source(result["body"] if command == "InvokeModel" else result["chunks"][-1])
+
+
+UNSUPPORTED = ["Converse", "ConverseStream", "CountTokens", "StartAsyncInvoke"]
+RETIRED = ["stability.stable-diffusion-xl-v0", "stability.stable-diffusion-xl"]
+
+
+def assert_error(result: dict[str, Any], name: str, status: int, message: str) -> None:
+    error = result["error"]
+    assert (error["name"], error["status"], error["fault"], error["message"]) == (
+        name,
+        status,
+        "client",
+        message,
+    )
+    assert error["requestId"]
+
+
+@pytest.mark.parametrize("command", UNSUPPORTED)
+@pytest.mark.parametrize("model_id", [MODEL, f"arn:aws:bedrock:us-east-1::foundation-model/{MODEL}"])
+def test_an_operation_sdxl_does_not_take_says_so(server: RunningServer, command: str, model_id: str) -> None:
+    result = js_sdk(server, command, image_to_image(), http2=False, model_id=model_id)
+    assert_error(result, "ValidationException", 400, UNSUPPORTED_OPERATIONS[command])
+
+
+@pytest.mark.parametrize("command", ["InvokeModel", "InvokeModelWithResponseStream", *UNSUPPORTED])
+@pytest.mark.parametrize("model_id", RETIRED)
+def test_a_retired_sdxl_id_has_reached_the_end_of_its_life(
+    server: RunningServer, command: str, model_id: str
+) -> None:
+    result = js_sdk(server, command, image_to_image(), http2=False, model_id=model_id)
+    assert_error(result, "ResourceNotFoundException", 404, END_OF_LIFE)
+
+
+@pytest.mark.parametrize("command", UNSUPPORTED)
+def test_an_unknown_id_is_invalid_on_the_other_operations_too(server: RunningServer, command: str) -> None:
+    result = js_sdk(
+        server, command, image_to_image(), http2=True, model_id="stability.stable-diffusion-xl-v2"
+    )
+    assert_error(result, "ValidationException", 400, INVALID_MODEL_ID)

@@ -3,18 +3,26 @@
 // Reads a job as JSON from stdin (or argv[2]):
 //   {"endpoint": "http://127.0.0.1:8080", "region": "us-east-1",
 //    "credentials": {"accessKeyId": "...", "secretAccessKey": "..."},
-//    "command": "InvokeModel" | "InvokeModelWithResponseStream",
+//    "command": "InvokeModel" | "InvokeModelWithResponseStream" | "Converse" | "ConverseStream"
+//               | "CountTokens" | "StartAsyncInvoke",
 //    "modelId": "stability.stable-diffusion-xl-v1", "body": {...}, "http2": false}
 // and prints one JSON result to stdout:
 //   {"protocol", "status", "requestId", "contentType", "body"}            InvokeModel
 //   {"protocol", "status", "requestId", "contentType", "chunks", "others"} InvokeModelWithResponseStream
+//   {"protocol", "status", "requestId"}                                    the other commands
 //   {"protocol", "error": {"name", "message", "status", "fault", "requestId"}} whatever the SDK threw
+// The other commands send `body` as CountTokens' invokeModel body and StartAsyncInvoke's modelInput, and a
+// one-message chat to Converse and ConverseStream.
 import { readFileSync } from "node:fs";
 
 import {
   BedrockRuntimeClient,
+  ConverseCommand,
+  ConverseStreamCommand,
+  CountTokensCommand,
   InvokeModelCommand,
   InvokeModelWithResponseStreamCommand,
+  StartAsyncInvokeCommand,
 } from "@aws-sdk/client-bedrock-runtime";
 import { NodeHttp2Handler, NodeHttpHandler } from "@smithy/node-http-handler";
 
@@ -56,6 +64,35 @@ async function invokeModelWithResponseStream() {
   return { ...summary(response), chunks, others };
 }
 
+const messages = [{ role: "user", content: [{ text: "a lighthouse" }] }];
+
+async function converse() {
+  return summary(await client.send(new ConverseCommand({ modelId: input.modelId, messages })));
+}
+
+async function converseStream() {
+  const response = await client.send(new ConverseStreamCommand({ modelId: input.modelId, messages }));
+  for await (const event of response.stream) {
+    void event;
+  }
+  return summary(response);
+}
+
+async function countTokens() {
+  const body = new TextEncoder().encode(input.body);
+  const command = new CountTokensCommand({ modelId: input.modelId, input: { invokeModel: { body } } });
+  return summary(await client.send(command));
+}
+
+async function startAsyncInvoke() {
+  const command = new StartAsyncInvokeCommand({
+    modelId: input.modelId,
+    modelInput: job.body,
+    outputDataConfig: { s3OutputDataConfig: { s3Uri: "s3://a-bucket/sdxl/" } },
+  });
+  return summary(await client.send(command));
+}
+
 function summary(response) {
   return {
     status: response.$metadata.httpStatusCode,
@@ -77,6 +114,10 @@ function describe(error) {
 const commands = {
   InvokeModel: invokeModel,
   InvokeModelWithResponseStream: invokeModelWithResponseStream,
+  Converse: converse,
+  ConverseStream: converseStream,
+  CountTokens: countTokens,
+  StartAsyncInvoke: startAsyncInvoke,
 };
 const command = commands[job.command];
 if (!command) {

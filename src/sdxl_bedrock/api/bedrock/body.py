@@ -6,9 +6,14 @@ given choose the mode: without `init_image`, text-to-image (`height`, `width`); 
 `mask_source` is given. Images arrive as base64. Cheap checks run before any image is decoded.
 
 Our rules where Bedrock is silent:
-- `height`/`width` belong to text-to-image: given with `init_image` they are extraneous keys, because the
-  init image's size decides the output size. Image-to-image keys without `init_image` are an error
-  ("required key [init_image] not found").
+- The init image's size decides the output size. `height`/`width` given with `init_image` must equal the
+  image's own height and width (clients that send the size with every request, as a popular agent
+  framework's SDXL driver does, keep working); a different number is an error naming both.
+  Image-to-image keys without `init_image` are an error ("required key [init_image] not found").
+- A masked request without `image_strength` (and not in STEP_SCHEDULE mode) regenerates the masked
+  region from pure noise, as Stability's masking endpoint does: the image-to-image default strength
+  (0.35) would keep a third of the source inside the mask. An explicit `image_strength` or step
+  schedule is honoured.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Any
 
+from PIL import Image
 from pydantic import Field
 
 from sdxl_bedrock.api.stability.fields import (
@@ -50,7 +56,6 @@ IMAGE_TO_IMAGE_KEYS = (
     "mask_source",
     "mask_image",
 )
-TEXT_TO_IMAGE_KEYS = ("height", "width")
 BASE64: dict[str, Any] = {"contentEncoding": "base64"}
 
 
@@ -91,9 +96,10 @@ def parse_invoke_body(
         check_dimensions(body.width, body.height, relaxed=relaxed_sizes)
         request = generation_request(body, prompts, body.width, body.height, random_seed=random_seed)
         return Invocation(request, body.extras)
-    denoise = denoise_range(body)
+    denoise = masked_denoise_range(body) if body.mask_source is not None else denoise_range(body)
     init_image = decode_base64_field(body.init_image, ("init_image",), error_name="invalid_image")
     check_dimensions(*init_image.size, relaxed=relaxed_sizes, field="init_image")
+    check_size_matches(body, init_image)
     mask_image = (
         decode_base64_field(body.mask_image, ("mask_image",), error_name="invalid_mask_image")
         if body.mask_image is not None
@@ -112,14 +118,8 @@ def parse_invoke_body(
 
 
 def check_mode_keys(given: set[str]) -> None:
-    """Bedrock's body chooses its mode by its fields: they must not mix text- and image-to-image."""
-    if "init_image" in given:
-        for key in TEXT_TO_IMAGE_KEYS:
-            if key in given:
-                raise malformed(
-                    (), f"extraneous key [{key}] is not permitted", kind=ProblemKind.EXTRANEOUS_KEY, value=key
-                )
-    else:
+    """Bedrock's body chooses its mode by its fields: image-to-image keys need `init_image`."""
+    if "init_image" not in given:
         for key in IMAGE_TO_IMAGE_KEYS:
             if key in given:
                 raise malformed(
@@ -128,3 +128,24 @@ def check_mode_keys(given: set[str]) -> None:
                     kind=ProblemKind.REQUIRED_KEY,
                     value="init_image",
                 )
+
+
+def masked_denoise_range(body: InvokeModelBody) -> tuple[float, float]:
+    """A masked request's window: all of the schedule, unless `image_strength` or STEP_SCHEDULE says
+    otherwise."""
+    if body.init_image_mode == "IMAGE_STRENGTH" and "image_strength" not in body.model_fields_set:
+        return 1.0, 0.0
+    return denoise_range(body)
+
+
+def check_size_matches(body: InvokeModelBody, init_image: Image.Image) -> None:
+    """`height`/`width` sent with an init image must be its own: the image's size is the output size."""
+    for key, image_side in (("height", init_image.height), ("width", init_image.width)):
+        side: int = getattr(body, key)
+        if key in body.model_fields_set and side != image_side:
+            raise malformed(
+                (key,),
+                f"{side} does not match init_image's {key} {image_side}",
+                kind=ProblemKind.INVALID,
+                value=side,
+            )

@@ -1,11 +1,12 @@
 """The Bedrock Runtime routes: POST /model/{modelId}/invoke and /invoke-with-response-stream for
-stability.stable-diffusion-xl-v1."""
+stability.stable-diffusion-xl-v1; and the operations SDXL does not take (Converse, ConverseStream,
+CountTokens, StartAsyncInvoke), each refused as Bedrock refuses a model that does not support it."""
 
 from __future__ import annotations
 
 import re
 import time
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import unquote
 
 from fastapi import APIRouter, Path, Request
@@ -18,31 +19,69 @@ from sdxl_bedrock.api.bedrock.responses import artifacts_json
 from sdxl_bedrock.api.bedrock.stream import progress_options, stream_events
 from sdxl_bedrock.api.body import read_body
 from sdxl_bedrock.api.openapi import JSON
-from sdxl_bedrock.errors import InvalidRequest
+from sdxl_bedrock.errors import InvalidRequest, NotFound
 from sdxl_bedrock.runtime import Runtime
+from sdxl_bedrock.validation import load_json_object
 
 MODEL_NAME = "stability.stable-diffusion-xl-v1"
 MODEL_IDS = frozenset({MODEL_NAME, f"{MODEL_NAME}:0"})
+# Bedrock's earlier SDXL ids (SDXL 0.8 and its alias), past their end of life: Bedrock answers them with a
+# 404, not with the 400 of an id it never knew.
+RETIRED_MODEL_IDS = frozenset({"stability.stable-diffusion-xl-v0", "stability.stable-diffusion-xl"})
+INVALID_MODEL_ID = "The provided model identifier is invalid."
+END_OF_LIFE = (
+    "This model version has reached the end of its life. "
+    "Please refer to the AWS documentation for more details."
+)
 FOUNDATION_MODEL_ARN = re.compile(
     r"^arn:aws(?:-cn|-us-gov|-iso|-iso-b)?:bedrock:[a-z0-9-]+::foundation-model/(?P<model>[^/]+)$"
 )
 # Match on the raw, still percent-encoded path: an ARN's %2F must not become a path separator.
-MODEL_ROUTE = re.compile(r"^/model/(?P<model>[^/]+)/(?P<action>invoke|invoke-with-response-stream)$")
+MODEL_ROUTE = re.compile(r"^/model/(?P<model>[^/]+)/(?P<action>[^/]+)$")
+
+# The Bedrock Runtime operations SDXL does not take, and the refusal each answers with our model's id:
+# Bedrock's own words for Converse, ConverseStream and CountTokens; ours for StartAsyncInvoke, where
+# Bedrock's "The provided request is not valid" would not tell the caller why.
+CONVERSE_UNSUPPORTED = (
+    "This action doesn't support the model that you provided. Try again with a supported text or chat model."
+)
+UNSUPPORTED_OPERATIONS = {
+    "Converse": CONVERSE_UNSUPPORTED,
+    "ConverseStream": CONVERSE_UNSUPPORTED,
+    "CountTokens": "The provided model doesn't support counting tokens.",
+    "StartAsyncInvoke": "The provided model doesn't support asynchronous invocation. Use InvokeModel or "
+    "InvokeModelWithResponseStream.",
+}
+# AWS's own validation words for a required member that is absent.
+MODEL_ID_MISSING = (
+    "1 validation error detected: "
+    "Value null at 'modelId' failed to satisfy constraint: Member must not be null"
+)
 
 router = APIRouter()
 # Documentation only: the handlers check the id themselves, on the raw path (a constraint here would answer
 # FastAPI's 422 instead of ValidationException).
-ModelIdParameter = Annotated[str, Path(json_schema_extra=openapi.model_id_schema(MODEL_IDS))]
+ModelIdParameter = Annotated[
+    str, Path(json_schema_extra=openapi.model_id_schema(MODEL_IDS, RETIRED_MODEL_IDS))
+]
 
 
 def parse_model_id(raw_segment: str) -> str:
-    """The canonical model id named by a path segment, or InvalidRequest."""
-    model_id = unquote(raw_segment)
+    """The canonical model id named by a path segment (percent-encoded); see `canonical_model_id`."""
+    return canonical_model_id(unquote(raw_segment))
+
+
+def canonical_model_id(model_id: str) -> str:
+    """The canonical model id named by an id or its foundation-model ARN.
+
+    Raises NotFound for a retired SDXL id, InvalidRequest for any other id."""
     arn = FOUNDATION_MODEL_ARN.match(model_id)
     if arn:
         model_id = arn.group("model")
+    if model_id in RETIRED_MODEL_IDS:
+        raise NotFound(END_OF_LIFE)
     if model_id not in MODEL_IDS:
-        raise InvalidRequest("The provided model identifier is invalid.", field="modelId")
+        raise InvalidRequest(INVALID_MODEL_ID, field="modelId")
     return MODEL_NAME
 
 
@@ -51,7 +90,7 @@ def model_segment(request: Request) -> str:
     match = MODEL_ROUTE.match(raw_path.decode("latin-1").split("?", 1)[0])
     if match is None:
         # The router matched on the decoded path; the raw path holds a separator inside the id.
-        raise InvalidRequest("The provided model identifier is invalid.", field="modelId")
+        raise InvalidRequest(INVALID_MODEL_ID, field="modelId")
     return match.group("model")
 
 
@@ -109,3 +148,63 @@ async def invoke_model_with_response_stream(model_id: ModelIdParameter, request:
         media_type="application/vnd.amazon.eventstream",
         headers={"X-Amzn-Bedrock-Content-Type": JSON},
     )
+
+
+# ---- the operations SDXL does not take ------------------------------------------------------------------
+
+
+async def refuse_model_operation(request: Request, operation: str) -> Response:
+    """What Converse, ConverseStream and CountTokens check, in InvokeModel's order: auth, then the model
+    id (a retired or unknown id answers as InvokeModel's does), then the refusal."""
+    runtime: Runtime = request.app.state.runtime
+    raw = await read_body(request)
+    check_bedrock_auth(runtime.settings, request.scope, request.headers, raw)
+    parse_model_id(model_segment(request))
+    raise InvalidRequest(UNSUPPORTED_OPERATIONS[operation], field="modelId")
+
+
+def unsupported(operation: str, what: str) -> dict[str, Any]:
+    """The route options of an operation SDXL does not take: its documentation."""
+    return {
+        "summary": f"{operation} (not supported)",
+        "description": f"Bedrock Runtime {operation} ({what}): SDXL does not take it. With this server's "
+        "model id the answer is a 400 ValidationException saying so; a retired or unknown id answers as "
+        "InvokeModel's does.",
+        "response_class": Response,
+        # The only answer with a valid request; FastAPI would otherwise document a 200 that never comes.
+        "status_code": 400,
+        "responses": openapi.unsupported_responses(),
+    }
+
+
+@router.post("/model/{model_id:path}/converse", **unsupported("Converse", "chat"))
+async def converse(model_id: ModelIdParameter, request: Request) -> Response:
+    return await refuse_model_operation(request, "Converse")
+
+
+@router.post("/model/{model_id:path}/converse-stream", **unsupported("ConverseStream", "chat, streamed"))
+async def converse_stream(model_id: ModelIdParameter, request: Request) -> Response:
+    return await refuse_model_operation(request, "ConverseStream")
+
+
+@router.post("/model/{model_id:path}/count-tokens", **unsupported("CountTokens", "token counting"))
+async def count_tokens(model_id: ModelIdParameter, request: Request) -> Response:
+    return await refuse_model_operation(request, "CountTokens")
+
+
+@router.post(
+    "/async-invoke",
+    **unsupported("StartAsyncInvoke", "a job that writes its output to S3; `modelId` in the body"),
+    openapi_extra=openapi.start_async_invoke_body(),
+)
+async def start_async_invoke(request: Request) -> Response:
+    runtime: Runtime = request.app.state.runtime
+    raw = await read_body(request)
+    check_bedrock_auth(runtime.settings, request.scope, request.headers, raw)
+    model_id = (await runtime.workers.on_host(load_json_object, raw)).get("modelId")
+    if model_id is None:
+        raise InvalidRequest(MODEL_ID_MISSING, field="modelId")
+    if not isinstance(model_id, str):
+        raise InvalidRequest(INVALID_MODEL_ID, field="modelId")
+    canonical_model_id(model_id)
+    raise InvalidRequest(UNSUPPORTED_OPERATIONS["StartAsyncInvoke"], field="modelId")

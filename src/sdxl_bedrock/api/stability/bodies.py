@@ -4,7 +4,8 @@ image-to-image and image-to-image/masking.
 The same fields and rules as Bedrock's body (fields.py); what differs: `steps` 10..150 (default 50) and
 `samples` 1..10, each endpoint takes only its own fields (as in Stability's OpenAPI schemas: `height` /
 `width` only on text-to-image, the init-image-mode fields only on image-to-image, `mask_source` /
-`mask_image` only on masking), and images arrive as form files.
+`mask_image` only on masking), and images arrive as form parts: their bytes, with or without a file name
+(Stability's own Go and TypeScript examples send them without one).
 
 Our rules where Stability's documents are silent:
 - text-to-image defaults to 1024x1024 (Stability's documented 512 default is not an SDXL size).
@@ -47,7 +48,7 @@ from sdxl_bedrock.validation import (
     validate,
 )
 
-# Stability sends images as multipart files; every other form value is text.
+# The form parts that hold images (their bytes, with or without a file name); every other value is text.
 FORM_FILES = ("init_image", "mask_image")
 FORM_PROMPT_KEY = re.compile(r"text_prompts\[(\d{1,6})\]\[(text|weight)\]")
 
@@ -92,9 +93,10 @@ def parse_form(
     """Validate an image-to-image form, or with `masking` an image-to-image/masking form.
 
     `fields` are the text values by form key (`text_prompts[0][text]`, `cfg_scale`, ...); `files` the
-    uploaded files' bytes by form key (`init_image`, and `mask_image` for masking). Raises MalformedBody.
+    images' bytes by form key (`init_image`, and `mask_image` for masking), and any other part sent with
+    a file name, which is refused. Raises MalformedBody.
     """
-    check_form_files(fields, files, FORM_FILES if masking else ("init_image",))
+    check_form_files(files, FORM_FILES if masking else ("init_image",))
     document = form_document(fields)
     if masking:
         return _masking(document, files, relaxed_sizes=relaxed_sizes, random_seed=random_seed)
@@ -145,9 +147,7 @@ def _masking(
     )
 
 
-def check_form_files(
-    fields: Mapping[str, str], files: Mapping[str, bytes], accepted: tuple[str, ...]
-) -> None:
+def check_form_files(files: Mapping[str, bytes], accepted: tuple[str, ...]) -> None:
     for name in files:
         if name not in accepted:
             raise malformed(
@@ -156,9 +156,6 @@ def check_form_files(
                 kind=ProblemKind.EXTRANEOUS_KEY,
                 value=name,
             )
-    for name in FORM_FILES:
-        if name in fields:
-            raise malformed((name,), "expected a file, found a text field", kind=ProblemKind.WRONG_TYPE)
     if "init_image" not in files:
         raise malformed(
             (), "required key [init_image] not found", kind=ProblemKind.REQUIRED_KEY, value="init_image"

@@ -136,8 +136,8 @@ class GenerationFields(StrictFields):
 
 
 class SizeFields(StrictFields):
-    height: Annotated[int, Field(description=f"Text-to-image only. {_SIZE_RULE}")] = 1024
-    width: Annotated[int, Field(description=f"Text-to-image only. {_SIZE_RULE}")] = 1024
+    height: Annotated[int, Field(description=f"The output height. {_SIZE_RULE}")] = 1024
+    width: Annotated[int, Field(description=f"The output width. {_SIZE_RULE}")] = 1024
 
 
 class InitImageModeFields(StrictFields):

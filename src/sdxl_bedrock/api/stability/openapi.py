@@ -45,10 +45,11 @@ FORM_PROMPT_KEYS = r"^text_prompts\[[0-9]{1,6}\]\[(text|weight)\]$"  # bodies.FO
 
 
 def form_schema(model: type[BaseModel], files: tuple[str, ...]) -> Schema:
-    """A multipart form: the images as files, the prompts as `text_prompts[i][text]`/`[weight]` fields,
-    every other field by name as text (`extras` as a JSON object written as text)."""
+    """A multipart form: the images as binary parts, the prompts as `text_prompts[i][text]`/`[weight]`
+    fields, every other field by name as text (`extras` as a JSON object written as text)."""
     fields = model_schema(model)
-    properties: Schema = {name: {**BINARY, "description": f"A {IMAGE_FORMATS} file."} for name in files}
+    image = f"A {IMAGE_FORMATS} file: its bytes, in a part with or without a file name."
+    properties: Schema = {name: {**BINARY, "description": image} for name in files}
     for name, field in fields["properties"].items():
         if name == "text_prompts":
             continue

@@ -1,25 +1,25 @@
 """The Stability REST v1 routes: /v1/generation/{engine_id}/... and /v1/engines/list, over the same engine.
 
 text-to-image takes JSON; image-to-image and image-to-image/masking take multipart/form-data with the
-images as files. `Accept: application/json` (the default) answers `{"artifacts": [...]}`; `Accept:
-image/png` answers the PNG itself with `Finish-Reason` and `Seed` headers, and so allows one sample only.
+images as parts, with or without a file name (forms.py). `Accept: application/json` (the default) answers
+`{"artifacts": [...]}`; `Accept: image/png` answers the PNG itself with `Finish-Reason` and `Seed` headers,
+and so allows one sample only.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Request
-from starlette.datastructures import Headers, UploadFile
-from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.datastructures import Headers
 from starlette.responses import Response
 
 from sdxl_bedrock.api.auth import check_bearer
 from sdxl_bedrock.api.body import read_body
 from sdxl_bedrock.api.openapi import JSON
 from sdxl_bedrock.api.stability import openapi
-from sdxl_bedrock.api.stability.bodies import parse_form, parse_text_to_image
+from sdxl_bedrock.api.stability.bodies import FORM_FILES, parse_form, parse_text_to_image
+from sdxl_bedrock.api.stability.forms import Form, FormError, read_multipart
 from sdxl_bedrock.api.stability.responses import ENGINE_ID, ENGINES, artifacts_body
 from sdxl_bedrock.config import Settings
 from sdxl_bedrock.errors import InvalidRequest, MissingCredentials, NotFound, ProblemKind
@@ -70,8 +70,8 @@ def check_samples(request: GenerationRequest, answer: ResponseType) -> None:
         )
 
 
-async def read_form(request: Request) -> tuple[dict[str, str], dict[str, bytes]]:
-    """The text fields and the files' bytes of a multipart/form-data body, read under the body limit."""
+async def read_form(request: Request, runtime: Runtime) -> Form:
+    """The parts of a multipart/form-data body, read under the body limit; the images as exact bytes."""
     content_type = request.headers.get("content-type", "")
     if content_type.split(";", 1)[0].strip().lower() != "multipart/form-data":
         raise malformed(
@@ -80,30 +80,19 @@ async def read_form(request: Request) -> tuple[dict[str, str], dict[str, bytes]]
             kind=ProblemKind.MALFORMED,
         )
     raw = await read_body(request)
-
-    async def body_once() -> AsyncGenerator[bytes, None]:
-        yield raw
-
-    parser = MultiPartParser(
-        request.headers, body_once(), max_files=MAX_FORM_FILES, max_fields=MAX_FORM_FIELDS
-    )
     try:
-        form = await parser.parse()
-    except MultiPartException as error:
+        return await runtime.workers.on_host(
+            read_multipart,
+            content_type,
+            raw,
+            image_names=frozenset(FORM_FILES),
+            max_files=MAX_FORM_FILES,
+            max_fields=MAX_FORM_FIELDS,
+        )
+    except FormError as error:
         raise malformed(
             (), f"the multipart body could not be read: {error.message}", kind=ProblemKind.MALFORMED
         ) from None
-    fields: dict[str, str] = {}
-    files: dict[str, bytes] = {}
-    try:
-        for name, value in form.multi_items():
-            if isinstance(value, UploadFile):
-                files[name] = await value.read()
-            else:
-                fields[name] = value
-    finally:
-        await form.close()
-    return fields, files
 
 
 async def answer(runtime: Runtime, generation: GenerationRequest, answer_type: ResponseType) -> Response:
@@ -156,9 +145,13 @@ async def form_generation(engine_id: str, request: Request, *, masking: bool) ->
     check_api_key(runtime.settings, request.headers)
     check_engine(engine_id)
     answer_type = response_type(request.headers.get("accept", ""))
-    fields, files = await read_form(request)
+    form = await read_form(request, runtime)
     generation = await runtime.workers.on_host(
-        parse_form, fields, files, masking=masking, relaxed_sizes=runtime.settings.relaxed_sizes
+        parse_form,
+        form.fields,
+        {**form.files, **form.images},
+        masking=masking,
+        relaxed_sizes=runtime.settings.relaxed_sizes,
     )
     return await answer(runtime, generation, answer_type)
 
@@ -166,7 +159,8 @@ async def form_generation(engine_id: str, request: Request, *, masking: bool) ->
 @router.post(
     "/generation/{engine_id}/image-to-image",
     summary="image-to-image (Stability v1)",
-    description="A multipart form: `init_image` as a file, `text_prompts[0][text]`, "
+    description="A multipart form: `init_image` (the file's bytes, with or without a file name), "
+    "`text_prompts[0][text]`, "
     "`text_prompts[0][weight]`, `init_image_mode`, `image_strength` or `step_schedule_start`/`_end`, and the "
     "common fields by name.",
     response_class=Response,
@@ -180,8 +174,8 @@ async def image_to_image(engine_id: EngineIdParameter, request: Request) -> Resp
 @router.post(
     "/generation/{engine_id}/image-to-image/masking",
     summary="image-to-image/masking (Stability v1)",
-    description="A multipart form: `init_image` and `mask_image` as files, `mask_source`, the prompts and "
-    "the common fields by name.",
+    description="A multipart form: `init_image` and `mask_image` (the files' bytes, with or without a file "
+    "name), `mask_source`, the prompts and the common fields by name.",
     response_class=Response,
     responses=openapi.generation_responses(),
     openapi_extra=openapi.form_request_body(masking=True),
