@@ -7,7 +7,8 @@ server as it was before the restructuring and recorded. Each case: which server 
 `server` fixture, `--relaxed-sizes`; `strict`: the default size rule), the method, the raw path, the
 headers that matter, the body (zlib, base64), and the status, Bedrock's `x-amzn-ErrorType` and the JSON
 answer (Stability's per-request `id` left out). Where a later issue changed an answer on purpose, the case
-says so in `changed_by` and holds the new answer.
+says so in `changed_by` and holds the new answer; a request that is now accepted (200) is checked for its
+status only (its image has a random seed).
 """
 
 from __future__ import annotations
@@ -60,6 +61,8 @@ def test_every_recorded_error_answer_is_unchanged(
     for case in (case for case in CASES if case["server"] == server_kind):
         expected = (case["status"], case["error_type"], case["answer"])
         answer = replay(target, case)
+        if case["status"] == 200:
+            answer = (answer[0], answer[1], {})
         if answer != expected:
             changed.append(f"{case['method']} {case['path'][:80]}\n  was {expected}\n  now {answer}")
     assert not changed, f"{len(changed)} answers changed:\n" + "\n".join(changed[:20])
