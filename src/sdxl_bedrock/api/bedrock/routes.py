@@ -11,7 +11,7 @@ from urllib.parse import unquote
 from fastapi import APIRouter, Path, Request
 from starlette.responses import Response, StreamingResponse
 
-from sdxl_bedrock.api.auth import check_bedrock_auth
+from sdxl_bedrock.api.auth import check_bedrock_credentials, check_bedrock_signature
 from sdxl_bedrock.api.bedrock import openapi
 from sdxl_bedrock.api.bedrock.body import Invocation, parse_invoke_body
 from sdxl_bedrock.api.bedrock.responses import artifacts_json
@@ -62,9 +62,16 @@ def check_accept(request: Request, header: str = "accept") -> None:
 
 
 async def validated_invocation(request: Request, runtime: Runtime, accept_header: str) -> Invocation:
-    """What both operations check, in AWS's order: auth, then the model id, the accept type, the body."""
+    """What both operations check, in AWS's order: auth, then the model id, the accept type, the body.
+    Credentials are checked before the body is read; the signature (a hash of the body) after, off the loop.
+    """
+    settings = runtime.settings
+    authorization = check_bedrock_credentials(settings, request.scope, request.headers)
     raw = await read_body(request)
-    check_bedrock_auth(runtime.settings, request.scope, request.headers, raw)
+    if authorization is not None:
+        await runtime.workers.on_host(
+            check_bedrock_signature, settings, request.scope, request.headers, raw, authorization
+        )
     parse_model_id(model_segment(request))
     check_accept(request, accept_header)
     return await runtime.workers.on_host(parse_invoke_body, raw, relaxed_sizes=runtime.settings.relaxed_sizes)

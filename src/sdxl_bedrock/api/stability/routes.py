@@ -7,6 +7,7 @@ image/png` answers the PNG itself with `Finish-Reason` and `Seed` headers, and s
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncGenerator
 from typing import Annotated, Literal
 
@@ -71,7 +72,8 @@ def check_samples(request: GenerationRequest, answer: ResponseType) -> None:
 
 
 async def read_form(request: Request) -> tuple[dict[str, str], dict[str, bytes]]:
-    """The text fields and the files' bytes of a multipart/form-data body, read under the body limit."""
+    """The text fields and the files' bytes of a multipart/form-data body, read under the body limit and
+    parsed on a host thread."""
     content_type = request.headers.get("content-type", "")
     if content_type.split(";", 1)[0].strip().lower() != "multipart/form-data":
         raise malformed(
@@ -80,13 +82,21 @@ async def read_form(request: Request) -> tuple[dict[str, str], dict[str, bytes]]
             kind=ProblemKind.MALFORMED,
         )
     raw = await read_body(request)
+    runtime: Runtime = request.app.state.runtime
+    return await runtime.workers.on_host(parse_multipart, request.headers, raw)
 
+
+def parse_multipart(headers: Headers, raw: bytes) -> tuple[dict[str, str], dict[str, bytes]]:
+    """Starlette's multipart parser (whose messages the wire's answers quote) over `raw`, in an event loop of
+    the calling thread's own: the parser is a coroutine, and parsing a 25 MB form takes the CPU a while."""
+    return asyncio.run(parse_multipart_async(headers, raw))
+
+
+async def parse_multipart_async(headers: Headers, raw: bytes) -> tuple[dict[str, str], dict[str, bytes]]:
     async def body_once() -> AsyncGenerator[bytes, None]:
         yield raw
 
-    parser = MultiPartParser(
-        request.headers, body_once(), max_files=MAX_FORM_FILES, max_fields=MAX_FORM_FIELDS
-    )
+    parser = MultiPartParser(headers, body_once(), max_files=MAX_FORM_FILES, max_fields=MAX_FORM_FIELDS)
     try:
         form = await parser.parse()
     except MultiPartException as error:
