@@ -205,7 +205,7 @@ def test_responses_follow_the_error_table(document: dict[str, Any]) -> None:
             "message",
         ]
     assert set(paths["/v1/engines/list"]["get"]["responses"]) == {"200", "401", "403", "500"}
-    assert set(paths["/ping"]["get"]["responses"]) == {"200", "429", "500"}
+    assert set(paths["/ping"]["get"]["responses"]) == {"200", "403", "429", "500"}
     assert list(paths["/metrics"]["get"]["responses"]["200"]["content"]) == ["text/plain"]
     # Nothing here answers FastAPI's 422.
     assert "422" not in json.dumps({path: item for path, item in paths.items()})
