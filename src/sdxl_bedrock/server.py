@@ -111,7 +111,7 @@ def refusal_bytes(app: FastAPI) -> bytes:
     response: Response = app.state.wires.wires[0].error_response(Overloaded(OVERLOADED), str(uuid.uuid4()))
     lines = [f"HTTP/1.1 {response.status_code} {HTTPStatus(response.status_code).phrase}"]
     lines += [f"{name.decode('latin-1')}: {value.decode('latin-1')}" for name, value in response.raw_headers]
-    lines.append("connection: close")
+    lines += ["x-content-type-options: nosniff", "connection: close"]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + bytes(response.body)
 
 
