@@ -10,7 +10,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 MODEL ?= tiny
 
-.PHONY: install install-serve browser js-sdk serve test check bench clean gpu-wheels gpu-check
+.PHONY: install install-serve browser js-sdk proxy serve test check bench clean gpu-wheels gpu-check
 
 # pip prints what it collects, downloads and installs (no --quiet on the long steps): a first install takes
 # minutes, and a silent one looks hung. tests/test_install.py runs this recipe's pip commands as written.
@@ -53,10 +53,15 @@ install: $(STAMP) $(OLD_BOTOCORE)/.installed js-sdk
 browser:
 	test -x /usr/bin/chromium || (apt-get update -qq && apt-get install -y -qq chromium)
 
+# Debian's nginx for tests/e2e/test_reverse_proxy.py, which runs docs/SECURITY.md's configuration on a port
+# and in a folder of its own. (Where systemd runs, Debian also starts its own nginx on port 80 as it installs.)
+proxy:
+	test -x /usr/sbin/nginx || (apt-get update -qq && apt-get install -y -qq nginx-light)
+
 serve: $(SERVE_STAMP)
 	$(BIN)/sdxl-bedrock serve --host $(HOST) --port $(PORT) --model $(MODEL)
 
-test: install browser
+test: install browser proxy
 	$(BIN)/python -m pytest -q
 
 check: install

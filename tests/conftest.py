@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 from botocore.config import Config
 from PIL import Image
+from prometheus_client.parser import text_string_to_metric_families
 
 REPO = Path(__file__).resolve().parents[1]
 SELF_SIGNED_CERT = (
@@ -175,6 +176,18 @@ def tls_auth_server(
     running = start_tls_server(tmp_path_factory.mktemp("logs"), tls_files, *AUTH_SERVER_ARGS)
     yield running
     running.stop()
+
+
+def metric(server: RunningServer, name: str, **labels: str) -> float:
+    """The sum of the samples of `name` (e.g. `sdxl_abandoned_requests_total`) at /metrics whose labels
+    include `labels`; 0 where none."""
+    text = httpx.get(server.url + "/metrics", timeout=30).text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name and labels.items() <= sample.labels.items()
+    )
 
 
 def bedrock_environment(url: str) -> dict[str, str]:

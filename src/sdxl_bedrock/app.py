@@ -16,9 +16,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sdxl_bedrock import __version__
 from sdxl_bedrock.api import Wire, Wires, bedrock, docs, health, openai, playground, stability
+from sdxl_bedrock.api.guards import CLIENT_CLOSED, CLIENT_CLOSED_REQUEST, BodyGuard, CallerWatch, OriginGuard
 from sdxl_bedrock.api.private_routes import PrivateRoutes
 from sdxl_bedrock.config import Settings
-from sdxl_bedrock.errors import InvalidRequest, NotFound, ServiceError
+from sdxl_bedrock.errors import InvalidRequest, MethodNotAllowed, NotFound, ServiceError
 from sdxl_bedrock.logs import request_id_var
 from sdxl_bedrock.runtime import Runtime
 
@@ -31,7 +32,8 @@ OnLoadFailed = Callable[[BaseException], None]
 
 class RequestMiddleware:
     """Per request: an id (x-amzn-RequestId on every response, Bedrock's way), the in-flight count that a
-    graceful shutdown waits on, the request metrics, and one access-log line."""
+    graceful shutdown waits on, the request metrics, and one access-log line. Every response says
+    `X-Content-Type-Options: nosniff`: a browser must not read an error's JSON as a page or a script."""
 
     def __init__(self, app: ASGIApp, runtime: Runtime) -> None:
         self.app = app
@@ -47,12 +49,19 @@ class RequestMiddleware:
         started = time.monotonic()
         status = 500
 
+        started_answer = False
+
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, started_answer
             if message["type"] == "http.response.start":
-                status = message["status"]
-                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"x-amzn-requestid"]
+                status, started_answer = message["status"], True
+                headers = [
+                    (k, v)
+                    for k, v in message.get("headers", [])
+                    if k.lower() not in (b"x-amzn-requestid", b"x-content-type-options")
+                ]
                 headers.append((b"x-amzn-RequestId", request_id.encode()))
+                headers.append((b"X-Content-Type-Options", b"nosniff"))
                 message = {**message, "headers": headers}
             await send(message)
 
@@ -61,6 +70,8 @@ class RequestMiddleware:
             await self.app(scope, receive, send_with_id)
         finally:
             self.runtime.active_requests -= 1
+            if not started_answer and scope["state"].get(CLIENT_CLOSED):
+                status = CLIENT_CLOSED_REQUEST
             seconds = time.monotonic() - started
             route = route_label(scope)
             self.runtime.metrics.requests.labels(route, str(status)).inc()
@@ -114,6 +125,8 @@ def create_app(
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
+        # A trailing slash is another path (Bedrock's 404), not a redirect whose Location echoes the Host.
+        redirect_slashes=False,
     )
     app.state.runtime = runtime
     # One line per wire; the first answers the requests no wire claims (unknown paths, /ping, /metrics).
@@ -129,7 +142,13 @@ def create_app(
     app.include_router(docs.router)
     add_error_handlers(app, wires)
     if settings.auth_all_routes:
-        app.add_middleware(PrivateRoutes, settings=settings, wires=wires)  # inside RequestMiddleware
+        # Inside the guards: a private route's credentials are checked after Host and Origin.
+        app.add_middleware(PrivateRoutes, settings=settings, wires=wires)
+    # The last added runs first: the request's id and metrics, then Host and Origin, then the caller watch
+    # and the body's deadline and budget around the route.
+    app.add_middleware(BodyGuard, settings=settings)
+    app.add_middleware(CallerWatch)
+    app.add_middleware(OriginGuard, settings=settings)
     app.add_middleware(RequestMiddleware, runtime=runtime)
     return app
 
@@ -171,6 +190,15 @@ def add_error_handlers(app: FastAPI, wires: Wires) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException) -> Response:
+        if error.status_code == 405 and request.method in ("HEAD", "OPTIONS"):
+            allow = (error.headers or {}).get("Allow", "")
+            refusal = MethodNotAllowed(
+                f"{request.method} is not allowed on {request.url.path}; it takes {allow}.",
+                allowed=tuple(method.strip() for method in allow.split(",") if method.strip()),
+            )
+            response = error_response(request, refusal)
+            response.headers["Allow"] = allow
+            return response
         if error.status_code in (404, 405):
             return error_response(
                 request, NotFound(f"The requested resource {request.url.path} was not found.")

@@ -25,6 +25,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 BODY_LIMIT_BYTES = 25_000_000
 ENV_PREFIX = "SDXL_BEDROCK_"
 DEFAULT_REQUEST_TIMEOUT_S = 300.0
+# "Any Host" / "any Origin" in --allowed-hosts and --allowed-origins.
+ANY = "*"
 # Where a secret in the environment is a list: entries split on commas or line breaks.
 ENTRY_SEPARATORS = re.compile(r"[,\n]")
 
@@ -110,6 +112,49 @@ class Settings(BaseSettings):
     )
     shutdown_timeout_s: Annotated[float, Flag("--shutdown-timeout", metavar="SECONDS")] = Field(
         default=60.0, ge=0, description="on SIGTERM, time allowed to finish accepted requests"
+    )
+    idle_timeout_s: Annotated[float, Flag("--idle-timeout", metavar="SECONDS")] = Field(
+        default=20.0,
+        gt=0,
+        description="close a connection that has no request in flight for this long: before its first "
+        "byte (and TLS handshake), while its request head arrives, between requests",
+    )
+    body_timeout_s: Annotated[float, Flag("--body-timeout", metavar="SECONDS")] = Field(
+        default=60.0,
+        gt=0,
+        description="a request body must arrive in full within this long of its head; past it the answer "
+        "is a 408 timeout and the connection is closed",
+    )
+    max_connections: Annotated[int, Flag(metavar="N")] = Field(
+        default=512,
+        ge=1,
+        description="open connections beyond which a new one is refused at once "
+        "(ServiceUnavailableException, 503, then closed)",
+    )
+    max_body_bytes_in_flight: Annotated[int, Flag(metavar="BYTES")] = Field(
+        default=256_000_000,
+        ge=BODY_LIMIT_BYTES,
+        description="request body bytes being received at once across all connections (at least the "
+        f"{BODY_LIMIT_BYTES}-byte body limit); a body beyond it waits for room, within --body-timeout",
+    )
+    # Host header names (any port) a request may carry; ANY for any. Empty: the loopback names while `host`
+    # is a loopback address, else any.
+    allowed_hosts: Annotated[
+        tuple[str, ...],
+        NoDecode,
+        Flag(metavar="NAMES", default_text="localhost and loopback addresses on a loopback --host, else any"),
+    ] = Field(
+        default=(),
+        description="Host names requests may name, split by commas ('*' for any); on a loopback --host "
+        "the loopback names are always allowed (a DNS-rebinding page names its own host and is refused)",
+    )
+    # Web origins (scheme://host[:port]) whose pages may call the API; ANY for any.
+    allowed_origins: Annotated[
+        tuple[str, ...], NoDecode, Flag(metavar="ORIGINS", default_text="the server's own")
+    ] = Field(
+        default=(),
+        description="web origins (scheme://host[:port]) whose pages may call the server, split by commas "
+        "('*' for any); a request with any other Origin header is refused (SDKs send none)",
     )
     host_threads: Annotated[int, Flag(metavar="N")] = Field(
         default=4, ge=1, description="threads for the host's share of a request (base64, image codecs, JSON)"
@@ -204,6 +249,24 @@ class Settings(BaseSettings):
     @classmethod
     def no_limit_as_none(cls, seconds: float | None) -> float | None:
         return seconds or None
+
+    @field_validator("allowed_hosts", "allowed_origins", mode="before")
+    @classmethod
+    def names_from_text(cls, value: Any) -> Any:
+        """A comma-separated string (a flag, a variable) or a list (a Serve config file), blanks dropped."""
+        if isinstance(value, str):
+            value = value.split(",")
+        if isinstance(value, list | tuple):
+            return tuple(name.strip() for name in value if name.strip())
+        return value
+
+    @field_validator("allowed_origins", mode="after")
+    @classmethod
+    def origins_are_origins(cls, origins: tuple[str, ...]) -> tuple[str, ...]:
+        for origin in origins:
+            if origin != ANY and not re.fullmatch(r"[a-z][a-z0-9+.-]*://[^/?#\s]+/?", origin.lower()):
+                raise ValueError(f"{origin!r} is not an origin: scheme://host or scheme://host:port, no path")
+        return tuple(origin if origin == ANY else origin.lower().rstrip("/") for origin in origins)
 
     @field_validator("warmup_buckets", mode="before")
     @classmethod

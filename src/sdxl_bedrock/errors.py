@@ -117,9 +117,27 @@ class ModelTimeout(ServiceError):
     pass
 
 
+class BodyTimeout(ModelTimeout):
+    """The request body did not arrive within the server's body deadline: the wires' 408 (each maps
+    ModelTimeout to its 408), and the connection is closed."""
+
+
 class ModelFailure(ServiceError):
     """The engine failed on this request (Bedrock: ModelErrorException)."""
 
 
 class ShuttingDown(ServiceError):
     pass
+
+
+class Overloaded(ShuttingDown):
+    """The server holds as many connections as it takes: the wires' 503, as for a shutdown."""
+
+
+class MethodNotAllowed(InvalidRequest):
+    """A HEAD or OPTIONS on a route that takes other methods (`allowed`, for the `Allow` header): 405 where a
+    wire's table says so, else the wire's 400."""
+
+    def __init__(self, message: str, allowed: tuple[str, ...]) -> None:
+        super().__init__(message, kind="method_not_allowed")
+        self.allowed = allowed

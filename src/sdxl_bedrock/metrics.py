@@ -62,6 +62,21 @@ class Metrics:
             ["stage"],
             registry=self.registry,
         )
+        self.open_connections = Gauge(
+            "sdxl_open_connections",
+            "Client connections open (at most --max-connections)",
+            registry=self.registry,
+        )
+        self.connections_refused = Counter(
+            "sdxl_connections_refused",
+            "Connections refused because --max-connections were open",
+            registry=self.registry,
+        )
+        self.connections_timed_out = Counter(
+            "sdxl_connections_timed_out",
+            "Connections closed because their first bytes (or TLS handshake) missed --idle-timeout",
+            registry=self.registry,
+        )
         self.gpu_memory_bytes = Gauge(
             "sdxl_gpu_memory_allocated_bytes", "GPU memory held by torch", registry=self.registry
         )

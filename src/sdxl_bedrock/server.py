@@ -1,7 +1,14 @@
-"""Serve the app with granian: HTTP/1.1 and HTTP/2 (cleartext prior knowledge, or TLS by ALPN), one port.
+"""Serve the app with granian: HTTP/1.1 and HTTP/2 (cleartext prior knowledge, or TLS by ALPN), one port,
+behind a front (front.py) that holds connections to a limit and to deadlines granian lacks.
 
 The port is this server's alone: it is bound here, before the model loads (so a busy port fails at once),
-without SO_REUSEPORT (so no second server can bind it and take part of the traffic), and handed to granian.
+without SO_REUSEPORT (so no second server can bind it and take part of the traffic), and accepted on by the
+front, which relays each connection to granian on a Unix socket in a folder only this user can enter.
+
+Deadlines, each `--idle-timeout` long: a TLS handshake and a connection's first bytes (the front); each
+HTTP/1.1 request head, and the wait for the next one on a kept-alive connection (granian's
+`header_read_timeout`); an HTTP/2 peer that stops answering pings (granian's keep-alive). A body's is
+`--body-timeout` (api/guards.py).
 """
 
 from __future__ import annotations
@@ -9,19 +16,29 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import math
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import time
-from typing import TYPE_CHECKING, Any
+import uuid
+from http import HTTPStatus
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from granian.constants import HTTPModes, Interfaces
-from granian.net import SocketHolder
+from granian.http import HTTP1Settings, HTTP2Settings
 from granian.server.embed import Server
+from starlette.responses import Response
 from starlette.routing import Match
 
+from sdxl_bedrock.api.guards import listens_on_loopback
 from sdxl_bedrock.config import Settings
+from sdxl_bedrock.errors import Overloaded
+from sdxl_bedrock.front import Front, server_tls_context
 from sdxl_bedrock.logs import configure_logging
 
 if TYPE_CHECKING:
@@ -31,6 +48,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 BACKLOG = 1024
+# Streams one HTTP/2 connection may have open at once (granian's default is 200).
+MAX_STREAMS_PER_CONNECTION = 100
+OVERLOADED = "The server has too many open connections; retry shortly."
 
 
 class PortUnavailable(Exception):
@@ -49,7 +69,7 @@ def listen_exclusively(host: str, port: int, backlog: int = BACKLOG) -> socket.s
     listener = socket.socket(family, kind, protocol)
     try:
         # SO_REUSEADDR lets a restart bind past the last run's connections in TIME_WAIT; on Linux it never
-        # lets two sockets listen on one port. SO_REUSEPORT (what granian sets on its own sockets) would.
+        # lets two sockets listen on one port. SO_REUSEPORT would.
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind(address)
         listener.listen(backlog)
@@ -75,25 +95,51 @@ def bind_failure(error: OSError, host: str, port: int) -> str:
     return f"cannot listen on {host}:{port}: {error.strerror}"
 
 
-class ServerOnSocket(Server):
-    """granian's embedded server on a socket bound by `listen_exclusively`.
+def open_warning(settings: Settings) -> str | None:
+    """The warning `serve` prints when anyone who reaches the address could use the server unchecked."""
+    if settings.auth_enabled or listens_on_loopback(settings.host):
+        return None
+    return (
+        f"sdxl-bedrock: warning: listening on {settings.host} with auth off: anyone who can reach this "
+        "address can use the model. Give --access-key-file or --api-key-file, or listen on 127.0.0.1 "
+        "behind a reverse proxy (docs/SECURITY.md)."
+    )
 
-    granian binds its own socket with SO_REUSEPORT (so that its workers can share a port), which also lets a
-    second server bind the same port and silently answer part of the traffic. granian has no option for a
-    socket of ours, so this overrides the (private) method that makes its socket; written against granian
-    2.8, whose workers take a SocketHolder of a bound socket (pyproject pins that minor version).
-    """
 
-    def __init__(self, target: Any, listener: socket.socket, **options: Any) -> None:
-        super().__init__(target, **options)
-        self.listener = listener
+def refusal_bytes(app: FastAPI) -> bytes:
+    """An HTTP/1.1 ServiceUnavailableException in the default wire's shape, that closes the connection."""
+    response: Response = app.state.wires.wires[0].error_response(Overloaded(OVERLOADED), str(uuid.uuid4()))
+    lines = [f"HTTP/1.1 {response.status_code} {HTTPStatus(response.status_code).phrase}"]
+    lines += [f"{name.decode('latin-1')}: {value.decode('latin-1')}" for name, value in response.raw_headers]
+    lines += ["x-content-type-options: nosniff", "connection: close"]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + bytes(response.body)
 
-    def _init_shared_socket(self) -> None:
-        # granian's listener owns the descriptor from here on and closes it when the worker ends.
-        descriptor = self.listener.detach()
-        self._ssp = None
-        self._shd: Any = SocketHolder(descriptor, False, self.backlog)  # type: ignore[call-arg]
-        self._sfd: Any = descriptor
+
+def granian_server(app: FastAPI, settings: Settings, upstream: Path) -> Server:
+    idle_ms = int(settings.idle_timeout_s * 1000)
+    return Server(
+        app,
+        uds=upstream,
+        interface=Interfaces.ASGI,
+        http=HTTPModes.auto,
+        websockets=False,
+        backlog=BACKLOG,
+        # The front holds the connection limit: granian's own (a cap past which it stops accepting) is no
+        # lower.
+        backpressure=settings.max_connections,
+        http1_settings=HTTP1Settings(header_read_timeout=idle_ms),
+        http2_settings=HTTP2Settings(
+            keep_alive_interval=idle_ms,
+            keep_alive_timeout=math.ceil(settings.idle_timeout_s),
+            max_concurrent_streams=MAX_STREAMS_PER_CONNECTION,
+        ),
+        log_enabled=False,
+    )
+
+
+async def until_exists(path: Path) -> None:
+    while not path.exists():
+        await asyncio.sleep(0.02)
 
 
 def serve(settings: Settings, verbose: bool = False) -> int:
@@ -108,6 +154,9 @@ def serve(settings: Settings, verbose: bool = False) -> int:
     except PortUnavailable as error:
         print(f"sdxl-bedrock: {error}", file=sys.stderr, flush=True)
         return 1
+    warning = open_warning(settings)
+    if warning is not None:
+        print(warning, file=sys.stderr, flush=True)
     return asyncio.run(_serve(settings, listener))
 
 
@@ -134,45 +183,64 @@ async def _serve(settings: Settings, listener: socket.socket) -> int:
         nonlocal exit_code
         print(f"sdxl-bedrock: could not load model {settings.model!r}: {error}", file=sys.stderr, flush=True)
         exit_code = 1
-        if server is not None:
-            server.stop()
+        stop()
 
     app = create_app(settings, on_ready=announce, on_load_failed=give_up)
     runtime: Runtime = app.state.runtime
-    server = ServerOnSocket(
-        app,
-        listener,
-        address=settings.host,
-        port=settings.port,
-        interface=Interfaces.ASGI,
-        http=HTTPModes.auto,
-        websockets=False,
-        backlog=BACKLOG,
-        log_enabled=False,
-        ssl_cert=settings.tls_cert,
-        ssl_key=settings.tls_key,
+    # granian's socket, where only this user can reach it: every client comes through the front.
+    socket_folder = Path(tempfile.mkdtemp(prefix="sdxl-bedrock-"))
+    upstream = socket_folder / "http.sock"
+    server = granian_server(app, settings, upstream)
+    front = Front(
+        upstream,
+        max_connections=settings.max_connections,
+        deadline_s=settings.idle_timeout_s,
+        refusal=lambda: refusal_bytes(app),
+        metrics=runtime.metrics,
+    )
+    tls = (
+        server_tls_context(settings.tls_cert, settings.tls_key)
+        if settings.tls_cert and settings.tls_key
+        else None
     )
     stopping: list[asyncio.Task[None]] = []
 
+    def stop() -> None:
+        front.stop_accepting()
+        assert server is not None
+        server.stop()
+
     async def drain_then_stop() -> None:
         await runtime.drain(settings.shutdown_timeout_s)
-        server.stop()
+        stop()
 
     def on_signal() -> None:
         # The first signal drains (new requests get 503, accepted ones finish); a second one stops at once.
         if stopping:
-            server.stop()
+            stop()
             return
         print("sdxl-bedrock: shutting down, finishing accepted requests", file=sys.stderr, flush=True)
         stopping.append(asyncio.get_running_loop().create_task(drain_then_stop()))
 
+    async def open_front() -> None:
+        await until_exists(upstream)
+        await front.start(listener, tls, BACKLOG)
+
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal)
-    # The app's lifespan starts loading as soon as granian runs it, below.
+    # The app's lifespan starts loading as soon as granian runs it, below; clients wait in the listen backlog
+    # until granian's socket is there.
     print(f"sdxl-bedrock: loading model {settings.model} ...", flush=True)
     loading_since = time.monotonic()
-    await server.serve()
+    opening = loop.create_task(open_front())
+    try:
+        await server.serve()
+    finally:
+        opening.cancel()
+        front.stop_accepting()
+        front.close_all()
+        shutil.rmtree(socket_folder, ignore_errors=True)
     return exit_code
 
 

@@ -216,7 +216,7 @@ def test_responses_follow_the_error_table(document: dict[str, Any]) -> None:
             "message",
         ]
     assert set(paths["/v1/engines/list"]["get"]["responses"]) == {"200", "401", "403", "500"}
-    assert set(paths["/ping"]["get"]["responses"]) == {"200", "429", "500"}
+    assert set(paths["/ping"]["get"]["responses"]) == {"200", "403", "429", "500"}
     assert list(paths["/metrics"]["get"]["responses"]["200"]["content"]) == ["text/plain"]
     # Nothing here answers FastAPI's 422.
     assert "422" not in json.dumps({path: item for path, item in paths.items()})
@@ -292,7 +292,10 @@ def test_bodies_outside_the_document_are_refused(body: dict[str, Any]) -> None:
 # Per operation and generation mode (21 runs): at most 840 requests, most refused at validation, the rest
 # 64x64 images of 10 steps on the tiny model.
 MAX_EXAMPLES = 40
-REQUEST_TIMEOUT_S = 60
+# One request's wait: far above what it takes (well under a second on a quiet machine), because a machine
+# busy with other work (another test suite, a build) can stretch it a hundredfold; the server's own
+# --request-timeout (300 s) answers before this does.
+REQUEST_TIMEOUT_S = 330
 
 
 def live_runs() -> list[tuple[str, str, GenerationMode]]:
@@ -308,7 +311,7 @@ def live_runs() -> list[tuple[str, str, GenerationMode]]:
 
 @pytest.fixture(scope="module")
 def live_schema(server: RunningServer) -> OpenApiSchema:
-    return schemathesis.openapi.from_url(f"{server.url}/openapi.json", timeout=30)
+    return schemathesis.openapi.from_url(f"{server.url}/openapi.json", timeout=REQUEST_TIMEOUT_S)
 
 
 def cheap(case: schemathesis.Case) -> None:
@@ -510,7 +513,7 @@ def test_answers_conform_to_the_document(
 
 
 def test_served_document_is_the_apps(server: RunningServer, document: dict[str, Any]) -> None:
-    served = httpx.get(f"{server.url}/openapi.json", timeout=30)
+    served = httpx.get(f"{server.url}/openapi.json", timeout=REQUEST_TIMEOUT_S)
     assert served.status_code == 200
     assert served.headers["content-type"] == "application/json"
     assert documented_operations(served.json()) == documented_operations(document)

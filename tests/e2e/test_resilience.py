@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import RunningServer, gradient_png, start_server
+from tests.conftest import RunningServer, gradient_png, metric, start_server
 
 PATH = "/model/stability.stable-diffusion-xl-v1/invoke"
 
@@ -67,18 +67,25 @@ def test_sigterm_finishes_accepted_work_refuses_new_and_exits_0(tmp_path: Path, 
 
     worker = threading.Thread(target=slow_request)
     worker.start()
-    time.sleep(0.5)  # the request is accepted and running
-    server.process.terminate()
-    time.sleep(0.2)
     try:
-        late = httpx.post(server.url + PATH, content=body(), timeout=30)
-        assert late.status_code == 503
-        assert late.headers["x-amzn-errortype"].startswith("ServiceUnavailableException:")
-    except httpx.TransportError:
-        pass  # already gone: also a refusal
-    worker.join(120)
-    assert answers == [200]
-    assert server.process.wait(60) == 0
+        # Once the request has joined the running batch (on a busy machine that takes a while), stop.
+        deadline = time.monotonic() + 120
+        while metric(server, "sdxl_queue_wait_seconds_count") == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        server.process.terminate()
+        time.sleep(0.2)
+        try:
+            late = httpx.post(server.url + PATH, content=body(), timeout=30)
+            assert late.status_code == 503
+            assert late.headers["x-amzn-errortype"].startswith("ServiceUnavailableException:")
+        except httpx.TransportError:
+            pass  # already gone: also a refusal
+        worker.join(120)
+        assert answers == [200]
+        assert server.process.wait(60) == 0
+    finally:
+        worker.join(120)
+        server.stop()  # waited for, whatever failed above
 
 
 def test_a_burst_beyond_the_queue_gets_only_200_and_429(tmp_path: Path, cache_dir: Path) -> None:

@@ -12,7 +12,7 @@ import pytest
 from botocore.exceptions import ClientError
 from PIL import Image
 
-from tests.conftest import RunningServer, bedrock, gradient_png
+from tests.conftest import RunningServer, bedrock, gradient_png, metric
 
 MODEL = "stability.stable-diffusion-xl-v1"
 
@@ -64,10 +64,7 @@ def test_errors_before_the_stream_starts_are_ordinary_errors(server: RunningServ
 
 def test_a_client_that_disconnects_stops_its_work_at_the_next_step(server: RunningServer) -> None:
     def abandoned() -> float:
-        for line in httpx.get(server.url + "/metrics").text.splitlines():
-            if line.startswith('sdxl_abandoned_requests_total{stage="running"} '):
-                return float(line.split()[1])
-        return 0.0  # no request was dropped while running yet
+        return metric(server, "sdxl_abandoned_requests_total", stage="running")
 
     before = abandoned()
     # 512x512 at 50 full steps runs for seconds on the tiny model: long enough to leave in the middle.

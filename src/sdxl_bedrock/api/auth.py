@@ -3,13 +3,17 @@
 Both checks pass everything while `Settings.auth_enabled` is False (no keys configured, like a local
 emulator) and raise `AccessDenied` otherwise (Bedrock: 403 AccessDeniedException):
 
-- `check_bedrock_auth(settings, scope, headers, body, now=None)`: the Bedrock routes call it once the body is
-  read and before anything decodes it. It accepts `Authorization: AWS4-HMAC-SHA256
+- `check_bedrock_auth(settings, scope, headers, body, now=None)` accepts `Authorization: AWS4-HMAC-SHA256
   Credential=ID/DATE/REGION/bedrock/aws4_request, SignedHeaders=..., Signature=...` signed with a key pair
   from `Settings.access_keys` (any region, `host` among the signed headers, or HTTP/2's `:authority` as the
   JavaScript SDK signs it, and `X-Amz-Security-Token` too when sent) whose `X-Amz-Date` is within 15 minutes
   of `now`; or `Authorization: Bearer TOKEN` as `check_bearer` does. `scope` is the ASGI scope (method, raw
-  path, query string); `now` is for tests.
+  path, query string); `now` is for tests. It is two steps, which the Bedrock routes call apart:
+  `check_bedrock_credentials(settings, scope, headers, now=None)`, everything the headers alone decide
+  (scheme, token, key id, credential scope, clock skew, signed headers), before the body is read, so that a
+  request without valid credentials is refused before its body takes memory; and
+  `check_bedrock_signature(settings, scope, headers, body, authorization)`, the body's hash and the
+  signature, once the body is read (it hashes up to 25 MB: call it on a host thread).
 - `check_bearer(settings, headers)`: `Authorization: Bearer TOKEN` with TOKEN in `Settings.api_keys`; for
   faces that take only API keys (the Stability face).
 
@@ -82,19 +86,51 @@ class ClientSignedHeadersSigV4(SigV4Auth):
 def check_bedrock_auth(
     settings: Settings, scope: Scope, headers: Headers, body: bytes, now: datetime | None = None
 ) -> None:
+    authorization = check_bedrock_credentials(settings, scope, headers, now)
+    if authorization is not None:
+        check_bedrock_signature(settings, scope, headers, body, authorization)
+
+
+def check_bedrock_credentials(
+    settings: Settings, scope: Scope, headers: Headers, now: datetime | None = None
+) -> SigV4Authorization | None:
+    """What the headers alone decide. Returns the SigV4 authorization whose signature is left to check
+    with the body, or None when nothing is left (auth off, a bearer token). Raises AccessDenied."""
     if not settings.auth_enabled:
-        return
+        return None
     try:
         scheme, _, _ = authorization_of(headers).partition(" ")
         if scheme.lower() == "bearer":
             check_bearer(settings, headers)
-        elif scheme == SIGV4_ALGORITHM:
-            check_sigv4(settings, scope, headers, body, now or datetime.now(UTC))
-        else:
-            raise AccessDenied(UNSUPPORTED_SCHEME)
+            return None
+        if scheme == SIGV4_ALGORITHM:
+            return check_sigv4_credentials(settings, headers, now or datetime.now(UTC))
+        raise AccessDenied(UNSUPPORTED_SCHEME)
     except AccessDenied as denial:
-        log.info("refused %s %s: %s", scope.get("method"), scope.get("path"), denial.message)
+        log_refusal(scope, denial)
         raise
+
+
+def check_bedrock_signature(
+    settings: Settings, scope: Scope, headers: Headers, body: bytes, authorization: SigV4Authorization
+) -> None:
+    """The body's hash and the signature of the request `check_bedrock_credentials` let through. Raises
+    AccessDenied."""
+    try:
+        check_content_hash(headers, body)
+        secret = settings.access_keys[authorization.access_key_id]
+        credentials = Credentials(authorization.access_key_id, secret, headers.get("x-amz-security-token"))
+        request = request_as_signed(scope, headers, authorization.signed_headers, body)
+        expected = expected_signature(request, credentials, authorization.region, headers["x-amz-date"])
+        if not hmac.compare_digest(expected.encode(), authorization.signature.encode()):
+            raise AccessDenied(SIGNATURE_MISMATCH)
+    except AccessDenied as denial:
+        log_refusal(scope, denial)
+        raise
+
+
+def log_refusal(scope: Scope, denial: AccessDenied) -> None:
+    log.info("refused %s %s: %s", scope.get("method"), scope.get("path"), denial.message)
 
 
 def check_bearer(settings: Settings, headers: Mapping[str, str]) -> None:
@@ -123,22 +159,16 @@ def token_is_known(token: str, known_tokens: Iterable[str]) -> bool:
     return matched
 
 
-def check_sigv4(settings: Settings, scope: Scope, headers: Headers, body: bytes, now: datetime) -> None:
+def check_sigv4_credentials(settings: Settings, headers: Headers, now: datetime) -> SigV4Authorization:
     authorization = parse_sigv4_authorization(authorization_of(headers))
     amz_date = headers.get("x-amz-date", "")
     signed_at = parse_amz_date(amz_date)
     check_credential_scope(authorization, amz_date)
     check_clock_skew(amz_date, signed_at, now)
-    secret = settings.access_keys.get(authorization.access_key_id)
-    if secret is None:
+    if authorization.access_key_id not in settings.access_keys:
         raise AccessDenied(UNKNOWN_ACCESS_KEY)
     check_signed_header_set(authorization.signed_headers, headers)
-    check_content_hash(headers, body)
-    credentials = Credentials(authorization.access_key_id, secret, headers.get("x-amz-security-token"))
-    request = request_as_signed(scope, headers, authorization.signed_headers, body)
-    expected = expected_signature(request, credentials, authorization.region, amz_date)
-    if not hmac.compare_digest(expected.encode(), authorization.signature.encode()):
-        raise AccessDenied(SIGNATURE_MISMATCH)
+    return authorization
 
 
 def parse_sigv4_authorization(authorization: str) -> SigV4Authorization:

@@ -33,6 +33,8 @@ class BedrockError:
 
 ERRORS: dict[type[errors.ServiceError], BedrockError] = {
     errors.InvalidRequest: BedrockError(400, "ValidationException", "validationException"),
+    # HEAD or OPTIONS on an operation's path (with `Allow`): AWS's code for a request of no operation.
+    errors.MethodNotAllowed: BedrockError(405, "UnknownOperationException", "validationException"),
     # Bedrock does not tell missing credentials from wrong ones.
     errors.MissingCredentials: BedrockError(403, "AccessDeniedException", "internalServerException"),
     errors.AccessDenied: BedrockError(403, "AccessDeniedException", "internalServerException"),

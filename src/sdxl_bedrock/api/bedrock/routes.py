@@ -12,7 +12,7 @@ from urllib.parse import unquote
 from fastapi import APIRouter, Path, Request
 from starlette.responses import Response, StreamingResponse
 
-from sdxl_bedrock.api.auth import check_bedrock_auth
+from sdxl_bedrock.api.auth import check_bedrock_credentials, check_bedrock_signature
 from sdxl_bedrock.api.bedrock import openapi
 from sdxl_bedrock.api.bedrock.body import Invocation, parse_invoke_body
 from sdxl_bedrock.api.bedrock.responses import artifacts_json
@@ -100,10 +100,25 @@ def check_accept(request: Request, header: str = "accept") -> None:
         raise InvalidRequest(f"The requested accept type is not supported: {accept}.", field=header)
 
 
-async def validated_invocation(request: Request, runtime: Runtime, accept_header: str) -> Invocation:
-    """What both operations check, in AWS's order: auth, then the model id, the accept type, the body."""
+async def read_authorized_body(request: Request, runtime: Runtime) -> bytes:
+    """The body of a request whose credentials hold: what the headers decide is checked before the body is
+    read (a refusal costs no body bytes), the signature (a hash of up to 25 MB) after, off the event loop.
+    Raises AccessDenied."""
+    settings = runtime.settings
+    authorization = check_bedrock_credentials(settings, request.scope, request.headers)
     raw = await read_body(request)
-    check_bedrock_auth(runtime.settings, request.scope, request.headers, raw)
+    if authorization is not None:
+        await runtime.workers.on_host(
+            check_bedrock_signature, settings, request.scope, request.headers, raw, authorization
+        )
+    return raw
+
+
+async def validated_invocation(request: Request, runtime: Runtime, accept_header: str) -> Invocation:
+    """What both operations check, in AWS's order: auth, then the model id, the accept type, the body.
+    Credentials are checked before the body is read; the signature (a hash of the body) after, off the loop.
+    """
+    raw = await read_authorized_body(request, runtime)
     parse_model_id(model_segment(request))
     check_accept(request, accept_header)
     return await runtime.workers.on_host(parse_invoke_body, raw, relaxed_sizes=runtime.settings.relaxed_sizes)
@@ -157,8 +172,7 @@ async def refuse_model_operation(request: Request, operation: str) -> Response:
     """What Converse, ConverseStream and CountTokens check, in InvokeModel's order: auth, then the model
     id (a retired or unknown id answers as InvokeModel's does), then the refusal."""
     runtime: Runtime = request.app.state.runtime
-    raw = await read_body(request)
-    check_bedrock_auth(runtime.settings, request.scope, request.headers, raw)
+    await read_authorized_body(request, runtime)
     parse_model_id(model_segment(request))
     raise InvalidRequest(UNSUPPORTED_OPERATIONS[operation], field="modelId")
 
@@ -199,8 +213,7 @@ async def count_tokens(model_id: ModelIdParameter, request: Request) -> Response
 )
 async def start_async_invoke(request: Request) -> Response:
     runtime: Runtime = request.app.state.runtime
-    raw = await read_body(request)
-    check_bedrock_auth(runtime.settings, request.scope, request.headers, raw)
+    raw = await read_authorized_body(request, runtime)
     model_id = (await runtime.workers.on_host(load_json_object, raw)).get("modelId")
     if model_id is None:
         raise InvalidRequest(MODEL_ID_MISSING, field="modelId")

@@ -8,6 +8,7 @@ key and a wrong one are both OpenAI's 401.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import time
@@ -15,7 +16,7 @@ from collections.abc import AsyncGenerator, Mapping
 from typing import Annotated
 
 from fastapi import APIRouter, FastAPI, Path, Request
-from starlette.datastructures import UploadFile
+from starlette.datastructures import Headers, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.responses import Response
 
@@ -74,7 +75,7 @@ def image_store(app: FastAPI) -> ImageStore:
 
 async def read_form(request: Request) -> tuple[dict[str, str], dict[str, list[bytes]]]:
     """The text fields (a repeated one keeps its last value) and every file's bytes by field name, of a
-    multipart/form-data body read under the body limit."""
+    multipart/form-data body read under the body limit and parsed on a host thread."""
     content_type = request.headers.get("content-type", "")
     if content_type.split(";", 1)[0].strip().lower() != "multipart/form-data":
         raise malformed(
@@ -83,13 +84,22 @@ async def read_form(request: Request) -> tuple[dict[str, str], dict[str, list[by
             kind=ProblemKind.MALFORMED,
         )
     raw = await read_body(request)
+    runtime: Runtime = request.app.state.runtime
+    return await runtime.workers.on_host(parse_multipart, request.headers, raw)
 
+
+def parse_multipart(headers: Headers, raw: bytes) -> tuple[dict[str, str], dict[str, list[bytes]]]:
+    """Starlette's multipart parser (whose messages OpenAI-shaped answers quote) over `raw`. The parser is a
+    coroutine: it runs in an event loop of the calling host thread's own, so that a 25 MB form does not hold
+    the server's loop."""
+    return asyncio.run(_parse_multipart(headers, raw))
+
+
+async def _parse_multipart(headers: Headers, raw: bytes) -> tuple[dict[str, str], dict[str, list[bytes]]]:
     async def body_once() -> AsyncGenerator[bytes, None]:
         yield raw
 
-    parser = MultiPartParser(
-        request.headers, body_once(), max_files=MAX_FORM_FILES, max_fields=MAX_FORM_FIELDS
-    )
+    parser = MultiPartParser(headers, body_once(), max_files=MAX_FORM_FILES, max_fields=MAX_FORM_FIELDS)
     try:
         form = await parser.parse()
     except MultiPartException as error:

@@ -33,6 +33,7 @@ class StabilityError:
 
 ERRORS: dict[type[errors.ServiceError], StabilityError] = {
     errors.InvalidRequest: StabilityError(400, "bad_request"),
+    errors.MethodNotAllowed: StabilityError(405, "method_not_allowed"),  # HEAD, OPTIONS (with `Allow`)
     errors.MissingCredentials: StabilityError(401, "unauthorized"),
     errors.AccessDenied: StabilityError(403, "permission_denied"),
     errors.NotFound: StabilityError(404, "not_found"),

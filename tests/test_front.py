@@ -1,0 +1,190 @@
+"""The front (front.py) over a stand-in upstream, an echo server on a Unix socket: first bytes under a
+deadline, the connection limit, relaying both ways with closes passed on. The server-level tests are in
+tests/e2e/test_hostile_clients.py."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+
+from sdxl_bedrock.front import H2_PREFACE, Front, protocol_decided
+from sdxl_bedrock.metrics import Metrics
+
+REFUSAL = b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+
+
+def test_the_protocol_is_decided_by_the_first_byte_or_the_whole_preface() -> None:
+    assert not protocol_decided(b"")
+    assert protocol_decided(b"G")
+    assert protocol_decided(b"POST /model/x/invoke HTTP/1.1\r\n")
+    assert not protocol_decided(b"P")
+    assert not protocol_decided(H2_PREFACE[:23])
+    assert protocol_decided(H2_PREFACE)
+    assert protocol_decided(b"PRX")
+
+
+async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Echo what comes; at the client's end of data, say `bye` and close."""
+    while data := await reader.read(65536):
+        writer.write(data)
+        await writer.drain()
+    writer.write(b"bye")
+    await writer.drain()
+    writer.close()
+
+
+async def answer_early(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Answer after the first bytes and close, as a server refusing a request before its body does."""
+    await reader.read(10)
+    writer.write(b"refused")
+    await writer.drain()
+    writer.close()
+
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+@asynccontextmanager
+async def front_over_echo(
+    tmp_path: Path, handler: Handler = echo, **options: float
+) -> AsyncIterator[tuple[int, Front]]:
+    upstream = tmp_path / "echo.sock"
+    echo_server = await asyncio.start_unix_server(handler, str(upstream))
+    listener = socket.create_server(("127.0.0.1", 0))
+    front = Front(
+        upstream,
+        max_connections=int(options.get("max_connections", 8)),
+        deadline_s=options.get("deadline_s", 5.0),
+        refusal=lambda: REFUSAL,
+        metrics=Metrics(),
+    )
+    await front.start(listener, None, 16)
+    try:
+        yield listener.getsockname()[1], front
+    finally:
+        front.stop_accepting()
+        front.close_all()
+        echo_server.close()
+        await echo_server.wait_closed()
+
+
+def run(
+    tmp_path: Path, test: Callable[[int, Front], Awaitable[None]], handler: Handler = echo, **options: float
+) -> None:
+    async def main() -> None:
+        async with front_over_echo(tmp_path, handler, **options) as (port, front):
+            await asyncio.wait_for(test(port, front), 30)
+
+    asyncio.run(main())
+
+
+def test_bytes_are_relayed_both_ways_and_a_half_close_is_passed_on(tmp_path: Path) -> None:
+    async def test(port: int, front: Front) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        big = bytes(range(256)) * 20_000  # 5 MB: flow control both ways
+        writer.write(b"GET / HTTP/1.1\r\n" + big)
+        writer.write_eof()
+        answer = await reader.read()
+        assert answer == b"GET / HTTP/1.1\r\n" + big + b"bye"
+        writer.close()
+
+    run(tmp_path, test)
+
+
+def test_a_connection_that_sends_nothing_is_closed_at_its_deadline(tmp_path: Path) -> None:
+    async def test(port: int, front: Front) -> None:
+        silent = [await asyncio.open_connection("127.0.0.1", port) for _ in range(3)]
+        # Half of HTTP/2's preface decides nothing: granian would wait for the rest forever.
+        stalled_reader, stalled_writer = await asyncio.open_connection("127.0.0.1", port)
+        stalled_writer.write(H2_PREFACE[:10])
+        for reader, writer in [*silent, (stalled_reader, stalled_writer)]:
+            assert await reader.read() == b""  # closed by the front
+            writer.close()
+        assert front.metrics.connections_timed_out._value.get() == 4
+        assert not front.open
+
+    run(tmp_path, test, deadline_s=0.3)
+
+
+def test_a_connection_past_the_limit_is_refused_in_words(tmp_path: Path) -> None:
+    async def test(port: int, front: Front) -> None:
+        kept = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]
+        for _, writer in kept:
+            writer.write(b"GET")
+        while len(front.open) < 2:
+            await asyncio.sleep(0.01)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert await reader.read() == REFUSAL
+        writer.close()
+        assert front.metrics.connections_refused._value.get() == 1
+        for _, kept_writer in kept:
+            kept_writer.close()
+        while front.open:
+            await asyncio.sleep(0.01)
+        # Room again: the next one is relayed.
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"again")
+        writer.write_eof()
+        assert await reader.read() == b"againbye"
+        writer.close()
+
+    run(tmp_path, test, max_connections=2)
+
+
+def test_an_early_answer_reaches_a_client_that_is_still_sending(tmp_path: Path) -> None:
+    """The upstream answers and closes while the client sends on: the front reads and drops the rest, so
+    that no reset discards the answer before the client reads it."""
+
+    async def test(port: int, front: Front) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"POST / HTTP/1.1\r\n")
+        for _ in range(80):  # 5 MB, sent after the answer came
+            writer.write(b"x" * 65536)
+            await writer.drain()
+        assert await reader.read() == b"refused"
+        writer.close()
+
+    run(tmp_path, test, answer_early)
+
+
+def test_a_client_that_disconnects_closes_its_upstream(tmp_path: Path) -> None:
+    async def test(port: int, front: Front) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"hello")
+        assert await reader.readexactly(5) == b"hello"
+        writer.transport.abort()
+        while front.open:
+            await asyncio.sleep(0.01)
+        writer.close()
+
+    run(tmp_path, test)
+
+
+@pytest.mark.parametrize("data", [b"", b"GET"])
+def test_an_upstream_that_cannot_be_reached_closes_the_connection(tmp_path: Path, data: bytes) -> None:
+    async def main() -> None:
+        listener = socket.create_server(("127.0.0.1", 0))
+        front = Front(
+            tmp_path / "nobody.sock",
+            max_connections=4,
+            deadline_s=0.3,
+            refusal=lambda: REFUSAL,
+            metrics=Metrics(),
+        )
+        await front.start(listener, None, 16)
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", listener.getsockname()[1])
+            writer.write(data)
+            assert await asyncio.wait_for(reader.read(), 10) == b""
+            writer.close()
+        finally:
+            front.stop_accepting()
+            front.close_all()
+
+    asyncio.run(main())
