@@ -37,6 +37,35 @@ class Sampler(enum.StrEnum):
 DEFAULT_SAMPLER = Sampler.DPMPP_2M
 
 
+class SigmaSchedule(enum.StrEnum):
+    """The noise levels a sampler's steps land on.
+
+    DEFAULT is the sampler's scheduler made from the model's own config (its timestep spacing); KARRAS is
+    Karras et al. 2022's spacing (rho 7) between the same highest and lowest noise levels, diffusers'
+    `use_karras_sigmas`. Only the samplers in SAMPLERS_WITH_KARRAS_SIGMAS take KARRAS."""
+
+    DEFAULT = "default"
+    KARRAS = "karras"
+
+
+# The samplers whose diffusers scheduler takes `use_karras_sigmas` (DPM++ 2S ancestral walks the Euler
+# scheduler's sigmas); tests/engine/test_sigma_schedules.py checks this against engine/samplers.py.
+SAMPLERS_WITH_KARRAS_SIGMAS = frozenset(
+    {
+        Sampler.DPMPP_2M,
+        Sampler.DPMPP_2S_ANCESTRAL,
+        Sampler.DPM_2,
+        Sampler.DPM_2_ANCESTRAL,
+        Sampler.EULER,
+        Sampler.HEUN,
+        Sampler.LMS,
+    }
+)
+# The samplers whose amount of fresh noise per step (eta) is a parameter: DDIM (default 0, deterministic)
+# and DPM++ 2S ancestral (default 1). The other ancestral samplers always add eta 1's noise.
+SAMPLERS_WITH_ETA = frozenset({Sampler.DDIM, Sampler.DPMPP_2S_ANCESTRAL})
+
+
 class FinishReason(enum.StrEnum):
     SUCCESS = "SUCCESS"
     ERROR = "ERROR"
@@ -74,6 +103,8 @@ class GenerationRequest:
     style: StylePreset | None = None
     clip_guidance: ClipGuidance | None = None
     samples: int = 1
+    sigma_schedule: SigmaSchedule = SigmaSchedule.DEFAULT
+    eta: float | None = None
 
     @property
     def is_image_to_image(self) -> bool:
@@ -86,6 +117,8 @@ class GenerationRequest:
             self.height,
             self.steps,
             self.sampler,
+            self.sigma_schedule,
+            self.eta,
             self.denoise_from,
             self.denoise_to,
             self.is_image_to_image,

@@ -214,7 +214,14 @@ class Engine:
         generator = torch.Generator("cpu").manual_seed(request.seed)
         window = denoising_window(request.steps, request.denoise_from, request.denoise_to)
         plan = plan_sampling(
-            request.sampler, self.scheduler_config, request.steps, window, generator, self.device
+            request.sampler,
+            self.scheduler_config,
+            request.steps,
+            window,
+            generator,
+            self.device,
+            request.sigma_schedule,
+            request.eta,
         )
         return Row(request, generator, plan, on_step)
 
