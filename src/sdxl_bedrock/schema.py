@@ -73,9 +73,37 @@ class FinishReason(enum.StrEnum):
 
 
 @dataclass(frozen=True)
+class PromptSpan:
+    """A run of a prompt's text whose token embeddings are scaled by `emphasis` (1: as encoded).
+
+    `starts_chunk` ends the current 75-token chunk before this span (padding it), as A1111's `BREAK` does."""
+
+    text: str
+    emphasis: float = 1.0
+    starts_chunk: bool = False
+
+
+PromptKey = str | tuple[PromptSpan, ...]
+"""What a prompt's encoding depends on: its text, or its spans when some are emphasised or break a chunk."""
+
+
+@dataclass(frozen=True)
 class WeightedPrompt:
+    """A prompt and its weight in the blend of a request's prompts.
+
+    `spans`, when given, split `text` (their concatenation) into runs of per-token emphasis; None encodes
+    `text` as it is. `text` is what the content filter and CLIP guidance read."""
+
     text: str
     weight: float
+    spans: tuple[PromptSpan, ...] | None = None
+
+    def encoding_key(self) -> PromptKey:
+        """The text when no span changes the encoding, else the spans (the prompt cache's key)."""
+        spans = self.spans
+        if spans is None or all(span.emphasis == 1.0 and not span.starts_chunk for span in spans):
+            return self.text
+        return spans
 
 
 @dataclass(frozen=True)

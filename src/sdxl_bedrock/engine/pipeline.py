@@ -39,7 +39,7 @@ from sdxl_bedrock.engine.clip_guidance import ClipGuide
 from sdxl_bedrock.engine.content_filter import ContentFilter, obscure
 from sdxl_bedrock.engine.masking import latent_mask, paste_outside_mask
 from sdxl_bedrock.engine.pixels import images_from_pixels, pixels_from_images
-from sdxl_bedrock.engine.prompts import PromptEmbeddings, blend_prompts, tokenize_in_chunks
+from sdxl_bedrock.engine.prompts import PromptEmbeddings, blend_prompts, emphasize, tokenize_prompts
 from sdxl_bedrock.engine.rows import (
     Row,
     RowConditioning,
@@ -55,7 +55,14 @@ from sdxl_bedrock.engine.samplers import (
     training_sigmas,
 )
 from sdxl_bedrock.errors import ModelFailure
-from sdxl_bedrock.schema import FinishReason, GeneratedImage, GenerationRequest, Sampler, WeightedPrompt
+from sdxl_bedrock.schema import (
+    FinishReason,
+    GeneratedImage,
+    GenerationRequest,
+    PromptKey,
+    Sampler,
+    WeightedPrompt,
+)
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +99,7 @@ class Engine:
         self._lock = threading.Lock()
         self._tick_batch = TickBatch()
         # Repeated prompts (and style templates) skip the text encoders.
-        self.prompt_cache: OrderedDict[str, PromptEmbeddings] = OrderedDict()
+        self.prompt_cache: OrderedDict[PromptKey, PromptEmbeddings] = OrderedDict()
         self.prompt_cache_bytes = PROMPT_CACHE_BYTES
 
     @classmethod
@@ -231,15 +238,19 @@ class Engine:
         """Each row's positive conditioning; under guidance its negative (unconditional) one; and the empty
         prompt's, whose chunk pads shorter prompts. One text-encoder call for all the rows' texts."""
         styled = [styled_prompts(row.request) for row in rows]
-        texts = sorted({"", *(p.text for prompts, negatives in styled for p in (*prompts, *negatives))})
-        encoded = dict(zip(texts, self.encode_texts(texts), strict=True))
+        keys = list(
+            dict.fromkeys(
+                ["", *(p.encoding_key() for prompts, negatives in styled for p in (*prompts, *negatives))]
+            )
+        )
+        encoded = dict(zip(keys, self.encode_texts(keys), strict=True))
         empty = encoded[""]
 
         def blended(prompts: Sequence[WeightedPrompt]) -> PromptEmbeddings | None:
             if not any(p.weight > 0 for p in prompts):
                 return None
             return blend_prompts(
-                [encoded[p.text] for p in prompts], [p.weight for p in prompts], empty.tokens
+                [encoded[p.encoding_key()] for p in prompts], [p.weight for p in prompts], empty.tokens
             )
 
         embeddings = []
@@ -257,8 +268,8 @@ class Engine:
             return PromptEmbeddings(torch.zeros_like(positive.tokens), torch.zeros_like(positive.pooled))
         return empty
 
-    def encode_texts(self, texts: list[str]) -> list[PromptEmbeddings]:
-        """`encode_uncached` through a bounded LRU cache of recent prompts."""
+    def encode_texts(self, texts: Sequence[PromptKey]) -> list[PromptEmbeddings]:
+        """`encode_uncached` through a bounded LRU cache of recent prompts (texts, or spans with emphasis)."""
         cache = self.prompt_cache
         missing = [text for text in dict.fromkeys(texts) if text not in cache]
         if missing:
@@ -272,9 +283,10 @@ class Engine:
             held -= evicted.tokens.nbytes + evicted.pooled.nbytes
         return encoded
 
-    def encode_uncached(self, texts: list[str]) -> list[PromptEmbeddings]:
-        """Both CLIP encoders' penultimate hidden states, chunk by chunk, concatenated along the feature axis;
-        the pooled output of the second encoder's first chunk."""
+    def encode_uncached(self, texts: list[PromptKey]) -> list[PromptEmbeddings]:
+        """Both CLIP encoders' penultimate hidden states, chunk by chunk, each encoder's emphasised by the
+        spans' emphasis (prompts.emphasize), concatenated along the feature axis; the pooled output of the
+        second encoder's first chunk."""
         pipe = self.pipe
         hidden_states = []
         pooled: torch.Tensor | None = None
@@ -282,13 +294,16 @@ class Engine:
             (pipe.tokenizer, pipe.text_encoder),
             (pipe.tokenizer_2, pipe.text_encoder_2),
         ):
-            chunked = tokenize_in_chunks(tokenizer, texts)
-            token_ids = torch.tensor([chunk for chunks in chunked for chunk in chunks], device=self.device)
+            chunked = tokenize_prompts(tokenizer, texts)
+            token_ids = torch.tensor(
+                [chunk for chunks in chunked for chunk in chunks.token_ids], device=self.device
+            )
             output = text_encoder(token_ids, output_hidden_states=True)
             if output[0].ndim == 2:
                 pooled = output[0]
-            hidden_states.append(output.hidden_states[-2])
-            counts = [len(chunks) for chunks in chunked]
+            emphasis = [factors for chunks in chunked for factors in chunks.emphasis]
+            hidden_states.append(emphasize(output.hidden_states[-2], emphasis))
+            counts = [len(chunks.token_ids) for chunks in chunked]
         assert pooled is not None, "the second text encoder must have a projection"
         features = torch.cat(hidden_states, dim=-1).to(self.dtype)
         starts = [sum(counts[:i]) for i in range(len(counts))]
