@@ -114,6 +114,11 @@ class GenerationRequest:
     noise and 0 a clean image: image-to-image at strength `s` denoises from `1 - s` to 0. `init_image` is
     RGB; `mask` an "L" image of the same size, 255 where pixels are regenerated. `samples` images are made,
     with the seeds `seed`, `seed + 1`, ...
+
+    An init image of another size than `width` x `height` is encoded at its own size and its latents
+    resized (bilinear) to the output's latent grid (A1111's "latent upscale"); it then takes no mask.
+    `sigma_schedule` spaces the sampler's noise levels; `eta` scales the fresh noise of the samplers in
+    SAMPLERS_WITH_ETA (None: the sampler's own default).
     """
 
     prompts: tuple[WeightedPrompt, ...]

@@ -218,6 +218,10 @@ class Engine:
         return rows
 
     def planned_row(self, request: GenerationRequest, on_step: RowStepCallback | None) -> Row:
+        init_image = request.init_image
+        resized = init_image is not None and init_image.size != (request.width, request.height)
+        if resized and request.mask is not None:
+            raise ValueError("an init image resized in latent space takes no mask")
         generator = torch.Generator("cpu").manual_seed(request.seed)
         window = denoising_window(request.steps, request.denoise_from, request.denoise_to)
         plan = plan_sampling(
@@ -314,19 +318,26 @@ class Engine:
 
     def prepare_latents(self, rows: Sequence[Row]) -> None:
         """Each row's starting latents: the init image encoded (one VAE call per image size) and noised to
-        the window's start, or pure noise; masked rows also get their latent mask."""
+        the window's start, or pure noise; masked rows also get their latent mask. An init image of
+        another size than the output is encoded at its own size and its latents resized (bilinear) to the
+        output's latent grid."""
         clean: dict[int, torch.Tensor] = {}
         by_size: defaultdict[tuple[int, int], list[Row]] = defaultdict(list)
         for row in rows:
             if row.request.init_image is not None:
-                by_size[row.latent_size].append(row)
+                by_size[row.request.init_image.size].append(row)
         vae = self.pipe.vae
         for group in by_size.values():
             sources = [row.request.init_image for row in group if row.request.init_image is not None]
             images = pixels_from_images(sources, self.device, vae.dtype)
             sampled = vae.encode(images).latent_dist.sample(generator=[row.generator for row in group])
             latents = self.to_model_latents(sampled.to(self.dtype))
-            clean.update({row.serial: latents[index : index + 1] for index, row in enumerate(group)})
+            for index, row in enumerate(group):
+                encoded = latents[index : index + 1]
+                grid = tuple(side // self.vae_scale_factor for side in row.latent_size)
+                if tuple(encoded.shape[-2:]) != grid:
+                    encoded = torch.nn.functional.interpolate(encoded, size=grid, mode="bilinear")
+                clean[row.serial] = encoded
         channels = self.pipe.unet.config.in_channels
         for row in rows:
             height, width = (side // self.vae_scale_factor for side in row.latent_size)
@@ -407,6 +418,15 @@ class Engine:
         )
         return noise + sigma * gradient.to(noise.dtype)
 
+    @torch.inference_mode()
+    def stop(self, rows: Sequence[Row]) -> None:
+        """End these running rows now, each with the clean estimate of the last step it took (what A1111's
+        interrupt and skip answer); `finish` then decodes them as any ended row. Each must have taken a
+        step."""
+        for row in rows:
+            if not row.done:
+                row.stop()
+
     # -- 6-8: rows end -----------------------------------------------------------------------------------
 
     @torch.inference_mode()
@@ -416,9 +436,12 @@ class Engine:
         finals = [row for row in rows if row.failed is None and row.final is not None]
         for row in rows:
             if row.failed is None and row.final is None:
-                # image_strength 1 (or a window narrower than one step): the source is kept as it is.
-                assert row.request.init_image is not None
-                row.result = self.screen(row.request, row.request.init_image)
+                # image_strength 1 (or a window narrower than one step): the source is kept as it is
+                # (resized to the output size where it has another).
+                source = row.request.init_image
+                assert source is not None
+                size = (row.request.width, row.request.height)
+                row.result = self.screen(row.request, source.resize(size, Image.Resampling.BILINEAR))
         by_size: defaultdict[tuple[int, int], list[Row]] = defaultdict(list)
         for row in finals:
             by_size[row.latent_size].append(row)
