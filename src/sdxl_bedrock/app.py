@@ -15,7 +15,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sdxl_bedrock import __version__
-from sdxl_bedrock.api import Wire, Wires, bedrock, health, playground, stability
+from sdxl_bedrock.api import Wire, Wires, a1111, bedrock, health, playground, stability
 from sdxl_bedrock.config import Settings
 from sdxl_bedrock.errors import InvalidRequest, NotFound, ServiceError
 from sdxl_bedrock.logs import request_id_var
@@ -120,6 +120,7 @@ def create_app(
         app,
         bedrock.wire,
         stability.wire,
+        a1111.wire,
     )
     app.include_router(health.router)
     app.include_router(playground.page_router)

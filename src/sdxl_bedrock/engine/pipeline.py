@@ -156,6 +156,27 @@ class Engine:
     def gpu_memory_bytes(self) -> int:
         return int(torch.cuda.memory_allocated(self.device)) if self.device.type == "cuda" else 0
 
+    def cuda_memory(self) -> dict[str, dict[str, int]] | None:
+        """The GPU's memory in bytes as A1111's /sdapi/v1/memory reports it (`system` free, used and total;
+        torch's `active`, `allocated`, `reserved`, `inactive` current and peak; allocation `events`), or None
+        on another device."""
+        if self.device.type != "cuda":
+            return None
+        free, total = torch.cuda.mem_get_info(self.device)
+        stats = torch.cuda.memory_stats(self.device)
+
+        def current_and_peak(name: str) -> dict[str, int]:
+            return {"current": int(stats[f"{name}.all.current"]), "peak": int(stats[f"{name}.all.peak"])}
+
+        return {
+            "system": {"free": int(free), "used": int(total - free), "total": int(total)},
+            "active": current_and_peak("active_bytes"),
+            "allocated": current_and_peak("allocated_bytes"),
+            "reserved": current_and_peak("reserved_bytes"),
+            "inactive": current_and_peak("inactive_split_bytes"),
+            "events": {"retries": int(stats["num_alloc_retries"]), "oom": int(stats["num_ooms"])},
+        }
+
     # -- a whole batch -----------------------------------------------------------------------------------
 
     def generate(
