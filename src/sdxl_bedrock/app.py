@@ -15,7 +15,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sdxl_bedrock import __version__
-from sdxl_bedrock.api import Wire, Wires, bedrock, docs, health, openai, playground, stability
+from sdxl_bedrock.api import Wire, Wires, a1111, bedrock, docs, health, openai, playground, stability
 from sdxl_bedrock.api.guards import CLIENT_CLOSED, CLIENT_CLOSED_REQUEST, BodyGuard, CallerWatch, OriginGuard
 from sdxl_bedrock.api.private_routes import PrivateRoutes
 from sdxl_bedrock.config import Settings
@@ -135,6 +135,7 @@ def create_app(
         bedrock.wire,
         stability.wire,
         openai.wire,
+        a1111.wire,
     )
     app.include_router(health.router)
     app.include_router(playground.page_router)

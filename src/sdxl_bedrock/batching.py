@@ -7,6 +7,10 @@ TickPlanner chooses), answers each row as soon as its own run ends, and drops at
 whose caller has gone (timeout, disconnect: its future is done). Requests with different steps,
 strengths, samplers, modes and prompts so share every UNet call.
 
+A request may carry a `StopSignal` (A1111's interrupt and skip): at the next tick boundary its running rows
+that have taken a step end there, answering the image they have so far (`RowEngine.stop`), and on an
+interrupt its other rows are dropped (their callers get `Stopped`).
+
 Invariants: every job's future gets one outcome (its image, its own error, or ModelFailure if the loop
 itself fails); a failure is the failing request's alone (a tick that fails is run again row by row, and
 only rows that fail alone get the error; rows whose callers left are not run again). The loop is
@@ -46,6 +50,8 @@ class EngineRow(Protocol):
     @property
     def done(self) -> bool: ...
     @property
+    def steps_done(self) -> int: ...
+    @property
     def latent_size(self) -> Any: ...
     @property
     def unet_rows(self) -> int: ...
@@ -62,6 +68,46 @@ class RowEngine(Protocol):
     ) -> Sequence[EngineRow]: ...
     def tick(self, rows: Sequence[Any]) -> None: ...
     def finish(self, rows: Sequence[Any]) -> None: ...
+    def stop(self, rows: Sequence[Any]) -> None:
+        """End running rows (each has taken a step) at their last step; `finish` then makes their images."""
+        ...
+
+
+class Stopped(ServiceError):
+    """A row of a request stopped by its StopSignal before it took a step: it makes no image."""
+
+
+class StopSignal:
+    """Stops a request's rows early; set from any thread, acted on by the engine loop at its next tick.
+
+    `skip()` (one-shot): the request's rows running at that tick that have taken a step end at it, each
+    answering its image so far (the clean estimate of that step); its rows not started yet run as usual.
+    `interrupt()` (lasting): the running rows end the same way, and every row of the request that has not
+    taken a step is dropped, now or when it comes to join: its caller gets `Stopped`."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._interrupted = False
+        self._skip = False
+
+    def interrupt(self) -> None:
+        with self._lock:
+            self._interrupted = True
+
+    def skip(self) -> None:
+        with self._lock:
+            self._skip = True
+
+    @property
+    def interrupted(self) -> bool:
+        with self._lock:
+            return self._interrupted
+
+    def take_skip(self) -> bool:
+        """Whether a skip was asked since the last call (and forget it)."""
+        with self._lock:
+            asked, self._skip = self._skip, False
+            return asked
 
 
 _SERIALS = itertools.count()
@@ -73,6 +119,7 @@ class Job:
     future: asyncio.Future[GeneratedImage]
     loop: asyncio.AbstractEventLoop
     on_step: StepCallback | None = None
+    stop: StopSignal | None = None
     enqueued_at: float = field(default_factory=time.monotonic)
     serial: int = field(default_factory=lambda: next(_SERIALS))  # arrival order: older is smaller
     row: Any = None  # its EngineRow once it joined
@@ -160,11 +207,17 @@ class Batcher:
         if len(self._waiting) >= self.max_queue:
             raise Throttled("Too many requests, please wait before trying again.")
 
-    async def submit(self, request: GenerationRequest, on_step: StepCallback | None = None) -> GeneratedImage:
-        """Queue one request and wait for its image; past the request timeout its work is dropped."""
+    async def submit(
+        self,
+        request: GenerationRequest,
+        on_step: StepCallback | None = None,
+        stop: StopSignal | None = None,
+    ) -> GeneratedImage:
+        """Queue one request and wait for its image; past the request timeout its work is dropped. With
+        `stop`, raises Stopped when the signal drops the row before it took a step."""
         self.check_capacity()
         loop = asyncio.get_running_loop()
-        job = Job(request, loop.create_future(), loop, on_step)
+        job = Job(request, loop.create_future(), loop, on_step, stop)
         with self._wakeup:
             self._waiting.append(job)
             self._wakeup.notify_all()
@@ -210,7 +263,8 @@ class Batcher:
             if joining:
                 self._join(joining)
             self._drop_left()
-            self._finish_ended()  # rows whose window has no step end as they join
+            self._apply_stops()
+            self._finish_ended()  # rows whose window has no step (or stopped) end as they join
             running = [job for job in self._in_flight if not job.row.done]
             if not running:
                 continue
@@ -241,6 +295,9 @@ class Batcher:
                 job = self._waiting.popleft()
                 if job.caller_left:
                     self.metrics.abandoned.labels("queued").inc()
+                    continue
+                if job.stop is not None and job.stop.interrupted:
+                    job.resolve(Stopped("The request was interrupted before this image started."))
                     continue
                 joining.append(job)
         self.metrics.queue_depth.set(len(self._waiting))
@@ -274,6 +331,37 @@ class Batcher:
                 self.metrics.abandoned.labels("running").inc()
             log.info("%d request(s) dropped from the running batch: their callers left", len(left))
             self._keep(lambda job: not job.caller_left)
+
+    def _apply_stops(self) -> None:
+        """Act on the stop signals of the jobs in flight and waiting (see StopSignal)."""
+        with self._wakeup:
+            signals = {job.stop for job in (*self._in_flight, *self._waiting) if job.stop is not None}
+        if not signals:
+            return
+        skipped = {signal for signal in signals if signal.take_skip()}
+        interrupted = {signal for signal in signals if signal.interrupted}
+        if not skipped and not interrupted:
+            return
+        with self._wakeup:
+            dropped = [job for job in self._waiting if job.stop in interrupted]
+            if dropped:
+                self._waiting = deque(job for job in self._waiting if job.stop not in interrupted)
+        running = [job for job in self._in_flight if job.stop in skipped | interrupted and not job.row.done]
+        started = [job for job in running if job.row.steps_done > 0]
+        dropped += [job for job in running if job.row.steps_done == 0 and job.stop in interrupted]
+        if started:
+            log.info("%d running image(s) stopped at their current step", len(started))
+            try:
+                self.engine.stop([job.row for job in started])
+            except Exception as error:
+                for job in started:
+                    self._fail(job, error)
+                self._keep(lambda job: job not in started)
+        if dropped:
+            self._keep(lambda job: job not in dropped)
+            for job in dropped:
+                job.resolve(Stopped("The request was interrupted before this image started."))
+        self.metrics.queue_depth.set(len(self._waiting))
 
     def _tick(self, jobs: list[Job]) -> None:
         rows = [job.row for job in jobs]

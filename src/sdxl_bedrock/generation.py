@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 
-from sdxl_bedrock.batching import Batcher, StepCallback
+from sdxl_bedrock.batching import Batcher, StepCallback, Stopped, StopSignal
 from sdxl_bedrock.codecs import encode_png
 from sdxl_bedrock.config import Settings
 from sdxl_bedrock.errors import InvalidRequest, ModelNotReady, ShuttingDown, Throttled
@@ -43,17 +43,32 @@ class Generations:
         return batcher
 
     async def generate(
-        self, request: GenerationRequest, on_step: StepCallback | None = None
+        self,
+        request: GenerationRequest,
+        on_step: StepCallback | None = None,
+        stop: StopSignal | None = None,
     ) -> list[Artifact]:
-        """One artifact per sample, in the order of their seeds (see `sample_requests`)."""
+        """One artifact per sample, in the order of their seeds (see `sample_requests`).
+
+        `on_step` sees each sample's steps (on the engine thread). `stop` can end the samples early (see
+        StopSignal): a sample stopped after a step gives its image so far; one stopped before any step gives
+        none, so fewer artifacts come back (their seeds tell which)."""
         batcher = self.admit(request)
-        submitted = [asyncio.ensure_future(batcher.submit(one, on_step)) for one in sample_requests(request)]
+
+        async def one(sample: GenerationRequest) -> GeneratedImage | None:
+            try:
+                return await batcher.submit(sample, on_step, stop)
+            except Stopped:
+                return None
+
+        submitted = [asyncio.ensure_future(one(sample)) for sample in sample_requests(request)]
         try:
-            images = await asyncio.gather(*submitted)
+            outcomes = await asyncio.gather(*submitted)
         finally:
             # When one sample fails (or the caller goes away) the others are dropped, not left running.
             for job in submitted:
                 job.cancel()
+        images = [image for image in outcomes if image is not None]
         return list(await asyncio.gather(*(self.workers.on_host(to_artifact, image) for image in images)))
 
 

@@ -37,6 +37,35 @@ class Sampler(enum.StrEnum):
 DEFAULT_SAMPLER = Sampler.DPMPP_2M
 
 
+class SigmaSchedule(enum.StrEnum):
+    """The noise levels a sampler's steps land on.
+
+    DEFAULT is the sampler's scheduler made from the model's own config (its timestep spacing); KARRAS is
+    Karras et al. 2022's spacing (rho 7) between the same highest and lowest noise levels, diffusers'
+    `use_karras_sigmas`. Only the samplers in SAMPLERS_WITH_KARRAS_SIGMAS take KARRAS."""
+
+    DEFAULT = "default"
+    KARRAS = "karras"
+
+
+# The samplers whose diffusers scheduler takes `use_karras_sigmas` (DPM++ 2S ancestral walks the Euler
+# scheduler's sigmas); tests/engine/test_sigma_schedules.py checks this against engine/samplers.py.
+SAMPLERS_WITH_KARRAS_SIGMAS = frozenset(
+    {
+        Sampler.DPMPP_2M,
+        Sampler.DPMPP_2S_ANCESTRAL,
+        Sampler.DPM_2,
+        Sampler.DPM_2_ANCESTRAL,
+        Sampler.EULER,
+        Sampler.HEUN,
+        Sampler.LMS,
+    }
+)
+# The samplers whose amount of fresh noise per step (eta) is a parameter: DDIM (default 0, deterministic)
+# and DPM++ 2S ancestral (default 1). The other ancestral samplers always add eta 1's noise.
+SAMPLERS_WITH_ETA = frozenset({Sampler.DDIM, Sampler.DPMPP_2S_ANCESTRAL})
+
+
 class FinishReason(enum.StrEnum):
     SUCCESS = "SUCCESS"
     ERROR = "ERROR"
@@ -44,9 +73,37 @@ class FinishReason(enum.StrEnum):
 
 
 @dataclass(frozen=True)
+class PromptSpan:
+    """A run of a prompt's text whose token embeddings are scaled by `emphasis` (1: as encoded).
+
+    `starts_chunk` ends the current 75-token chunk before this span (padding it), as A1111's `BREAK` does."""
+
+    text: str
+    emphasis: float = 1.0
+    starts_chunk: bool = False
+
+
+PromptKey = str | tuple[PromptSpan, ...]
+"""What a prompt's encoding depends on: its text, or its spans when some are emphasised or break a chunk."""
+
+
+@dataclass(frozen=True)
 class WeightedPrompt:
+    """A prompt and its weight in the blend of a request's prompts.
+
+    `spans`, when given, split `text` (their concatenation) into runs of per-token emphasis; None encodes
+    `text` as it is. `text` is what the content filter and CLIP guidance read."""
+
     text: str
     weight: float
+    spans: tuple[PromptSpan, ...] | None = None
+
+    def encoding_key(self) -> PromptKey:
+        """The text when no span changes the encoding, else the spans (the prompt cache's key)."""
+        spans = self.spans
+        if spans is None or all(span.emphasis == 1.0 and not span.starts_chunk for span in spans):
+            return self.text
+        return spans
 
 
 @dataclass(frozen=True)
@@ -57,6 +114,11 @@ class GenerationRequest:
     noise and 0 a clean image: image-to-image at strength `s` denoises from `1 - s` to 0. `init_image` is
     RGB; `mask` an "L" image of the same size, 255 where pixels are regenerated. `samples` images are made,
     with the seeds `seed`, `seed + 1`, ...
+
+    An init image of another size than `width` x `height` is encoded at its own size and its latents
+    resized (bilinear) to the output's latent grid (A1111's "latent upscale"); it then takes no mask.
+    `sigma_schedule` spaces the sampler's noise levels; `eta` scales the fresh noise of the samplers in
+    SAMPLERS_WITH_ETA (None: the sampler's own default).
     """
 
     prompts: tuple[WeightedPrompt, ...]
@@ -74,6 +136,8 @@ class GenerationRequest:
     style: StylePreset | None = None
     clip_guidance: ClipGuidance | None = None
     samples: int = 1
+    sigma_schedule: SigmaSchedule = SigmaSchedule.DEFAULT
+    eta: float | None = None
 
     @property
     def is_image_to_image(self) -> bool:
@@ -86,6 +150,8 @@ class GenerationRequest:
             self.height,
             self.steps,
             self.sampler,
+            self.sigma_schedule,
+            self.eta,
             self.denoise_from,
             self.denoise_to,
             self.is_image_to_image,

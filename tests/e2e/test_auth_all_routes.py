@@ -41,7 +41,7 @@ PRIVATE = (
     "/docs/swagger-ui/swagger-ui-bundle.js",
 )
 # The wires check credentials themselves, each its own way: the flag leaves them as they are.
-WIRE_PREFIXES = ("/model/", "/async-invoke", "/v1/")
+WIRE_PREFIXES = ("/model/", "/async-invoke", "/v1/", "/sdapi/")
 
 
 @pytest.fixture(scope="module")

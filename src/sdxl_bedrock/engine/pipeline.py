@@ -39,7 +39,7 @@ from sdxl_bedrock.engine.clip_guidance import ClipGuide
 from sdxl_bedrock.engine.content_filter import ContentFilter, obscure
 from sdxl_bedrock.engine.masking import latent_mask, paste_outside_mask
 from sdxl_bedrock.engine.pixels import images_from_pixels, pixels_from_images
-from sdxl_bedrock.engine.prompts import PromptEmbeddings, blend_prompts, tokenize_in_chunks
+from sdxl_bedrock.engine.prompts import PromptEmbeddings, blend_prompts, emphasize, tokenize_prompts
 from sdxl_bedrock.engine.rows import (
     Row,
     RowConditioning,
@@ -55,7 +55,14 @@ from sdxl_bedrock.engine.samplers import (
     training_sigmas,
 )
 from sdxl_bedrock.errors import ModelFailure
-from sdxl_bedrock.schema import FinishReason, GeneratedImage, GenerationRequest, Sampler, WeightedPrompt
+from sdxl_bedrock.schema import (
+    FinishReason,
+    GeneratedImage,
+    GenerationRequest,
+    PromptKey,
+    Sampler,
+    WeightedPrompt,
+)
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +99,7 @@ class Engine:
         self._lock = threading.Lock()
         self._tick_batch = TickBatch()
         # Repeated prompts (and style templates) skip the text encoders.
-        self.prompt_cache: OrderedDict[str, PromptEmbeddings] = OrderedDict()
+        self.prompt_cache: OrderedDict[PromptKey, PromptEmbeddings] = OrderedDict()
         self.prompt_cache_bytes = PROMPT_CACHE_BYTES
 
     @classmethod
@@ -148,6 +155,27 @@ class Engine:
 
     def gpu_memory_bytes(self) -> int:
         return int(torch.cuda.memory_allocated(self.device)) if self.device.type == "cuda" else 0
+
+    def cuda_memory(self) -> dict[str, dict[str, int]] | None:
+        """The GPU's memory in bytes as A1111's /sdapi/v1/memory reports it (`system` free, used and total;
+        torch's `active`, `allocated`, `reserved`, `inactive` current and peak; allocation `events`), or None
+        on another device."""
+        if self.device.type != "cuda":
+            return None
+        free, total = torch.cuda.mem_get_info(self.device)
+        stats = torch.cuda.memory_stats(self.device)
+
+        def current_and_peak(name: str) -> dict[str, int]:
+            return {"current": int(stats[f"{name}.all.current"]), "peak": int(stats[f"{name}.all.peak"])}
+
+        return {
+            "system": {"free": int(free), "used": int(total - free), "total": int(total)},
+            "active": current_and_peak("active_bytes"),
+            "allocated": current_and_peak("allocated_bytes"),
+            "reserved": current_and_peak("reserved_bytes"),
+            "inactive": current_and_peak("inactive_split_bytes"),
+            "events": {"retries": int(stats["num_alloc_retries"]), "oom": int(stats["num_ooms"])},
+        }
 
     # -- a whole batch -----------------------------------------------------------------------------------
 
@@ -211,10 +239,21 @@ class Engine:
         return rows
 
     def planned_row(self, request: GenerationRequest, on_step: RowStepCallback | None) -> Row:
+        init_image = request.init_image
+        resized = init_image is not None and init_image.size != (request.width, request.height)
+        if resized and request.mask is not None:
+            raise ValueError("an init image resized in latent space takes no mask")
         generator = torch.Generator("cpu").manual_seed(request.seed)
         window = denoising_window(request.steps, request.denoise_from, request.denoise_to)
         plan = plan_sampling(
-            request.sampler, self.scheduler_config, request.steps, window, generator, self.device
+            request.sampler,
+            self.scheduler_config,
+            request.steps,
+            window,
+            generator,
+            self.device,
+            request.sigma_schedule,
+            request.eta,
         )
         return Row(request, generator, plan, on_step)
 
@@ -224,15 +263,19 @@ class Engine:
         """Each row's positive conditioning; under guidance its negative (unconditional) one; and the empty
         prompt's, whose chunk pads shorter prompts. One text-encoder call for all the rows' texts."""
         styled = [styled_prompts(row.request) for row in rows]
-        texts = sorted({"", *(p.text for prompts, negatives in styled for p in (*prompts, *negatives))})
-        encoded = dict(zip(texts, self.encode_texts(texts), strict=True))
+        keys = list(
+            dict.fromkeys(
+                ["", *(p.encoding_key() for prompts, negatives in styled for p in (*prompts, *negatives))]
+            )
+        )
+        encoded = dict(zip(keys, self.encode_texts(keys), strict=True))
         empty = encoded[""]
 
         def blended(prompts: Sequence[WeightedPrompt]) -> PromptEmbeddings | None:
             if not any(p.weight > 0 for p in prompts):
                 return None
             return blend_prompts(
-                [encoded[p.text] for p in prompts], [p.weight for p in prompts], empty.tokens
+                [encoded[p.encoding_key()] for p in prompts], [p.weight for p in prompts], empty.tokens
             )
 
         embeddings = []
@@ -250,8 +293,8 @@ class Engine:
             return PromptEmbeddings(torch.zeros_like(positive.tokens), torch.zeros_like(positive.pooled))
         return empty
 
-    def encode_texts(self, texts: list[str]) -> list[PromptEmbeddings]:
-        """`encode_uncached` through a bounded LRU cache of recent prompts."""
+    def encode_texts(self, texts: Sequence[PromptKey]) -> list[PromptEmbeddings]:
+        """`encode_uncached` through a bounded LRU cache of recent prompts (texts, or spans with emphasis)."""
         cache = self.prompt_cache
         missing = [text for text in dict.fromkeys(texts) if text not in cache]
         if missing:
@@ -265,9 +308,10 @@ class Engine:
             held -= evicted.tokens.nbytes + evicted.pooled.nbytes
         return encoded
 
-    def encode_uncached(self, texts: list[str]) -> list[PromptEmbeddings]:
-        """Both CLIP encoders' penultimate hidden states, chunk by chunk, concatenated along the feature axis;
-        the pooled output of the second encoder's first chunk."""
+    def encode_uncached(self, texts: list[PromptKey]) -> list[PromptEmbeddings]:
+        """Both CLIP encoders' penultimate hidden states, chunk by chunk, each encoder's emphasised by the
+        spans' emphasis (prompts.emphasize), concatenated along the feature axis; the pooled output of the
+        second encoder's first chunk."""
         pipe = self.pipe
         hidden_states = []
         pooled: torch.Tensor | None = None
@@ -275,13 +319,16 @@ class Engine:
             (pipe.tokenizer, pipe.text_encoder),
             (pipe.tokenizer_2, pipe.text_encoder_2),
         ):
-            chunked = tokenize_in_chunks(tokenizer, texts)
-            token_ids = torch.tensor([chunk for chunks in chunked for chunk in chunks], device=self.device)
+            chunked = tokenize_prompts(tokenizer, texts)
+            token_ids = torch.tensor(
+                [chunk for chunks in chunked for chunk in chunks.token_ids], device=self.device
+            )
             output = text_encoder(token_ids, output_hidden_states=True)
             if output[0].ndim == 2:
                 pooled = output[0]
-            hidden_states.append(output.hidden_states[-2])
-            counts = [len(chunks) for chunks in chunked]
+            emphasis = [factors for chunks in chunked for factors in chunks.emphasis]
+            hidden_states.append(emphasize(output.hidden_states[-2], emphasis))
+            counts = [len(chunks.token_ids) for chunks in chunked]
         assert pooled is not None, "the second text encoder must have a projection"
         features = torch.cat(hidden_states, dim=-1).to(self.dtype)
         starts = [sum(counts[:i]) for i in range(len(counts))]
@@ -292,19 +339,26 @@ class Engine:
 
     def prepare_latents(self, rows: Sequence[Row]) -> None:
         """Each row's starting latents: the init image encoded (one VAE call per image size) and noised to
-        the window's start, or pure noise; masked rows also get their latent mask."""
+        the window's start, or pure noise; masked rows also get their latent mask. An init image of
+        another size than the output is encoded at its own size and its latents resized (bilinear) to the
+        output's latent grid."""
         clean: dict[int, torch.Tensor] = {}
         by_size: defaultdict[tuple[int, int], list[Row]] = defaultdict(list)
         for row in rows:
             if row.request.init_image is not None:
-                by_size[row.latent_size].append(row)
+                by_size[row.request.init_image.size].append(row)
         vae = self.pipe.vae
         for group in by_size.values():
             sources = [row.request.init_image for row in group if row.request.init_image is not None]
             images = pixels_from_images(sources, self.device, vae.dtype)
             sampled = vae.encode(images).latent_dist.sample(generator=[row.generator for row in group])
             latents = self.to_model_latents(sampled.to(self.dtype))
-            clean.update({row.serial: latents[index : index + 1] for index, row in enumerate(group)})
+            for index, row in enumerate(group):
+                encoded = latents[index : index + 1]
+                grid = tuple(side // self.vae_scale_factor for side in row.latent_size)
+                if tuple(encoded.shape[-2:]) != grid:
+                    encoded = torch.nn.functional.interpolate(encoded, size=grid, mode="bilinear")
+                clean[row.serial] = encoded
         channels = self.pipe.unet.config.in_channels
         for row in rows:
             height, width = (side // self.vae_scale_factor for side in row.latent_size)
@@ -385,6 +439,15 @@ class Engine:
         )
         return noise + sigma * gradient.to(noise.dtype)
 
+    @torch.inference_mode()
+    def stop(self, rows: Sequence[Row]) -> None:
+        """End these running rows now, each with the clean estimate of the last step it took (what A1111's
+        interrupt and skip answer); `finish` then decodes them as any ended row. Each must have taken a
+        step."""
+        for row in rows:
+            if not row.done:
+                row.stop()
+
     # -- 6-8: rows end -----------------------------------------------------------------------------------
 
     @torch.inference_mode()
@@ -394,9 +457,12 @@ class Engine:
         finals = [row for row in rows if row.failed is None and row.final is not None]
         for row in rows:
             if row.failed is None and row.final is None:
-                # image_strength 1 (or a window narrower than one step): the source is kept as it is.
-                assert row.request.init_image is not None
-                row.result = self.screen(row.request, row.request.init_image)
+                # image_strength 1 (or a window narrower than one step): the source is kept as it is
+                # (resized to the output size where it has another).
+                source = row.request.init_image
+                assert source is not None
+                size = (row.request.width, row.request.height)
+                row.result = self.screen(row.request, source.resize(size, Image.Resampling.BILINEAR))
         by_size: defaultdict[tuple[int, int], list[Row]] = defaultdict(list)
         for row in finals:
             by_size[row.latent_size].append(row)

@@ -92,6 +92,7 @@ class Row:
     run: SamplerRun | None = None
     pending: ModelCall | None = None
     latents: torch.Tensor | None = None
+    denoised: torch.Tensor | None = None  # the clean estimate at the last step's end
     final: torch.Tensor | None = None
     failed: BaseException | None = None
     result: GeneratedImage | None = None
@@ -134,6 +135,17 @@ class Row:
         except StopIteration as end:
             self.final, self.pending = end.value, None
 
+    def stop(self) -> None:
+        """End the run at the last step it took: `final` is that step's clean estimate (the model's guess of
+        the finished latents; outside a mask, the init image's latents). Only for a row that took a step."""
+        assert self.run is not None and self.denoised is not None, "a row stops after a step"
+        self.run.close()
+        final = self.denoised
+        start = self.start
+        if self.mask is not None and start is not None and start.clean is not None:
+            final = blend_outside_mask(final, start.clean, self.mask)
+        self.final, self.pending = final, None
+
     def take(self, event: ModelCall | StepEnd) -> ModelCall:
         assert self.run is not None
         while isinstance(event, StepEnd):
@@ -148,6 +160,7 @@ class Row:
             known = self.plan.noised(start.clean, start.noise, event.index + 1)
             latents = blend_outside_mask(latents, known, self.mask)
         self.latents = latents
+        self.denoised = event.denoised
         self.steps_done = event.index + 1
         if self.on_step is not None:
             self.on_step(self.steps_done, self.plan.steps, functools.partial(latent_preview, latents))

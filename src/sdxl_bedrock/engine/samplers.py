@@ -18,11 +18,12 @@ is a step of the user's `steps`: a second-order scheduler (Heun, DPM2) calls the
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import warnings
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import torch
 from diffusers import (
@@ -37,8 +38,8 @@ from diffusers import (
     LMSDiscreteScheduler,
 )
 
-from sdxl_bedrock.engine.k_samplers import Denoise, KSampler, dpmpp_2s_ancestral
-from sdxl_bedrock.schema import Sampler
+from sdxl_bedrock.engine.k_samplers import Denoise, KSampler, KSamplerRun, dpmpp_2s_ancestral
+from sdxl_bedrock.schema import Sampler, SigmaSchedule
 
 
 @dataclass(frozen=True)
@@ -78,10 +79,32 @@ SAMPLERS: dict[Sampler, SamplerSpec] = {
 }
 
 
-def make_scheduler(sampler: Sampler, model_scheduler_config: dict[str, Any]) -> Any:
+def make_scheduler(
+    sampler: Sampler,
+    model_scheduler_config: dict[str, Any],
+    sigma_schedule: SigmaSchedule = SigmaSchedule.DEFAULT,
+) -> Any:
+    """The sampler's scheduler from the model's config; KARRAS adds `use_karras_sigmas`, or raises
+    ValueError where the scheduler has no such option."""
     spec = SAMPLERS[sampler]
+    overrides = dict(spec.overrides)
+    if sigma_schedule is SigmaSchedule.KARRAS:
+        if not takes_karras_sigmas(sampler):
+            raise ValueError(f"the {sampler} sampler's scheduler has no Karras sigma schedule")
+        overrides["use_karras_sigmas"] = True
     with diffusers_numpy_warnings_silenced():
-        return spec.scheduler_class.from_config(model_scheduler_config, **spec.overrides)
+        return spec.scheduler_class.from_config(model_scheduler_config, **overrides)
+
+
+def takes_karras_sigmas(sampler: Sampler) -> bool:
+    return "use_karras_sigmas" in inspect.signature(SAMPLERS[sampler].scheduler_class.__init__).parameters
+
+
+def takes_eta(sampler: Sampler) -> bool:
+    spec = SAMPLERS[sampler]
+    if spec.k_sampler is not None:
+        return "eta" in inspect.signature(spec.k_sampler).parameters
+    return "eta" in inspect.signature(spec.scheduler_class.step).parameters
 
 
 @contextlib.contextmanager
@@ -154,18 +177,31 @@ def plan_sampling(
     window: tuple[int, int],
     generator: torch.Generator,
     device: torch.device,
+    sigma_schedule: SigmaSchedule = SigmaSchedule.DEFAULT,
+    eta: float | None = None,
 ) -> SamplingPlan:
     """The run of `sampler` over steps [first, last) of a `steps`-step schedule, for one request (batch row)
-    whose random draws come from `generator`."""
-    scheduler = make_scheduler(sampler, model_scheduler_config)
+    whose random draws come from `generator`; `sigma_schedule` spaces its noise levels and `eta` (None: the
+    sampler's default) scales the fresh noise of a sampler that takes it.
+
+    Raises ValueError for a schedule or an eta the sampler does not take."""
+    if eta is not None and not takes_eta(sampler):
+        raise ValueError(f"the {sampler} sampler takes no eta")
+    scheduler = make_scheduler(sampler, model_scheduler_config, sigma_schedule)
     with diffusers_numpy_warnings_silenced():
         # The schedule stays on the host, where schedulers read its values (DDIM indexes by timestep);
         # a device copy feeds the model, so no step reads a value back from the device.
         scheduler.set_timesteps(steps, device="cpu")
     k_sampler = SAMPLERS[sampler].k_sampler
     if k_sampler is not None:
+        if eta is not None:
+            # takes_eta made sure this k-sampler has the parameter, which the KSampler protocol leaves out.
+            k_sampler = functools.partial(cast(Callable[..., KSamplerRun], k_sampler), eta=eta)
         return KDiffusionPlan(k_sampler, scheduler, window, generator, device)
-    return SchedulerPlan(scheduler, window, generator, device)
+    plan = SchedulerPlan(scheduler, window, generator, device)
+    if eta is not None:
+        plan.step_kwargs["eta"] = eta
+    return plan
 
 
 class SchedulerPlan:

@@ -1,0 +1,409 @@
+"""`/sdapi/v1/txt2img` and `/sdapi/v1/img2img` bodies -> a GenerationRequest, plus what the answer reports.
+
+The models hold A1111's fields with A1111's defaults (its StableDiffusionProcessingTxt2Img / Img2Img, as
+its API exposes them), with JSON's types (A1111's pydantic would also read `"20"` as 20; here an integer is
+written as one, and `inpaint_full_res` alone also takes A1111's radio index 0 or 1); a key A1111 does not
+have is refused. Every field `webuiapi` sends by default is accepted at that value. A field A1111 has
+whose set value this server cannot honour is a 422 naming the field, never ignored; fields that have no
+effect in A1111 either at the values given (the hires-fix fields without `enable_hr`, `s_tmin`/`s_tmax`
+without `s_churn`, `image_cfg_scale` for a model that is not instruct-pix2pix, `eta` for a deterministic
+sampler, `do_not_save_*`, which A1111's API overrides) are accepted as A1111 accepts them.
+
+Our rules where A1111 is silent or differs:
+- `width` and `height`: multiples of 8 from 64 to 2048 (A1111 rounds other values down to a multiple of 8).
+- `seed`: -1 (random) or 0..4294967295; `batch_size` x `n_iter` images, at most the server's queue.
+- `init_images`: exactly one image (A1111 also takes one per batch row). A mask of another size than the
+  init image is stretched to it.
+- `override_settings`: see options.py. `styles` names this server's style presets, applied as A1111 applies
+  its styles: the template's `{prompt}` takes the prompt, the negative terms join the negative prompt.
+- `force_task_id` is accepted: it names a task in A1111's internal queue API, which is not served here.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from PIL import Image, ImageOps
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
+
+from sdxl_bedrock.api.a1111 import images
+from sdxl_bedrock.api.a1111.names import Resolved, resolve
+from sdxl_bedrock.api.a1111.options import ServedModel, check_settings
+from sdxl_bedrock.api.a1111.prompts import ParsedPrompt, parse_prompt
+from sdxl_bedrock.errors import Location, ProblemKind
+from sdxl_bedrock.presets import STYLE_PRESETS
+from sdxl_bedrock.schema import SAMPLERS_WITH_ETA, GenerationRequest, Sampler
+from sdxl_bedrock.validation import (
+    MAX_SEED,
+    decode_base64_field,
+    load_json_object,
+    malformed,
+    random_nonzero_seed,
+    shown,
+    validate,
+)
+
+SIZE_STEP, SIZE_MIN, SIZE_MAX = 8, 64, 2048
+MAX_STEPS = 150
+RandomSeed = Callable[[], int]
+
+# Sizes are checked after the model (a message names the rule, not a bare bound).
+Size = Annotated[int, Field(description=f"A multiple of {SIZE_STEP} from {SIZE_MIN} to {SIZE_MAX}.")]
+
+
+class ProcessingFields(BaseModel):
+    """The fields txt2img and img2img share, with A1111's defaults."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+    prompt: str = ""
+    negative_prompt: str = ""
+    styles: Annotated[
+        list[str] | None, Field(description="Style presets by name (/sdapi/v1/prompt-styles).")
+    ] = None
+    seed: Annotated[int, Field(ge=-1, le=MAX_SEED, description="-1 picks a random seed.")] = -1
+    subseed: int = -1
+    subseed_strength: Annotated[float, Field(description="Only 0: variation seeds are not run here.")] = 0.0
+    seed_resize_from_h: Annotated[int, Field(description="At most 0 (no seed resize).")] = -1
+    seed_resize_from_w: Annotated[int, Field(description="At most 0 (no seed resize).")] = -1
+    sampler_name: Annotated[str | None, Field(description="See /sdapi/v1/samplers.")] = None
+    sampler_index: Annotated[str | None, Field(description="Read when sampler_name is not given.")] = "Euler"
+    scheduler: Annotated[str | None, Field(description="Automatic or Karras (/sdapi/v1/schedulers).")] = None
+    batch_size: Annotated[int, Field(ge=1, le=64)] = 1
+    n_iter: Annotated[int, Field(ge=1, le=100)] = 1
+    steps: Annotated[int, Field(ge=1, le=MAX_STEPS)] = 50
+    cfg_scale: Annotated[float, Field(ge=0, le=35)] = 7.0
+    width: Size = 512
+    height: Size = 512
+    restore_faces: Annotated[bool | None, Field(description="Not true: no face restorer here.")] = None
+    tiling: Annotated[bool | None, Field(description="Not true: no tiling here.")] = None
+    do_not_save_samples: bool = False
+    do_not_save_grid: bool = False
+    eta: Annotated[
+        float | None,
+        Field(ge=0, description="DDIM and DPM++ 2S a: the fresh noise per step; Euler a, DPM2 a: only 1."),
+    ] = None
+    s_min_uncond: Annotated[float | None, Field(description="Only 0.")] = None
+    s_churn: Annotated[float | None, Field(description="Only 0: no churn here.")] = None
+    s_tmax: float | None = None
+    s_tmin: float | None = None
+    s_noise: Annotated[float | None, Field(description="Only 1.")] = None
+    override_settings: Annotated[
+        dict[str, Any] | None, Field(description="Only keys of /sdapi/v1/options, at their values.")
+    ] = None
+    override_settings_restore_afterwards: bool = True
+    refiner_checkpoint: Annotated[str | None, Field(description="No refiner here.")] = None
+    refiner_switch_at: float | None = None
+    disable_extra_networks: bool = False
+    firstpass_image: Annotated[str | None, Field(description="Not set: no hires fix here.")] = None
+    comments: dict[str, Any] | None = None
+    script_name: Annotated[str | None, Field(description="No scripts here.")] = None
+    script_args: Annotated[list[Any], Field(description="Empty.")] = Field(default_factory=list)
+    send_images: bool = True
+    save_images: Annotated[bool, Field(description="Not true: nothing is saved on the server.")] = False
+    alwayson_scripts: Annotated[dict[str, Any], Field(description="Empty.")] = Field(default_factory=dict)
+    force_task_id: str | None = None
+    infotext: Annotated[str | None, Field(description="Not set: infotext is not read here.")] = None
+    # txt2img: only for the hires fix (no effect here, as in A1111 without it); img2img: the strength.
+    denoising_strength: Annotated[float | None, Field(ge=0, le=1)] = 0.75
+
+
+class Txt2ImgBody(ProcessingFields):
+    """`POST /sdapi/v1/txt2img`."""
+
+    enable_hr: Annotated[bool, Field(description="Not true: no hires fix here.")] = False
+    firstphase_width: Annotated[int, Field(description="Only 0.")] = 0
+    firstphase_height: Annotated[int, Field(description="Only 0.")] = 0
+    hr_scale: float = 2.0
+    hr_upscaler: str | None = None
+    hr_second_pass_steps: int = 0
+    hr_resize_x: int = 0
+    hr_resize_y: int = 0
+    hr_checkpoint_name: str | None = None
+    hr_sampler_name: str | None = None
+    hr_scheduler: str | None = None
+    hr_prompt: str = ""
+    hr_negative_prompt: str = ""
+
+
+def radio_index_as_bool(value: object) -> object:
+    """A1111's UI sends "inpaint area" as the index of its radio button, and clients copy it."""
+    return bool(value) if type(value) is int and value in (0, 1) else value
+
+
+class Img2ImgBody(ProcessingFields):
+    """`POST /sdapi/v1/img2img`."""
+
+    init_images: Annotated[
+        list[str] | None, Field(description="Exactly one base64 image (a data: URL prefix is allowed).")
+    ] = None
+    resize_mode: Annotated[
+        Literal[0, 1, 2, 3],
+        Field(description="0 just resize, 1 crop and resize, 2 resize and fill, 3 latent upscale."),
+    ] = 0
+    denoising_strength: Annotated[float, Field(ge=0, le=1)] = 0.75
+    image_cfg_scale: float | None = None
+    mask: Annotated[str | None, Field(description="Base64: white (or opaque) where to inpaint.")] = None
+    mask_blur_x: Annotated[int, Field(ge=0, le=64)] = 4
+    mask_blur_y: Annotated[int, Field(ge=0, le=64)] = 4
+    mask_blur: Annotated[int | None, Field(ge=0, le=64, description="Sets mask_blur_x and _y.")] = None
+    mask_round: Annotated[bool, Field(description="Only true.")] = True
+    inpainting_fill: Annotated[
+        int, Field(ge=0, le=3, description="0 fill, 1 original (2 latent noise and 3 latent nothing: 422).")
+    ] = 0
+    inpaint_full_res: Annotated[
+        bool,
+        BeforeValidator(radio_index_as_bool),
+        WithJsonSchema({"anyOf": [{"type": "boolean"}, {"enum": [0, 1]}]}),
+        Field(description="True (or 1): inpaint only the masked area; false (or 0): the whole picture."),
+    ] = True
+    inpaint_full_res_padding: Annotated[int, Field(ge=0, le=2048)] = 0
+    inpainting_mask_invert: Literal[0, 1] = 0
+    initial_noise_multiplier: Annotated[float | None, Field(description="Only 1.")] = None
+    latent_mask: Annotated[str | None, Field(description="Not set.")] = None
+    include_init_images: bool = False
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A validated body: the engine's request, the images' post-processing (img2img with a mask), and
+    what the answer reports."""
+
+    request: GenerationRequest
+    body: ProcessingFields
+    resolved: Resolved
+    all_prompts: tuple[str, str]  # the styled prompt and negative prompt, as A1111 reports them
+    seed: int
+    overlay: images.Overlay | None = None
+
+    @property
+    def images(self) -> int:
+        return self.body.batch_size * self.body.n_iter
+
+
+def parse_txt2img(
+    raw: bytes, *, served: ServedModel, max_images: int, random_seed: RandomSeed | None = None
+) -> Plan:
+    """Validate a txt2img body (MalformedBody, a 422, on the first problem). `served` is the model that
+    `override_settings` may name; `max_images` bounds batch_size x n_iter."""
+    body = validate(Txt2ImgBody, load_json_object(raw))
+    check_common(body, served, max_images)
+    refuse_if(body.enable_hr, "enable_hr", "the hires fix is not run here")
+    refuse_if(body.firstphase_width != 0, "firstphase_width", "the hires fix is not run here; send 0")
+    refuse_if(body.firstphase_height != 0, "firstphase_height", "the hires fix is not run here; send 0")
+    return plan(body, body.width, body.height, random_seed=random_seed)
+
+
+def parse_img2img(
+    raw: bytes, *, served: ServedModel, max_images: int, random_seed: RandomSeed | None = None
+) -> Plan:
+    """Validate an img2img body, decode its images and do A1111's pixel work on them (MalformedBody)."""
+    body = validate(Img2ImgBody, load_json_object(raw))
+    check_common(body, served, max_images)
+    init_images = body.init_images
+    if not init_images:
+        raise malformed(
+            (), "required key [init_images] not found", kind=ProblemKind.REQUIRED_KEY, value="init_images"
+        )
+    if len(init_images) > 1:
+        raise malformed(
+            ("init_images",),
+            f"expected exactly one image, found {len(init_images)}",
+            kind=ProblemKind.TOO_LONG,
+            value=len(init_images),
+        )
+    refuse_if(not body.mask_round, "mask_round", "only a rounded (binary) mask is run here; send true")
+    refuse_if(body.latent_mask is not None, "latent_mask", "a separate latent mask is not run here")
+    refuse_if(
+        body.initial_noise_multiplier not in (None, 1.0),
+        "initial_noise_multiplier",
+        "only 1 is run here",
+    )
+    refuse_if(
+        body.inpainting_fill > 1,
+        "inpainting_fill",
+        "2 (latent noise) and 3 (latent nothing) are not run here; send 0 (fill) or 1 (original)",
+    )
+    if body.mask_blur is not None:
+        body = body.model_copy(update={"mask_blur_x": body.mask_blur, "mask_blur_y": body.mask_blur})
+    init = images.flatten(image_field(init_images[0], ("init_images", 0)))
+    mask = images.binary_mask(image_field(body.mask, ("mask",))) if body.mask is not None else None
+    if mask is not None and body.resize_mode == 3:
+        raise malformed(
+            ("resize_mode",),
+            "resize_mode 3 (latent upscale) takes no mask here; use 0, 1 or 2",
+            kind=ProblemKind.NOT_ALLOWED,
+            value=3,
+        )
+    width, height = body.width, body.height
+    denoise = body.denoising_strength
+    if mask is None:
+        source = init if body.resize_mode == 3 else images.resize_image(body.resize_mode, init, width, height)
+        return plan(body, width, height, init_image=source, denoise_from=denoise, random_seed=random_seed)
+    if mask.size != init.size:
+        mask = images.resize_image(0, mask, *init.size)  # our rule: a mask of another size is stretched
+    if body.inpainting_mask_invert:
+        mask = ImageOps.invert(mask)
+    mask = images.blur_mask(mask, body.mask_blur_x, body.mask_blur_y)
+    region = images.crop_region(mask, body.inpaint_full_res_padding) if body.inpaint_full_res else None
+    if body.inpaint_full_res and region is None:
+        # A1111: an empty mask with "only masked" falls back to plain img2img.
+        source = images.resize_image(body.resize_mode, init, width, height)
+        return plan(body, width, height, init_image=source, denoise_from=denoise, random_seed=random_seed)
+    if region is not None:
+        x1, y1, x2, y2 = images.expand_crop_region(region, width, height, *mask.size)
+        engine_mask = images.resize_image(2, mask.crop((x1, y1, x2, y2)), width, height)
+        source = images.resize_image(2, init.crop((x1, y1, x2, y2)), width, height)
+        overlay = images.Overlay(images.overlay_of(init, mask), (x1, y1, x2 - x1, y2 - y1))
+    else:
+        engine_mask = images.resize_image(body.resize_mode, mask, width, height)
+        source = images.resize_image(body.resize_mode, init, width, height)
+        overlay = images.Overlay(images.overlay_of(source, images.double_mask(engine_mask)))
+    if body.inpainting_fill == 0:
+        source = images.fill(source, engine_mask)
+    return plan(
+        body,
+        width,
+        height,
+        init_image=source,
+        mask=engine_mask,
+        denoise_from=denoise,
+        overlay=overlay,
+        random_seed=random_seed,
+    )
+
+
+def check_common(body: ProcessingFields, served: ServedModel, max_images: int) -> None:
+    for name in ("width", "height"):
+        side = getattr(body, name)
+        if side % SIZE_STEP or not SIZE_MIN <= side <= SIZE_MAX:
+            raise malformed(
+                (name,),
+                f"{side} is not a multiple of {SIZE_STEP} from {SIZE_MIN} to {SIZE_MAX}",
+                kind=ProblemKind.OUT_OF_RANGE,
+                value=side,
+            )
+    images_asked = body.batch_size * body.n_iter
+    if images_asked > max_images:
+        raise malformed(
+            ("n_iter",),
+            f"batch_size x n_iter is {images_asked} images; this server takes at most {max_images} a request",
+            kind=ProblemKind.OUT_OF_RANGE,
+            value=images_asked,
+        )
+    refuse_if(body.subseed_strength != 0, "subseed_strength", "variation seeds are not run here; send 0")
+    refuse_if(
+        body.seed_resize_from_h > 0, "seed_resize_from_h", "seed resizing is not run here; send 0 or -1"
+    )
+    refuse_if(
+        body.seed_resize_from_w > 0, "seed_resize_from_w", "seed resizing is not run here; send 0 or -1"
+    )
+    refuse_if(bool(body.restore_faces), "restore_faces", "no face restorer runs here")
+    refuse_if(bool(body.tiling), "tiling", "tiling is not run here")
+    refuse_if(body.s_min_uncond not in (None, 0.0), "s_min_uncond", "only 0 is run here")
+    refuse_if(body.s_churn not in (None, 0.0), "s_churn", "churn is not run here; send 0")
+    refuse_if(body.s_noise not in (None, 1.0), "s_noise", "only 1 is run here")
+    refuse_if(
+        body.refiner_checkpoint not in (None, "", "None", "none"),
+        "refiner_checkpoint",
+        "no refiner runs here",
+    )
+    refuse_if(body.firstpass_image is not None, "firstpass_image", "the hires fix is not run here")
+    refuse_if(bool(body.comments), "comments", "comments are not taken here")
+    refuse_if(bool(body.script_name), "script_name", "no scripts run here (/sdapi/v1/scripts)")
+    refuse_if(bool(body.script_args), "script_args", "no scripts run here (/sdapi/v1/scripts)")
+    refuse_if(bool(body.alwayson_scripts), "alwayson_scripts", "no scripts run here (/sdapi/v1/scripts)")
+    refuse_if(body.save_images, "save_images", "nothing is saved on this server; the images come back")
+    refuse_if(bool(body.infotext), "infotext", "infotext is not read here; send the fields themselves")
+    check_settings(body.override_settings or {}, ("override_settings",), served)
+    for index, name in enumerate(body.styles or ()):
+        if name not in STYLE_PRESETS:
+            raise malformed(
+                ("styles", index),
+                f"{shown(name)} is not a style here; the styles are: {', '.join(STYLE_PRESETS)}",
+                kind=ProblemKind.NOT_ALLOWED,
+                value=name,
+            )
+
+
+def plan(
+    body: ProcessingFields,
+    width: int,
+    height: int,
+    *,
+    init_image: Image.Image | None = None,
+    mask: Image.Image | None = None,
+    denoise_from: float = 1.0,
+    overlay: images.Overlay | None = None,
+    random_seed: RandomSeed | None = None,
+) -> Plan:
+    resolved = resolve(body.sampler_name, body.sampler_index, body.scheduler)
+    eta = eta_for(resolved.sampler.sampler, body.eta)
+    prompt, negative_prompt = styled(body.prompt, body.negative_prompt, body.styles or ())
+    positive = parse_prompt(prompt, "prompt", positive=True)
+    negative = parse_prompt(negative_prompt, "negative_prompt", positive=False)
+    seed = (random_seed or random_nonzero_seed)() if body.seed == -1 else body.seed
+    request = GenerationRequest(
+        prompts=(positive.weighted(),),
+        negative_prompts=(negative.weighted(),) if has_text(negative) else (),
+        width=width,
+        height=height,
+        seed=seed,
+        steps=body.steps,
+        cfg_scale=body.cfg_scale,
+        sampler=resolved.sampler.sampler,
+        denoise_from=denoise_from,
+        init_image=init_image,
+        mask=mask,
+        samples=body.batch_size * body.n_iter,
+        sigma_schedule=resolved.schedule,
+        eta=eta,
+    )
+    return Plan(request, body, resolved, (prompt, negative_prompt), seed, overlay)
+
+
+def has_text(prompt: ParsedPrompt) -> bool:
+    """A1111 encodes an empty negative prompt as zeros (SDXL), which is the engine's default."""
+    return prompt.text != "" or any(span.starts_chunk for span in prompt.spans)
+
+
+def styled(prompt: str, negative_prompt: str, styles: list[str] | tuple[str, ...]) -> tuple[str, str]:
+    """A1111's apply_styles_to_prompt with our style presets: a template's `{prompt}` takes the prompt,
+    and each style's negative terms join the negative prompt after a comma."""
+    for name in styles:
+        style = STYLE_PRESETS[name]
+        prompt = style.template.replace("{prompt}", prompt)
+        negative_prompt = ", ".join(part for part in (negative_prompt, style.negative) if part)
+    return prompt, negative_prompt
+
+
+def eta_for(sampler: Sampler, eta: float | None) -> float | None:
+    """What `eta` means for this sampler: its value for DDIM and DPM++ 2S a; for Euler a and DPM2 a only 1
+    (their ancestral noise); no effect on the deterministic samplers, as in A1111."""
+    if eta is None:
+        return None
+    if sampler in SAMPLERS_WITH_ETA:
+        return eta
+    if sampler in (Sampler.EULER_ANCESTRAL, Sampler.DPM_2_ANCESTRAL) and not math.isclose(eta, 1.0):
+        raise malformed(
+            ("eta",),
+            f"{shown(eta)}: this sampler always adds its ancestral noise at eta 1 here; send 1 or null",
+            kind=ProblemKind.NOT_ALLOWED,
+            value=eta,
+        )
+    return None
+
+
+def image_field(value: str, location: Location) -> Image.Image:
+    """A base64 image, with or without A1111's `data:image/...;base64,` prefix."""
+    if value.startswith("data:image/"):
+        value = value.split(";", 1)[-1].split(",", 1)[-1]
+    return decode_base64_field(value, location, error_name="invalid_image")
+
+
+def refuse_if(condition: bool, field: str, reason: str) -> None:
+    if condition:
+        raise malformed((field,), reason, kind=ProblemKind.NOT_ALLOWED)

@@ -1,0 +1,70 @@
+"""The OpenAPI pieces of the A1111 wire: request bodies from its pydantic models, responses per route."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+
+from sdxl_bedrock import errors
+from sdxl_bedrock.api.a1111.bodies import Img2ImgBody, Txt2ImgBody
+from sdxl_bedrock.api.a1111.errors import error_docs
+from sdxl_bedrock.api.openapi import JSON, REQUEST_ID_HEADER, Schema, request_body
+
+# Auth (when on), a bug. Generation adds the body, the queue, the engine, the timeout, loading, shutdown.
+ROUTE_ERRORS: tuple[type[errors.ServiceError], ...] = (errors.AccessDenied, errors.ServiceError)
+SETTINGS_ERRORS: tuple[type[errors.ServiceError], ...] = (errors.InvalidRequest, *ROUTE_ERRORS)
+GENERATION_ERRORS: tuple[type[errors.ServiceError], ...] = (
+    errors.InvalidRequest,
+    errors.AccessDenied,
+    errors.ModelTimeout,
+    errors.ModelFailure,
+    errors.Throttled,
+    errors.ModelNotReady,
+    errors.ShuttingDown,
+    errors.ServiceError,
+)
+
+
+def body_schema(model: type[BaseModel]) -> Schema:
+    """The model's JSON schema without pydantic's titles. Unlike the other wires, A1111's optional fields
+    take null (their default), so the nulls stay."""
+
+    def untitled(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {
+                key: untitled(value)
+                for key, value in node.items()
+                if not (key == "title" and isinstance(value, str))
+            }
+        if isinstance(node, list):
+            return [untitled(item) for item in node]
+        return node
+
+    schema: Schema = untitled(model.model_json_schema())
+    schema.pop("description", None)
+    return schema
+
+
+def generation_request_body(img2img: bool) -> Schema:
+    return request_body({JSON: body_schema(Img2ImgBody if img2img else Txt2ImgBody)})
+
+
+def settings_request_body() -> Schema:
+    schema = {
+        "type": "object",
+        "description": "Settings by name; each must be what the server does already (GET lists them).",
+    }
+    return request_body({JSON: schema})
+
+
+def responses(model: Any, description: str, route_errors: tuple[type[errors.ServiceError], ...]) -> Any:
+    answer: dict[str, Any] = {"description": description, "headers": REQUEST_ID_HEADER}
+    if isinstance(model, dict):
+        answer["content"] = {JSON: {"schema": model}}
+    else:
+        answer["model"] = model
+    return {200: answer, **error_docs(route_errors)}
+
+
+NULL: Schema = {"type": "null"}

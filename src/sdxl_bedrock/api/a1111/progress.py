@@ -1,0 +1,119 @@
+"""The A1111 requests in progress: what `/sdapi/v1/progress` reports, and what `/interrupt` and `/skip` stop.
+
+A1111 runs one job at a time and reports it; here every txt2img and img2img request of this wire runs at
+once through the batcher, so `/progress` reports them all together: `job_count` their images, `job_no` the
+images done, `sampling_step` / `sampling_steps` the latest step reported and its window, `progress` the
+row steps done over all the steps asked (plus A1111's 0.01, so an idle bar reads 0 and a started one not),
+`eta_relative` A1111's estimate from the oldest request's start, `current_image` the latest step's preview
+(the cheap latent-to-RGB picture, 1/8 of the output size, made only when asked). `/interrupt` and `/skip`
+act on all of them (batching.StopSignal). Requests of the other wires are not listed or stopped.
+
+Each request's rows report their steps from the engine thread (`Task.on_step`); the event loop reads the
+counts, which only that thread writes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from PIL import Image
+
+from sdxl_bedrock.batching import StopSignal
+
+Preview = Callable[[], Image.Image]
+
+
+@dataclass(eq=False)
+class Task:
+    """One request in progress: `images` rows of the same steps."""
+
+    job: str  # A1111's job name: "txt2img" or "img2img"
+    images: int
+    started: float = field(default_factory=time.time)
+    stop: StopSignal = field(default_factory=StopSignal)
+    window: int = 0  # steps each image runs (known from its first step)
+    row_steps: int = 0  # steps done, all images together
+    images_done: int = 0
+    step: int = 0  # the latest step reported
+    preview: Preview | None = None
+
+    def on_step(self, done: int, total: int, preview: Preview) -> None:
+        """The engine's step callback (engine thread): counts only, the preview is made when asked."""
+        self.window = total
+        self.row_steps += 1
+        self.step = done
+        if done == total:
+            self.images_done += 1
+        self.preview = preview
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    progress: float
+    eta_relative: float
+    state: dict[str, object]
+    textinfo: str | None
+    preview: Preview | None
+
+
+class Tasks:
+    """The running A1111 requests of one app, and A1111's interrupted/skipped flags of the latest job."""
+
+    def __init__(self) -> None:
+        self.running: list[Task] = []
+        self.interrupted = False
+        self.skipped = False
+        self.job_timestamp = ""
+
+    @contextmanager
+    def track(self, job: str, images: int) -> Iterator[Task]:
+        if not self.running:  # A1111's state.begin: a new job clears the last one's flags
+            self.interrupted = self.skipped = False
+            self.job_timestamp = datetime.now().strftime("%Y%m%d%H%M%S")
+        task = Task(job, images)
+        self.running.append(task)
+        try:
+            yield task
+        finally:
+            self.running.remove(task)
+
+    def interrupt(self) -> None:
+        self.interrupted = True
+        for task in self.running:
+            task.stop.interrupt()
+
+    def skip(self) -> None:
+        self.skipped = True
+        for task in self.running:
+            task.stop.skip()
+
+    def snapshot(self, now: float | None = None) -> Snapshot:
+        tasks = list(self.running)
+        latest = max(tasks, key=lambda task: task.row_steps, default=None)
+        state: dict[str, object] = {
+            "skipped": self.skipped,
+            "interrupted": self.interrupted,
+            "stopping_generation": False,
+            "job": "+".join(sorted({task.job for task in tasks})),
+            "job_count": sum(task.images for task in tasks),
+            "job_timestamp": self.job_timestamp,
+            "job_no": sum(task.images_done for task in tasks),
+            "sampling_step": latest.step if latest is not None else 0,
+            "sampling_steps": latest.window if latest is not None else 0,
+        }
+        if not tasks:
+            return Snapshot(0.0, 0.0, state, None, None)
+        asked = sum(task.images * task.window for task in tasks if task.window)
+        done = sum(task.row_steps for task in tasks)
+        progress = 0.01 + (done / asked if asked else 0.0)
+        elapsed = (now if now is not None else time.time()) - min(task.started for task in tasks)
+        eta_relative = elapsed / progress - elapsed
+        textinfo = f"{state['job_no']} of {state['job_count']} images done ({len(tasks)} requests)"
+        preview = next(
+            (task.preview for task in sorted(tasks, key=lambda t: -t.row_steps) if task.preview), None
+        )
+        return Snapshot(min(progress, 1.0), eta_relative, state, textinfo, preview)

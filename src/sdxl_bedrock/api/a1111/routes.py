@@ -1,0 +1,326 @@
+"""The A1111 web UI API routes (`/sdapi/v1/...`) over the shared engine.
+
+txt2img and img2img make images through the batcher, so concurrent calls share UNet calls (A1111 runs one
+at a time); progress, interrupt and skip act on this wire's requests in progress (progress.py); the
+listing routes describe this server in A1111's shapes.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from fastapi import APIRouter, FastAPI, Query, Request
+from PIL import Image
+from pydantic import BaseModel, TypeAdapter
+from starlette.responses import Response
+
+from sdxl_bedrock.api.a1111 import images, openapi
+from sdxl_bedrock.api.a1111.auth import check_auth
+from sdxl_bedrock.api.a1111.bodies import Plan, parse_img2img, parse_txt2img
+from sdxl_bedrock.api.a1111.names import SAMPLERS, SCHEDULERS
+from sdxl_bedrock.api.a1111.options import ServedModel, check_settings, options
+from sdxl_bedrock.api.a1111.progress import Preview, Tasks
+from sdxl_bedrock.api.a1111.responses import (
+    Empty,
+    GenerationResponse,
+    MemoryResponse,
+    ProgressResponse,
+    PromptStyleItem,
+    SamplerItem,
+    SchedulerItem,
+    ScriptsList,
+    SDModelItem,
+    SettingsMap,
+    generation_body,
+)
+from sdxl_bedrock.api.body import read_body
+from sdxl_bedrock.api.openapi import JSON
+from sdxl_bedrock.codecs import encode_png, png_to_base64
+from sdxl_bedrock.presets import STYLE_PRESETS
+from sdxl_bedrock.runtime import Runtime
+from sdxl_bedrock.schema import Artifact
+from sdxl_bedrock.validation import load_json_object
+
+router = APIRouter(prefix="/sdapi/v1")
+ANY_JSON: TypeAdapter[Any] = TypeAdapter(Any)
+
+Parser = Callable[..., Plan]
+
+
+def runtime_of(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    check_auth(runtime.settings, request.headers)
+    return runtime
+
+
+def tasks_of(app: FastAPI) -> Tasks:
+    """This app's A1111 requests in progress (one registry per app, made on first use)."""
+    tasks: Tasks | None = getattr(app.state, "a1111_tasks", None)
+    if tasks is None:
+        tasks = Tasks()
+        app.state.a1111_tasks = tasks
+    return tasks
+
+
+def json_response(answer: BaseModel | list[Any] | None) -> Response:
+    """A model, a list of models, or JSON's null (A1111's answer where its handler returns nothing)."""
+    if isinstance(answer, BaseModel):
+        return Response(answer.model_dump_json(), media_type=JSON)
+    return Response(ANY_JSON.dump_json(answer), media_type=JSON)
+
+
+async def generate(request: Request, job: str, parse: Parser) -> Response:
+    runtime = runtime_of(request)
+    raw = await read_body(request)
+    served = ServedModel.of(runtime.settings)
+    plan = await runtime.workers.on_host(parse, raw, served=served, max_images=runtime.settings.max_queue)
+    with tasks_of(request.app).track(job, plan.images) as task:
+        artifacts = await runtime.generations.generate(plan.request, task.on_step, task.stop)
+    body = await runtime.workers.on_host(answer, plan, artifacts, served)
+    return Response(body, media_type=JSON)
+
+
+def answer(plan: Plan, artifacts: list[Artifact], served: ServedModel) -> bytes:
+    """The images (composited with the init image where A1111 does that: inpainting) and the answer."""
+    overlay = plan.overlay
+    if overlay is None or not plan.body.send_images:
+        encoded = [png_to_base64(artifact.png) for artifact in artifacts]
+    else:
+        encoded = [
+            png_to_base64(encode_png(images.apply_overlay(Image.open(io.BytesIO(artifact.png)), overlay)))
+            for artifact in artifacts
+        ]
+    return generation_body(plan, artifacts, encoded, served)
+
+
+@router.post(
+    "/txt2img",
+    summary="txt2img (A1111)",
+    response_class=Response,
+    responses=openapi.responses(GenerationResponse, "The images.", openapi.GENERATION_ERRORS),
+    openapi_extra=openapi.generation_request_body(img2img=False),
+)
+async def txt2img(request: Request) -> Response:
+    return await generate(request, "txt2img", parse_txt2img)
+
+
+@router.post(
+    "/img2img",
+    summary="img2img (A1111)",
+    response_class=Response,
+    responses=openapi.responses(GenerationResponse, "The images.", openapi.GENERATION_ERRORS),
+    openapi_extra=openapi.generation_request_body(img2img=True),
+)
+async def img2img(request: Request) -> Response:
+    return await generate(request, "img2img", parse_img2img)
+
+
+@router.get(
+    "/progress",
+    summary="Progress of the A1111 requests running (A1111)",
+    response_class=Response,
+    responses=openapi.responses(ProgressResponse, "Progress.", openapi.ROUTE_ERRORS),
+)
+async def progress(
+    request: Request,
+    skip_current_image: Annotated[bool, Query(description="Leave out the preview.")] = False,
+) -> Response:
+    runtime = runtime_of(request)
+    snapshot = tasks_of(request.app).snapshot()
+    current_image = None
+    if snapshot.preview is not None and not skip_current_image:
+        current_image = await runtime.workers.on_host(preview_base64, snapshot.preview)
+    return json_response(
+        ProgressResponse.model_validate(
+            {
+                "progress": snapshot.progress,
+                "eta_relative": snapshot.eta_relative,
+                "state": snapshot.state,
+                "current_image": current_image,
+                "textinfo": snapshot.textinfo,
+            }
+        )
+    )
+
+
+def preview_base64(preview: Preview) -> str:
+    return png_to_base64(encode_png(preview()))
+
+
+@router.post(
+    "/interrupt",
+    summary="Stop the A1111 requests running; each answers its images so far (A1111)",
+    response_class=Response,
+    responses=openapi.responses(Empty, "Asked.", openapi.ROUTE_ERRORS),
+)
+async def interrupt(request: Request) -> Response:
+    runtime_of(request)
+    tasks_of(request.app).interrupt()
+    return json_response(Empty())
+
+
+@router.post(
+    "/skip",
+    summary="End the images being made now with what they have; the rest go on (A1111)",
+    response_class=Response,
+    responses=openapi.responses(openapi.NULL, "Asked (A1111 answers null).", openapi.ROUTE_ERRORS),
+)
+async def skip(request: Request) -> Response:
+    runtime_of(request)
+    tasks_of(request.app).skip()
+    return json_response(None)
+
+
+@router.get(
+    "/samplers",
+    summary="Samplers (A1111)",
+    response_class=Response,
+    responses=openapi.responses(list[SamplerItem], "The samplers this server runs.", openapi.ROUTE_ERRORS),
+)
+async def samplers(request: Request) -> Response:
+    runtime_of(request)
+    items = [SamplerItem(name=s.name, aliases=list(s.aliases), options=s.options) for s in SAMPLERS]
+    return json_response(items)
+
+
+@router.get(
+    "/schedulers",
+    summary="Schedulers (A1111)",
+    response_class=Response,
+    responses=openapi.responses(list[SchedulerItem], "The schedules this server runs.", openapi.ROUTE_ERRORS),
+)
+async def schedulers(request: Request) -> Response:
+    runtime_of(request)
+    items = [
+        SchedulerItem(
+            name=s.name,
+            label=s.label,
+            aliases=list(s.aliases) if s.aliases is not None else None,
+            default_rho=s.default_rho,
+            need_inner_model=s.need_inner_model,
+        )
+        for s in SCHEDULERS
+    ]
+    return json_response(items)
+
+
+@router.get(
+    "/sd-models",
+    summary="The served model, as an A1111 checkpoint",
+    response_class=Response,
+    responses=openapi.responses(list[SDModelItem], "The one model served.", openapi.ROUTE_ERRORS),
+)
+async def sd_models(request: Request) -> Response:
+    runtime = runtime_of(request)
+    served = ServedModel.of(runtime.settings)
+    item = SDModelItem(
+        title=served.title,
+        model_name=served.model_name,
+        hash=None,
+        sha256=None,
+        filename=served.filename,
+        config=None,
+    )
+    return json_response([item])
+
+
+@router.get(
+    "/prompt-styles",
+    summary="Styles: this server's style presets (A1111)",
+    response_class=Response,
+    responses=openapi.responses(list[PromptStyleItem], "The styles `styles` takes.", openapi.ROUTE_ERRORS),
+)
+async def prompt_styles(request: Request) -> Response:
+    runtime_of(request)
+    items = [
+        PromptStyleItem(name=style.name, prompt=style.template, negative_prompt=style.negative)
+        for style in STYLE_PRESETS.values()
+    ]
+    return json_response(items)
+
+
+@router.get(
+    "/scripts",
+    summary="Scripts (A1111): none run here",
+    response_class=Response,
+    responses=openapi.responses(ScriptsList, "No scripts.", openapi.ROUTE_ERRORS),
+)
+async def scripts(request: Request) -> Response:
+    runtime_of(request)
+    return json_response(ScriptsList(txt2img=[], img2img=[]))
+
+
+@router.get(
+    "/options",
+    summary="Settings (A1111): those that describe this server",
+    response_class=Response,
+    responses=openapi.responses(SettingsMap, "The settings.", openapi.ROUTE_ERRORS),
+)
+async def get_options(request: Request) -> Response:
+    runtime = runtime_of(request)
+    return json_response(SettingsMap(options(runtime.settings)))
+
+
+@router.post(
+    "/options",
+    summary="Set settings (A1111): only to what the server does already",
+    response_class=Response,
+    responses=openapi.responses(openapi.NULL, "Accepted (A1111 answers null).", openapi.SETTINGS_ERRORS),
+    openapi_extra=openapi.settings_request_body(),
+)
+async def set_options(request: Request) -> Response:
+    runtime = runtime_of(request)
+    requested = await runtime.workers.on_host(load_json_object, await read_body(request))
+    check_settings(requested, (), ServedModel.of(runtime.settings))
+    return json_response(None)
+
+
+@router.get(
+    "/cmd-flags",
+    summary="Command-line flags (A1111's names, where they mean something here)",
+    response_class=Response,
+    responses=openapi.responses(SettingsMap, "The flags.", openapi.ROUTE_ERRORS),
+)
+async def cmd_flags(request: Request) -> Response:
+    runtime = runtime_of(request)
+    settings = runtime.settings
+    flags = {
+        "api": True,
+        "nowebui": True,
+        "listen": settings.host not in ("127.0.0.1", "localhost", "::1"),
+        "port": settings.port,
+        "ckpt": settings.model,
+        "tls_certfile": str(settings.tls_cert) if settings.tls_cert else None,
+        "tls_keyfile": str(settings.tls_key) if settings.tls_key else None,
+    }
+    return json_response(SettingsMap(flags))
+
+
+@router.get(
+    "/memory",
+    summary="Memory (A1111)",
+    response_class=Response,
+    responses=openapi.responses(MemoryResponse, "Memory in bytes.", openapi.ROUTE_ERRORS),
+)
+async def memory(request: Request) -> Response:
+    runtime = runtime_of(request)
+    engine = runtime.engine
+    cuda = engine.cuda_memory() if engine is not None else None
+    return json_response(
+        MemoryResponse(ram=ram(), cuda=cuda if cuda is not None else {"error": "unavailable"})
+    )
+
+
+def ram() -> dict[str, Any]:
+    """A1111's: this process's resident memory as `used`, the machine's as `total`."""
+    try:
+        page = os.sysconf("SC_PAGE_SIZE")
+        total = os.sysconf("SC_PHYS_PAGES") * page
+        with open("/proc/self/statm") as statm:
+            used = int(statm.read().split()[1]) * page
+    except (OSError, ValueError, IndexError) as error:
+        return {"error": str(error)}
+    return {"free": total - used, "used": used, "total": total}
