@@ -1,5 +1,6 @@
-"""The HTTP faces: one package per wire protocol (`bedrock/`, `stability/`), each a thin adapter between its
-wire and the wire-neutral `GenerationRequest`, plus what they share (auth, body reading, OpenAPI helpers).
+"""The HTTP faces: one package per wire protocol (`bedrock/`, `stability/`, `openai/`, `a1111/`), each a thin
+adapter between its wire and the wire-neutral `GenerationRequest`, plus what they share (auth, body reading,
+OpenAPI helpers).
 
 A wire is a `Wire`: its routes, how it answers an error, and the paths it claims for requests no route
 matched. `create_app` installs each with one line; the error shape of a failure is chosen by the route that
