@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from sdxl_bedrock.front import H2_PREFACE, Front, protocol_decided
+from sdxl_bedrock.front import H2_PREFACE, ClientSide, Front, UpstreamSide, protocol_decided
 from sdxl_bedrock.metrics import Metrics
 
 REFUSAL = b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
@@ -186,5 +186,67 @@ def test_an_upstream_that_cannot_be_reached_closes_the_connection(tmp_path: Path
         finally:
             front.stop_accepting()
             front.close_all()
+
+    asyncio.run(main())
+
+
+class RecordingTransport(asyncio.Transport):
+    """The client's side of the front, recording what it is sent."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent = bytearray()
+        self.ended = asyncio.Event()
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        assert not self.ended.is_set(), "written after its end"
+        self.sent += data
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        self.ended.set()
+
+    def close(self) -> None:
+        self.ended.set()
+
+    def resume_reading(self) -> None:
+        pass
+
+    def pause_reading(self) -> None:
+        pass
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return default
+
+
+def test_an_answer_sent_before_the_upstream_closed_survives_a_failed_write(tmp_path: Path) -> None:
+    """granian answers a request early and closes; the client's next bytes reach the front before it has read
+    that answer, and writing them fails. The answer still reaches the client (asyncio alone would drop it
+    unread). The order is forced: nothing yields to the event loop between granian's close and the write."""
+    answer = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        front = Front(
+            tmp_path / "unused.sock",
+            max_connections=1,
+            deadline_s=5,
+            refusal=lambda: REFUSAL,
+            metrics=Metrics(),
+        )
+        client = ClientSide(front)
+        recording = RecordingTransport()
+        client.transport = recording
+        ours, granian = socket.socketpair()
+        upstream, _ = await loop.create_unix_connection(lambda: UpstreamSide(client), sock=ours)
+        client.upstream = upstream
+        granian.sendall(answer)
+        granian.close()
+        client.data_received(b"the rest of the body")
+        await asyncio.wait_for(recording.ended.wait(), 60)
+        assert bytes(recording.sent) == answer
+        upstream.close()
 
     asyncio.run(main())

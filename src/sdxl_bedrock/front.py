@@ -268,6 +268,10 @@ class UpstreamSide(asyncio.Protocol):
 
     def __init__(self, client: ClientSide) -> None:
         self.client = client
+        self.transport: asyncio.BaseTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
 
     def data_received(self, data: bytes) -> None:
         self.client.transport.write(data)
@@ -277,7 +281,38 @@ class UpstreamSide(asyncio.Protocol):
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if exc is not None and self.transport is not None:
+            # granian answers early (a refusal before the body is read) and closes; the client's next bytes
+            # then fail to write, and asyncio drops the transport without reading what granian sent before
+            # it closed. That answer is still in the socket: pass it on before the close.
+            client = self.client
+            for data in unread(self.transport):
+                if client.closed or client.lingering:
+                    break
+                client.transport.write(data)
         self.client.linger()
+
+
+def unread(transport: asyncio.BaseTransport, limit: int = 1 << 20) -> list[bytes]:
+    """What is still in the receive buffer of `transport`'s socket (at most `limit` bytes), read without
+    waiting; called from `connection_lost`, before asyncio closes the socket."""
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return []
+    chunks: list[bytes] = []
+    with sock.dup() as raw:
+        raw.setblocking(False)
+        left = limit
+        while left > 0:
+            try:
+                data = raw.recv(min(left, 65536))
+            except OSError:  # nothing more now (BlockingIOError), or a reset after the last byte
+                break
+            if not data:
+                break
+            chunks.append(data)
+            left -= len(data)
+    return chunks
 
     def pause_writing(self) -> None:
         if not self.client.lingering:
