@@ -50,8 +50,9 @@ RUN_MARKER = f"SDXL_BEDROCK_RAY_TEST_RUN={uuid.uuid4()}"
 
 
 def raylets() -> set[int]:
+    """This run's raylets: another test run on the machine (a second clone's suite) has its own."""
     found = subprocess.run(["pgrep", "-f", "raylet"], capture_output=True, text=True)
-    return {int(pid) for pid in found.stdout.split()}
+    return {int(pid) for pid in found.stdout.split()} & processes_of_this_run()
 
 
 # How long Ray gets to stop its processes itself (raylet, GCS, agents, workers) once asked; on a loaded
