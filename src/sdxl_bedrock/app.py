@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -149,6 +150,17 @@ def create_app(
     # and the body's deadline and budget around the route.
     app.add_middleware(BodyGuard, settings=settings)
     app.add_middleware(CallerWatch)
+    if settings.allowed_origins:
+        # A page of a configured origin sends JSON (a CORS preflight first) and reads the answer: Starlette's
+        # CORS middleware answers the preflight and adds the headers, behind the Origin check.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.allowed_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["*"],
+            expose_headers=["*"],
+            max_age=600,
+        )
     app.add_middleware(OriginGuard, settings=settings)
     app.add_middleware(RequestMiddleware, runtime=runtime)
     return app

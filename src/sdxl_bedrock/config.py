@@ -153,8 +153,9 @@ class Settings(BaseSettings):
         tuple[str, ...], NoDecode, Flag(metavar="ORIGINS", default_text="the server's own")
     ] = Field(
         default=(),
-        description="web origins (scheme://host[:port]) whose pages may call the server, split by commas "
-        "('*' for any); a request with any other Origin header is refused (SDKs send none)",
+        description="web origins (scheme://host[:port]) whose pages may call the server and read its answers "
+        "(CORS), split by commas ('*' for any); a request with any other Origin header is refused (SDKs "
+        "send none)",
     )
     host_threads: Annotated[int, Flag(metavar="N")] = Field(
         default=4, ge=1, description="threads for the host's share of a request (base64, image codecs, JSON)"

@@ -28,6 +28,8 @@ BODY_TIMEOUT_S = 4
 MAX_CONNECTIONS = 240
 BODY_BYTES_IN_FLIGHT = 50_000_000
 SMALL_BODY = json.dumps({"text_prompts": [{"text": "a kite"}], "width": 64, "height": 64, "steps": 10})
+# The one web origin whose pages the guarded server lets call it (--allowed-origins).
+APP_ORIGIN = "https://app.example.com"
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +40,7 @@ def guarded_server(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) ->
         *("--model", "tiny", "--relaxed-sizes", "-v"),
         *("--idle-timeout", str(IDLE_TIMEOUT_S), "--body-timeout", str(BODY_TIMEOUT_S)),
         *("--max-connections", str(MAX_CONNECTIONS), "--max-body-bytes-in-flight", str(BODY_BYTES_IN_FLIGHT)),
-        *("--allowed-hosts", "gpu.internal"),
+        *("--allowed-hosts", "gpu.internal", "--allowed-origins", APP_ORIGIN),
     )
     yield running
     running.stop()
@@ -316,6 +318,37 @@ def test_a_cross_site_text_plain_post_is_refused(server: RunningServer) -> None:
     # The server's own page (the playground) may.
     own = httpx.post(server.url + INVOKE, content=SMALL_BODY, headers={"Origin": server.url}, timeout=300)
     assert own.status_code == 200
+
+
+def test_a_page_of_an_allowed_origin_may_call_and_read_the_answer(guarded_server: RunningServer) -> None:
+    """What a browser does for a page of an `--allowed-origins` origin that POSTs JSON with a key: a CORS
+    preflight, then the request; the answer carries the headers that let the page read it."""
+    preflight = httpx.options(
+        guarded_server.url + INVOKE,
+        headers={
+            "Origin": APP_ORIGIN,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization, content-type",
+        },
+        timeout=30,
+    )
+    assert preflight.status_code == 200, preflight.text
+    assert preflight.headers["access-control-allow-origin"] == APP_ORIGIN
+    assert "POST" in preflight.headers["access-control-allow-methods"]
+    assert "authorization" in preflight.headers["access-control-allow-headers"].lower()
+    answer = httpx.post(
+        guarded_server.url + INVOKE,
+        content=SMALL_BODY,
+        headers={"Origin": APP_ORIGIN, "Content-Type": "application/json"},
+        timeout=300,
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["access-control-allow-origin"] == APP_ORIGIN
+    refused = httpx.post(
+        guarded_server.url + INVOKE, content=SMALL_BODY, headers={"Origin": "http://evil.example"}, timeout=30
+    )
+    assert refused.status_code == 403
+    assert "access-control-allow-origin" not in refused.headers
 
 
 def test_a_request_that_names_another_host_is_refused(
