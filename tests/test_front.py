@@ -5,6 +5,7 @@ tests/e2e/test_hostile_clients.py."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -151,6 +152,35 @@ def test_an_early_answer_reaches_a_client_that_is_still_sending(tmp_path: Path) 
         writer.close()
 
     run(tmp_path, test, answer_early)
+
+
+async def stall(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Read a first byte, then nothing: a request whose body waits (for the body budget, say)."""
+    await reader.read(1)
+    try:
+        await asyncio.sleep(3600)
+    except asyncio.CancelledError:
+        writer.close()
+
+
+def test_a_client_faster_than_the_upstream_is_held_back(tmp_path: Path) -> None:
+    """What the front has read from a client but granian has not taken stays within a read and a buffer's
+    high-water mark: the client's reading is paused, and the body waits in the client's own buffers."""
+
+    async def test(port: int, front: Front) -> None:
+        _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"POST / HTTP/1.1\r\n")
+        chunk = b"x" * 65536
+        for _ in range(128):  # 8 MB, far past what the sockets on both sides buffer
+            writer.write(chunk)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(writer.drain(), 0.02)
+        (client,) = front.open
+        assert client.upstream is not None
+        assert client.upstream.get_write_buffer_size() <= 512 * 1024
+        writer.close()
+
+    run(tmp_path, test, stall)
 
 
 def test_a_client_that_disconnects_closes_its_upstream(tmp_path: Path) -> None:

@@ -122,6 +122,9 @@ class ClientSide(asyncio.Protocol):
         self.pending = bytearray()  # what came before granian's side was connected
         self.deadline: asyncio.TimerHandle | None = None
         self.connecting = False
+        # granian's side is not taking more (its transport's buffer is past its high-water mark): the
+        # client's reading stays paused until it is, whatever else would resume it.
+        self.upstream_full = False
         self.client_eof = False
         self.closed = False
         self.lingering = False
@@ -223,7 +226,10 @@ class ClientSide(asyncio.Protocol):
                 upstream.write_eof()
             except OSError:
                 upstream.close()
-        else:
+        elif not self.upstream_full:
+            # The pending bytes may have filled granian's side already (a client that sent much before the
+            # relay was connected): asyncio says so once, and resuming here would undo it for good, so the
+            # relay would buffer the rest of the body in memory.
             self.transport.resume_reading()
 
     def eof_received(self) -> bool:
@@ -292,6 +298,15 @@ class UpstreamSide(asyncio.Protocol):
                 client.transport.write(data)
         self.client.linger()
 
+    def pause_writing(self) -> None:
+        self.client.upstream_full = True
+        if not self.client.lingering:
+            self.client.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.client.upstream_full = False
+        self.client.transport.resume_reading()
+
 
 def unread(transport: asyncio.BaseTransport, limit: int = 1 << 20) -> list[bytes]:
     """What is still in the receive buffer of `transport`'s socket (at most `limit` bytes), read without
@@ -313,13 +328,6 @@ def unread(transport: asyncio.BaseTransport, limit: int = 1 << 20) -> list[bytes
             chunks.append(data)
             left -= len(data)
     return chunks
-
-    def pause_writing(self) -> None:
-        if not self.client.lingering:
-            self.client.transport.pause_reading()
-
-    def resume_writing(self) -> None:
-        self.client.transport.resume_reading()
 
 
 def protocol_decided(head: bytes | bytearray) -> bool:
