@@ -97,6 +97,11 @@ class AccessDenied(ServiceError):
     pass
 
 
+class Forbidden(AccessDenied):
+    """Refused for where the request comes from (a Host or an Origin the server does not answer), whatever
+    its credentials: 403 on every wire, never a 401 that asks for a key."""
+
+
 class MissingCredentials(AccessDenied):
     """No credentials at all. Bedrock does not tell this apart (403); Stability does (401 unauthorized)."""
 

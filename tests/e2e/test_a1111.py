@@ -327,13 +327,14 @@ def test_the_document_lists_the_a1111_errors(server: RunningServer) -> None:
     assert set(paths["/sdapi/v1/txt2img"]["post"]["responses"]) == {
         "200",
         "401",
+        "403",
         "408",
         "422",
         "429",
         "500",
         "503",
     }
-    assert set(paths["/sdapi/v1/samplers"]["get"]["responses"]) == {"200", "401", "500"}
+    assert set(paths["/sdapi/v1/samplers"]["get"]["responses"]) == {"200", "401", "403", "500"}
     assert (
         paths["/sdapi/v1/txt2img"]["post"]["requestBody"]["content"]["application/json"]["schema"][
             "additionalProperties"

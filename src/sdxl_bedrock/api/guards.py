@@ -5,7 +5,7 @@
   it), and after a DNS rebinding it can read the answer too; the rebound request names the attacker's host.
   So while the server listens on a loopback address only loopback names are answered (and those of
   `--allowed-hosts`), and a request whose `Origin` is neither the server's own nor one of `--allowed-origins`
-  is refused (AccessDenied, 403). SDKs send no `Origin`, so they are never refused for it.
+  is refused (Forbidden, 403 on every wire). SDKs send no `Origin`, so they are never refused for it.
 - `CallerWatch`: once a request's body is read, a caller that disconnects (the ASGI server's
   `http.disconnect`: a closed HTTP/1.1 connection, a reset HTTP/2 stream) cancels the request's handler, so
   its generation is dropped from the queue or from the running batch at the next step. A caller that leaves
@@ -32,7 +32,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sdxl_bedrock.api.body import DRAIN_LIMIT_BYTES, TOO_LARGE
 from sdxl_bedrock.config import ANY, BODY_LIMIT_BYTES, Settings
-from sdxl_bedrock.errors import AccessDenied, BodyTimeout, MalformedBody, ServiceError
+from sdxl_bedrock.errors import AccessDenied, BodyTimeout, Forbidden, MalformedBody, ServiceError
 from sdxl_bedrock.logs import request_id_var
 
 log = logging.getLogger(__name__)
@@ -96,20 +96,20 @@ class OriginPolicy:
         self.origins = frozenset(settings.allowed_origins) - {ANY}
 
     def check(self, headers: Headers) -> None:
-        """Raises AccessDenied for a Host or an Origin this server does not answer."""
+        """Raises Forbidden for a Host or an Origin this server does not answer."""
         host = headers.get("host")
         if host is not None and not self.any_host:
             hostname = hostname_of(host)
             if hostname is None or not (
                 hostname.lower() in self.hosts or (self.loopback and is_loopback_name(hostname))
             ):
-                raise AccessDenied(
+                raise Forbidden(
                     f"This server does not answer to the host {host[:100]!r}; "
                     "a name it should answer to can be added with --allowed-hosts."
                 )
         origin = headers.get("origin")
         if origin is not None and not self.any_origin and not self.origin_allowed(origin, host):
-            raise AccessDenied(
+            raise Forbidden(
                 f"Requests from web pages of {origin[:100]!r} are not allowed; "
                 "an origin to allow can be added with --allowed-origins."
             )

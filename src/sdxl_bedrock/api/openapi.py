@@ -24,7 +24,7 @@ BINARY: Schema = {"type": "string", "format": "binary"}
 # ---- the errors each kind of route can answer, as classes of sdxl_bedrock.errors ---------------------------
 
 # Every route: a Host or an Origin the server does not answer (api/guards.py); a bug is an internal error.
-ANY_ROUTE_ERRORS: tuple[type[errors.ServiceError], ...] = (errors.AccessDenied, errors.ServiceError)
+ANY_ROUTE_ERRORS: tuple[type[errors.ServiceError], ...] = (errors.Forbidden, errors.ServiceError)
 # Auth (when configured), the body, the queue, the engine, the timeout, the model loading, the shutdown.
 GENERATION_ERRORS: tuple[type[errors.ServiceError], ...] = (
     errors.InvalidRequest,

@@ -25,6 +25,7 @@ STATUSES: dict[type[errors.ServiceError], int] = {
     errors.InvalidRequest: 422,
     errors.MissingCredentials: 401,
     errors.AccessDenied: 401,
+    errors.Forbidden: 403,
     errors.NotFound: 404,
     errors.ModelTimeout: 408,
     errors.ModelFailure: 500,
@@ -112,7 +113,7 @@ def error_response(error: errors.ServiceError, request_id: str) -> Response:
         body = ErrorBody(
             error="HTTPException", detail=error.message, body="", errors=f"{status}: {error.message}"
         )
-        if isinstance(error, errors.AccessDenied):
+        if status == 401:
             headers["WWW-Authenticate"] = "Basic"
     return Response(body.model_dump_json(), status_code=status, media_type=JSON, headers=headers)
 

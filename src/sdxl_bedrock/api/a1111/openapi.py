@@ -12,11 +12,16 @@ from sdxl_bedrock.api.a1111.errors import error_docs
 from sdxl_bedrock.api.openapi import JSON, REQUEST_ID_HEADER, Schema, request_body
 
 # Auth (when on), a bug. Generation adds the body, the queue, the engine, the timeout, loading, shutdown.
-ROUTE_ERRORS: tuple[type[errors.ServiceError], ...] = (errors.AccessDenied, errors.ServiceError)
+ROUTE_ERRORS: tuple[type[errors.ServiceError], ...] = (
+    errors.AccessDenied,
+    errors.Forbidden,
+    errors.ServiceError,
+)
 SETTINGS_ERRORS: tuple[type[errors.ServiceError], ...] = (errors.InvalidRequest, *ROUTE_ERRORS)
 GENERATION_ERRORS: tuple[type[errors.ServiceError], ...] = (
     errors.InvalidRequest,
     errors.AccessDenied,
+    errors.Forbidden,
     errors.ModelTimeout,
     errors.ModelFailure,
     errors.Throttled,

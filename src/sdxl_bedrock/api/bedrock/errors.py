@@ -38,6 +38,7 @@ ERRORS: dict[type[errors.ServiceError], BedrockError] = {
     # Bedrock does not tell missing credentials from wrong ones.
     errors.MissingCredentials: BedrockError(403, "AccessDeniedException", "internalServerException"),
     errors.AccessDenied: BedrockError(403, "AccessDeniedException", "internalServerException"),
+    errors.Forbidden: BedrockError(403, "AccessDeniedException", "internalServerException"),
     errors.NotFound: BedrockError(404, "ResourceNotFoundException", "internalServerException"),
     errors.ModelTimeout: BedrockError(408, "ModelTimeoutException", "modelTimeoutException"),
     errors.ModelFailure: BedrockError(424, "ModelErrorException", "modelStreamErrorException"),

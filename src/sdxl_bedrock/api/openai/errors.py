@@ -60,6 +60,7 @@ ERRORS: dict[type[errors.ServiceError], OpenAIError] = {
     errors.InvalidRequest: OpenAIError(400, INVALID_REQUEST, "invalid_value"),
     errors.MissingCredentials: OpenAIError(401, INVALID_REQUEST, None),
     errors.AccessDenied: OpenAIError(401, INVALID_REQUEST, "invalid_api_key"),
+    errors.Forbidden: OpenAIError(403, INVALID_REQUEST, None),
     errors.NotFound: OpenAIError(404, INVALID_REQUEST, None),
     ModelNotFound: OpenAIError(404, INVALID_REQUEST, "model_not_found"),
     errors.ModelTimeout: OpenAIError(408, SERVER_ERROR, "timeout"),

@@ -20,15 +20,20 @@ from sdxl_bedrock.api.openapi import (
     request_body,
     string_header,
 )
-from sdxl_bedrock.errors import AccessDenied, MissingCredentials, NotFound, ServiceError
+from sdxl_bedrock.errors import AccessDenied, Forbidden, MissingCredentials, NotFound, ServiceError
 
 MULTIPART = "multipart/form-data"
 IMAGE_TYPES = "image/png, image/jpeg, image/webp"
 
 # A missing key is told from a wrong one by `code`; an unknown model is a 404.
 IMAGES_ROUTE_ERRORS: tuple[type[ServiceError], ...] = (MissingCredentials, ModelNotFound, *GENERATION_ERRORS)
-MODELS_ROUTE_ERRORS: tuple[type[ServiceError], ...] = (MissingCredentials, AccessDenied, ServiceError)
-FILE_ROUTE_ERRORS: tuple[type[ServiceError], ...] = (NotFound, ServiceError)
+MODELS_ROUTE_ERRORS: tuple[type[ServiceError], ...] = (
+    MissingCredentials,
+    AccessDenied,
+    Forbidden,
+    ServiceError,
+)
+FILE_ROUTE_ERRORS: tuple[type[ServiceError], ...] = (NotFound, Forbidden, ServiceError)
 
 
 # store.ImageStore's names: 256 random bits in base64url, and the format's extension.

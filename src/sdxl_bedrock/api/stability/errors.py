@@ -36,6 +36,7 @@ ERRORS: dict[type[errors.ServiceError], StabilityError] = {
     errors.MethodNotAllowed: StabilityError(405, "method_not_allowed"),  # HEAD, OPTIONS (with `Allow`)
     errors.MissingCredentials: StabilityError(401, "unauthorized"),
     errors.AccessDenied: StabilityError(403, "permission_denied"),
+    errors.Forbidden: StabilityError(403, "permission_denied"),
     errors.NotFound: StabilityError(404, "not_found"),
     errors.ModelTimeout: StabilityError(408, "request_timeout"),
     errors.ModelFailure: StabilityError(500, "server_error"),

@@ -24,7 +24,7 @@ from sdxl_bedrock.api.stability.bodies import (
 from sdxl_bedrock.api.stability.errors import error_docs
 from sdxl_bedrock.api.stability.fields import IMAGE_FORMATS
 from sdxl_bedrock.api.stability.responses import StabilityArtifacts, StabilityEngines
-from sdxl_bedrock.errors import AccessDenied, MissingCredentials, NotFound, ServiceError
+from sdxl_bedrock.errors import AccessDenied, Forbidden, MissingCredentials, NotFound, ServiceError
 from sdxl_bedrock.schema import FinishReason
 
 MULTIPART = "multipart/form-data"
@@ -32,7 +32,12 @@ PNG = "image/png"
 
 # Stability also tells a missing key (401) from a wrong one (403), and names an unknown engine (404).
 GENERATION_ROUTE_ERRORS: tuple[type[ServiceError], ...] = (MissingCredentials, NotFound, *GENERATION_ERRORS)
-ENGINES_ROUTE_ERRORS: tuple[type[ServiceError], ...] = (MissingCredentials, AccessDenied, ServiceError)
+ENGINES_ROUTE_ERRORS: tuple[type[ServiceError], ...] = (
+    MissingCredentials,
+    AccessDenied,
+    Forbidden,
+    ServiceError,
+)
 
 
 def json_request_body() -> Schema:
