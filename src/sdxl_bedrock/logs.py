@@ -7,11 +7,15 @@ in a path must neither drive the terminal that shows the log nor start a forged 
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import json
 import logging
+import os
 import re
+import sys
 import time
+from typing import Any, TextIO
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 
@@ -72,3 +76,49 @@ def configure_logging(*, json_lines: bool, verbose: bool = False) -> None:
     logging.getLogger("sdxl_bedrock.access").setLevel(logging.INFO)
     for noisy in ("diffusers", "transformers", "httpx", "botocore", "hypercorn.error"):
         logging.getLogger(noisy).setLevel(logging.WARNING if verbose else logging.ERROR)
+
+
+class SurvivingStream:
+    """A text stream whose writes never fail because its reader has gone (`serve 2>&1 | head` after head
+    left, a log collector that died): at the first failed write its file descriptor is pointed at
+    /dev/null, as Python's documentation advises for SIGPIPE, and what follows is dropped there. Without
+    this, the first line written after the reader left raises BrokenPipeError wherever it is written: a
+    signal handler's line kept SIGTERM from stopping the server."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def _silence(self) -> None:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, self._stream.fileno())
+        except (OSError, ValueError):  # no descriptor to point elsewhere: failing writes are dropped
+            pass
+        finally:
+            os.close(devnull)
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except OSError:
+            self._silence()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except OSError:
+            self._silence()
+            with contextlib.suppress(OSError):
+                self._stream.flush()  # what was buffered goes to /dev/null
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def survive_closed_output() -> None:
+    """Wrap sys.stdout and sys.stderr in SurvivingStream (the server's; once, before logging is set up)."""
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if not isinstance(stream, SurvivingStream):
+            setattr(sys, name, SurvivingStream(stream))

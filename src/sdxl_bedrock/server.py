@@ -39,7 +39,7 @@ from sdxl_bedrock.api.guards import listens_on_loopback
 from sdxl_bedrock.config import Settings
 from sdxl_bedrock.errors import Overloaded
 from sdxl_bedrock.front import Front, server_tls_context
-from sdxl_bedrock.logs import configure_logging
+from sdxl_bedrock.logs import configure_logging, survive_closed_output
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -145,6 +145,7 @@ async def until_exists(path: Path) -> None:
 def serve(settings: Settings, verbose: bool = False) -> int:
     """Run until SIGTERM/SIGINT; returns the process exit code: 0 after a shutdown, 1 when the port cannot
     be listened on or the model cannot be loaded (each said in one line on stderr)."""
+    survive_closed_output()
     configure_logging(json_lines=settings.log_json, verbose=verbose)
     if not verbose:
         # Read when transformers is first imported (by the engine, later): its import-time notices are noise.
@@ -181,9 +182,9 @@ async def _serve(settings: Settings, listener: socket.socket) -> int:
 
     def give_up(error: BaseException) -> None:
         nonlocal exit_code
-        print(f"sdxl-bedrock: could not load model {settings.model!r}: {error}", file=sys.stderr, flush=True)
         exit_code = 1
         stop()
+        print(f"sdxl-bedrock: could not load model {settings.model!r}: {error}", file=sys.stderr, flush=True)
 
     app = create_app(settings, on_ready=announce, on_load_failed=give_up)
     runtime: Runtime = app.state.runtime
@@ -219,8 +220,8 @@ async def _serve(settings: Settings, listener: socket.socket) -> int:
         if stopping:
             stop()
             return
-        print("sdxl-bedrock: shutting down, finishing accepted requests", file=sys.stderr, flush=True)
         stopping.append(asyncio.get_running_loop().create_task(drain_then_stop()))
+        print("sdxl-bedrock: shutting down, finishing accepted requests", file=sys.stderr, flush=True)
 
     async def open_front() -> None:
         await until_exists(upstream)

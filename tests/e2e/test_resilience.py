@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
 import httpx
 
-from tests.conftest import RunningServer, gradient_png, metric, start_server
+from tests.conftest import RunningServer, free_port, gradient_png, metric, start_server, wait_ready
 
 PATH = "/model/stability.stable-diffusion-xl-v1/invoke"
 
@@ -86,6 +89,25 @@ def test_sigterm_finishes_accepted_work_refuses_new_and_exits_0(tmp_path: Path, 
     finally:
         worker.join(120)
         server.stop()  # waited for, whatever failed above
+
+
+def test_sigterm_stops_a_server_whose_stderr_is_closed(tmp_path: Path, cache_dir: Path) -> None:
+    """`serve 2>&1 | head` after head has left, or a log reader that died: the server's output goes nowhere,
+    and SIGTERM still stops it (it used to fail on its "shutting down" line and run on)."""
+    port = free_port()
+    command = [sys.executable, "-m", "sdxl_bedrock", "serve", "--port", str(port), "--model", "tiny"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    server = RunningServer(f"http://127.0.0.1:{port}", process, tmp_path / "no.log")
+    try:
+        assert process.stdout is not None
+        process.stdout.close()  # the reader leaves: every later write of the server's is a broken pipe
+        wait_ready(server)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(120) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
 
 
 def test_a_burst_beyond_the_queue_gets_only_200_and_429(tmp_path: Path, cache_dir: Path) -> None:
