@@ -129,6 +129,19 @@ def test_a_malformed_secret_line_names_the_file_and_line_never_the_secret(tmp_pa
     assert SECRET not in str(raised.value) and TOKEN not in str(raised.value)
 
 
+@pytest.mark.parametrize("option", ["--access-key-file", "--api-key-file"])
+@pytest.mark.parametrize("text", ["", "# the keys go here\n\n"])
+def test_a_key_file_without_keys_is_refused(tmp_path: Path, option: str, text: str) -> None:
+    """The option turns auth on: a file that holds no key must not leave it off without a word."""
+    keys = tmp_path / "keys"
+    keys.write_text(text)
+    args = serve_args(option, str(keys))
+    with pytest.raises(ValidationError) as raised:
+        serve_settings(args)
+    said = explain(raised.value, Settings, given_fields(args, Settings), ENV_PREFIX)
+    assert said.startswith(f"sdxl-bedrock serve: {option}: {keys} holds no ")
+
+
 def test_a_malformed_secret_in_a_variable_or_flag_is_never_repeated(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SDXL_BEDROCK_ACCESS_KEYS", f"AKID1:s1,{SECRET}")
     args = serve_args()

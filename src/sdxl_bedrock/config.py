@@ -400,20 +400,26 @@ def secret_lines(path: Path) -> Iterable[tuple[int, str]]:
 
 
 def read_access_key_file(path: Path) -> dict[str, str]:
-    """{ID: SECRET} from a file of `ID:SECRET` lines. Raises ValueError naming the file and line."""
+    """{ID: SECRET} from a file of `ID:SECRET` lines. Raises ValueError naming the file and line, or the file
+    when it holds no key."""
     keys: dict[str, str] = {}
     for number, line in secret_lines(path):
         key_id, secret = split_access_key(line, f"{path} line {number}")
         keys = merge_access_keys(keys, {key_id: secret}, f"{path} line {number}")
+    if not keys:
+        # An empty file would leave auth off without a word, while the option says it turns auth on.
+        raise ValueError(f"{path} holds no access key (ID:SECRET lines; blank lines and # comments skipped)")
     return keys
 
 
 def read_api_key_file(path: Path) -> frozenset[str]:
     """The tokens of a file, one a line. Raises ValueError naming the file and line of a token with a
-    space in it (which no `Authorization: Bearer` header can carry)."""
+    space in it (which no `Authorization: Bearer` header can carry), or the file when it holds none."""
     tokens = set()
     for number, line in secret_lines(path):
         if any(character.isspace() for character in line):
             raise ValueError(f"{path} line {number}: a token is one word, one a line")
         tokens.add(line)
+    if not tokens:
+        raise ValueError(f"{path} holds no API key (one a line; blank lines and # comments skipped)")
     return frozenset(tokens)
