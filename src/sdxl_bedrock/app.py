@@ -159,6 +159,9 @@ def create_app(
             allow_methods=["GET", "POST"],
             allow_headers=["*"],
             expose_headers=["*"],
+            # A public page of that origin calling a server on this machine or network: Chrome's Private
+            # Network Access asks first, in the preflight.
+            allow_private_network=True,
             max_age=600,
         )
     app.add_middleware(OriginGuard, settings=settings)

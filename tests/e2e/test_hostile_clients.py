@@ -329,10 +329,12 @@ def test_a_page_of_an_allowed_origin_may_call_and_read_the_answer(guarded_server
             "Origin": APP_ORIGIN,
             "Access-Control-Request-Method": "POST",
             "Access-Control-Request-Headers": "authorization, content-type",
+            "Access-Control-Request-Private-Network": "true",
         },
         timeout=30,
     )
     assert preflight.status_code == 200, preflight.text
+    assert preflight.headers["access-control-allow-private-network"] == "true"
     assert preflight.headers["access-control-allow-origin"] == APP_ORIGIN
     assert "POST" in preflight.headers["access-control-allow-methods"]
     assert "authorization" in preflight.headers["access-control-allow-headers"].lower()
