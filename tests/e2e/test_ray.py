@@ -254,6 +254,9 @@ def test_the_documented_serve_config_file_runs_the_same_app(tmp_path: Path, cach
             stdout=log_file,
             stderr=subprocess.STDOUT,
             env={**os.environ, "RAY_ADDRESS": "", "RAY_USAGE_STATS_ENABLED": "0", marker: value},
+            # A suite started in the background by a shell (`nohup make test &`) runs with SIGINT ignored,
+            # which its children inherit: `serve run` would then sit out the SIGINT below.
+            preexec_fn=restore_sigint,
         )
     running = RunningServer(f"http://127.0.0.1:{port}", process, log_path)
     try:
@@ -272,6 +275,10 @@ def test_the_documented_serve_config_file_runs_the_same_app(tmp_path: Path, cach
             process.wait(30)
     left = wait_for_ray_to_leave()
     assert left == set(), f"Ray processes outlived `serve run` by {RAY_SHUTDOWN_S} s: {left}\n{running.log()}"
+
+
+def restore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def documented_serve_config() -> dict[str, Any]:
