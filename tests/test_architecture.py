@@ -26,7 +26,7 @@ def test_the_http_side_loads_no_torch() -> None:
     script = (
         f"import sys; sys.path.insert(0, {str(SRC.parent)!r}); "
         "import sdxl_bedrock.api, sdxl_bedrock.api.bedrock, sdxl_bedrock.api.stability, sdxl_bedrock.app, "
-        "sdxl_bedrock.validation, sdxl_bedrock.codecs, sdxl_bedrock.generation; "
+        "sdxl_bedrock.api.validation, sdxl_bedrock.codecs, sdxl_bedrock.generation; "
         "from sdxl_bedrock.app import create_app; from sdxl_bedrock.config import Settings; "
         "create_app(Settings()).openapi(); "
         "assert 'torch' not in sys.modules, 'torch was imported'"

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from sdxl_bedrock.cli import build_parser, explain, given_fields, option_of, run_serve, serve_settings
 from sdxl_bedrock.config import ENV_PREFIX, Settings
-from sdxl_bedrock.ray_serve import SETTINGS_FIELDS, Scaling, settings_from_args
+from sdxl_bedrock.serve.ray_serve import SETTINGS_FIELDS, Scaling, settings_from_args
 
 SECRET = "wJalrXUtnFEMI-K7MDENG-bPxRfiCYEXAMPLEKEY"
 TOKEN = "sk-test-0123456789abcdef"

@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     code = args.run(args)
     if args.command == "serve":
-        from sdxl_bedrock.server import exit_now
+        from sdxl_bedrock.serve.server import exit_now
 
         exit_now(code)
     sys.exit(code)
@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve as a Ray Serve deployment: a local Ray, or the cluster that RAY_ADDRESS names "
         "(default: off)",
     )
-    from sdxl_bedrock.ray_serve import Scaling
+    from sdxl_bedrock.serve.ray_serve import Scaling
 
     add_model_flags(ray, Scaling)
     serve.set_defaults(run=run_serve)
@@ -217,7 +217,7 @@ def explain(error: ValidationError, model: type[BaseModel], given: dict[str, Any
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from sdxl_bedrock.ray_serve import Scaling
+    from sdxl_bedrock.serve.ray_serve import Scaling
 
     try:
         settings = serve_settings(args)
@@ -230,12 +230,12 @@ def run_serve(args: argparse.Namespace) -> int:
             flags = ", ".join(option_of(name, Scaling.model_fields[name]) for name in scaling_given)
             print(f"sdxl-bedrock serve: {flags}: only with --ray", file=sys.stderr, flush=True)
             return 2
-        from sdxl_bedrock.server import serve
+        from sdxl_bedrock.serve.server import serve
 
         return serve(settings, verbose=args.verbose)
 
-    from sdxl_bedrock.ray_serve import serve_with_ray
-    from sdxl_bedrock.server import PortUnavailable, check_port
+    from sdxl_bedrock.serve.ray_serve import serve_with_ray
+    from sdxl_bedrock.serve.server import PortUnavailable, check_port
 
     try:
         scaling = Scaling(**scaling_given)

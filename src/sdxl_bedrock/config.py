@@ -2,7 +2,7 @@
 
 `Settings` is a frozen pydantic-settings model. Each field carries its default, its help text and (through
 `Flag`) its command-line spelling; `sdxl_bedrock.cli` builds the `serve` flags from these fields, and
-`sdxl_bedrock.ray_serve.app_builder` validates a Serve config file's `args:` through the same model. A
+`sdxl_bedrock.serve.ray_serve.app_builder` validates a Serve config file's `args:` through the same model. A
 value comes from, first to last: the flag or arg, the environment variable `SDXL_BEDROCK_<FIELD NAME>`, the
 default.
 

@@ -6,12 +6,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 
-from sdxl_bedrock.batching import Batcher, StepCallback, Stopped, StopSignal
 from sdxl_bedrock.codecs import encode_png
 from sdxl_bedrock.config import Settings
 from sdxl_bedrock.errors import InvalidRequest, ModelNotReady, ShuttingDown, Throttled
-from sdxl_bedrock.schema import Artifact, GeneratedImage, GenerationRequest
-from sdxl_bedrock.validation import MAX_SEED
+from sdxl_bedrock.scheduler.batcher import Batcher
+from sdxl_bedrock.scheduler.stops import Stopped, StopSignal
+from sdxl_bedrock.scheduler.types import StepCallback
+from sdxl_bedrock.schema import MAX_SEED, Artifact, GeneratedImage, GenerationRequest
 from sdxl_bedrock.workers import Workers
 
 

@@ -8,27 +8,7 @@ which are Stability's (Bedrock's body for SDXL is Stability's JSON). Adding a pr
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from sdxl_bedrock.schema import Sampler, WeightedPrompt
-
-Prompts = tuple[WeightedPrompt, ...]
-
-
-@dataclass(frozen=True)
-class StylePreset:
-    """A style: the positive prompt wrapped in `template` (`{prompt}` is the user's text), and `negative`
-    terms added as one more negative prompt. The templates follow the SDXL style prompts Stability
-    published with Clipdrop."""
-
-    name: str
-    template: str
-    negative: str
-
-    def apply(self, prompts: Prompts, negative_prompts: Prompts) -> tuple[Prompts, Prompts]:
-        """Each positive prompt wrapped in the template, and the style's negative terms (weight 1) added."""
-        styled = tuple(WeightedPrompt(self.template.format(prompt=p.text), p.weight) for p in prompts)
-        return styled, (*negative_prompts, WeightedPrompt(self.negative, 1.0))
+from sdxl_bedrock.schema import ClipGuidance, Sampler, StylePreset
 
 
 def _styles(*presets: StylePreset) -> dict[str, StylePreset]:
@@ -135,19 +115,6 @@ STYLE_PRESETS: dict[str, StylePreset] = _styles(
         "ugly, deformed, noisy, blurry",
     ),
 )
-
-
-@dataclass(frozen=True)
-class ClipGuidance:
-    """CLIP guidance settings (engine/clip_guidance.py): how hard and how often CLIP steers the denoising."""
-
-    name: str
-    scale: float  # loss multiplier: the guidance strength
-    cutouts: int  # random crops scored per guided step
-    every: int  # guide on every `every`-th step of the run (1 = every step)
-
-    def guides_step(self, step_index: int) -> bool:
-        return step_index % self.every == 0
 
 
 def _guidance(*presets: ClipGuidance) -> dict[str, ClipGuidance]:

@@ -12,11 +12,11 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sdxl_bedrock.batching import Batcher
 from sdxl_bedrock.config import Settings
 from sdxl_bedrock.errors import ShuttingDown
 from sdxl_bedrock.generation import Generations
 from sdxl_bedrock.metrics import Metrics
+from sdxl_bedrock.scheduler.batcher import Batcher
 from sdxl_bedrock.workers import Workers
 
 if TYPE_CHECKING:

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from PIL import Image
 
-if TYPE_CHECKING:
-    from sdxl_bedrock.presets import ClipGuidance, StylePreset
+# The largest seed every wire takes (Bedrock's and Stability's bound); 0 means "random" on each of them.
+MAX_SEED = 4294967295
 
 
 class Sampler(enum.StrEnum):
@@ -104,6 +103,38 @@ class WeightedPrompt:
         if spans is None or all(span.emphasis == 1.0 and not span.starts_chunk for span in spans):
             return self.text
         return spans
+
+
+Prompts = tuple[WeightedPrompt, ...]
+
+
+@dataclass(frozen=True)
+class StylePreset:
+    """A style: the positive prompt wrapped in `template` (`{prompt}` is the user's text), and `negative`
+    terms added as one more negative prompt. The templates follow the SDXL style prompts Stability
+    published with Clipdrop."""
+
+    name: str
+    template: str
+    negative: str
+
+    def apply(self, prompts: Prompts, negative_prompts: Prompts) -> tuple[Prompts, Prompts]:
+        """Each positive prompt wrapped in the template, and the style's negative terms (weight 1) added."""
+        styled = tuple(WeightedPrompt(self.template.format(prompt=p.text), p.weight) for p in prompts)
+        return styled, (*negative_prompts, WeightedPrompt(self.negative, 1.0))
+
+
+@dataclass(frozen=True)
+class ClipGuidance:
+    """CLIP guidance settings (engine/clip_guidance.py): how hard and how often CLIP steers the denoising."""
+
+    name: str
+    scale: float  # loss multiplier: the guidance strength
+    cutouts: int  # random crops scored per guided step
+    every: int  # guide on every `every`-th step of the run (1 = every step)
+
+    def guides_step(self, step_index: int) -> bool:
+        return step_index % self.every == 0
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,8 @@ from sdxl_bedrock.api.a1111 import images
 from sdxl_bedrock.api.a1111.auth import check_auth
 from sdxl_bedrock.api.a1111.errors import error_response
 from sdxl_bedrock.api.a1111.progress import Tasks
+from sdxl_bedrock.api.validation import malformed
 from sdxl_bedrock.config import Settings
-from sdxl_bedrock.validation import malformed
 
 # -- pixels --------------------------------------------------------------------------------------------------
 

@@ -19,10 +19,10 @@ import pytest
 from PIL import Image
 
 from sdxl_bedrock.api.bedrock.body import Invocation, parse_invoke_body
+from sdxl_bedrock.api.validation import MAX_JSON_DEPTH, MAX_JSON_ELEMENTS
 from sdxl_bedrock.errors import MalformedBody
 from sdxl_bedrock.presets import SAMPLER_NAMES, STYLE_PRESETS, sampler_name
 from sdxl_bedrock.schema import DEFAULT_SAMPLER, GenerationRequest, Sampler, WeightedPrompt
-from sdxl_bedrock.validation import MAX_JSON_DEPTH, MAX_JSON_ELEMENTS
 
 PROMPT = [{"text": "a lighthouse"}]
 SIZES = "1024x1024, 1152x896, 1216x832, 1344x768, 1536x640, 640x1536, 768x1344, 832x1216, 896x1152"
@@ -1033,7 +1033,7 @@ def test_validation_and_codecs_do_not_import_torch() -> None:
     source = Path(__file__).resolve().parents[2] / "src"
     script = (
         f"import sys; sys.path.insert(0, {str(source)!r}); "
-        "import sdxl_bedrock.validation, sdxl_bedrock.codecs, sdxl_bedrock.api, sdxl_bedrock.app; "
+        "import sdxl_bedrock.api.validation, sdxl_bedrock.codecs, sdxl_bedrock.api, sdxl_bedrock.app; "
         "assert 'torch' not in sys.modules, 'torch was imported'"
     )
     subprocess.run([sys.executable, "-c", script], check=True, timeout=60)

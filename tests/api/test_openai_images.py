@@ -30,10 +30,10 @@ from sdxl_bedrock.api.openai.mapping import MODEL_ID, QUALITY_STEPS
 from sdxl_bedrock.api.openai.responses import encoded
 from sdxl_bedrock.api.openai.routes import check_api_key, encode_all
 from sdxl_bedrock.api.openai.store import ImageStore
+from sdxl_bedrock.api.validation import SDXL_V1_SIZES
 from sdxl_bedrock.config import Settings
 from sdxl_bedrock.presets import STYLE_PRESETS
 from sdxl_bedrock.schema import DEFAULT_SAMPLER, Artifact, FinishReason
-from sdxl_bedrock.validation import SDXL_V1_SIZES
 
 STRICT_SIZES = (
     "'1024x1024', '1152x896', '1216x832', '1344x768', '1536x640', '640x1536', '768x1344', '832x1216', "

@@ -24,12 +24,12 @@ from sdxl_bedrock.api.stability.errors import (
 )
 from sdxl_bedrock.api.stability.errors import error_response as stability_error_response
 from sdxl_bedrock.api.stability.routes import check_api_key, check_samples, response_type
+from sdxl_bedrock.api.validation import MAX_SEED
 from sdxl_bedrock.config import Settings
 from sdxl_bedrock.errors import MalformedBody, MissingCredentials, Problem
 from sdxl_bedrock.generation import sample_requests
 from sdxl_bedrock.presets import sampler_name
 from sdxl_bedrock.schema import DEFAULT_SAMPLER, GenerationRequest, WeightedPrompt
-from sdxl_bedrock.validation import MAX_SEED
 
 parse_stability_json, parse_stability_form = parse_text_to_image, parse_form
 

@@ -17,7 +17,7 @@ import pytest
 
 from sdxl_bedrock.api.auth import MISSING_TOKEN, UNKNOWN_ACCESS_KEY
 from sdxl_bedrock.config import Settings
-from sdxl_bedrock.server import open_warning
+from sdxl_bedrock.serve.server import open_warning
 from tests.conftest import AUTH_KEY_ID, RunningServer, bedrock, metric, start_server
 from tests.e2e.test_resilience import rss_bytes
 

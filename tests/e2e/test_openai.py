@@ -19,8 +19,8 @@ from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
 from sdxl_bedrock.api.openai.mapping import MODEL_ID
+from sdxl_bedrock.api.validation import SDXL_V1_SIZES
 from sdxl_bedrock.engine.masking import EDGE_RADIUS
-from sdxl_bedrock.validation import SDXL_V1_SIZES
 from tests.conftest import RunningServer, gradient_png, start_server
 
 TIMEOUT = 300

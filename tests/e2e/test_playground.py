@@ -16,8 +16,8 @@ from playwright.sync_api import Browser, FilePayload, Page, expect
 
 from sdxl_bedrock.api.bedrock import eventstream
 from sdxl_bedrock.api.stability.fields import ClipGuidancePresetName, MaskSource, SamplerName
+from sdxl_bedrock.api.validation import SDXL_V1_SIZES
 from sdxl_bedrock.presets import STYLE_PRESETS
-from sdxl_bedrock.validation import SDXL_V1_SIZES
 from tests.conftest import RunningServer, gradient_png, start_server
 from tests.e2e.browser import PageWatch, chromium, needs_chromium
 

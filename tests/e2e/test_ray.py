@@ -27,7 +27,7 @@ import yaml
 from botocore.exceptions import ClientError
 
 from sdxl_bedrock.config import Settings
-from sdxl_bedrock.ray_serve import DEPLOYMENT_NAME, Scaling, deployment_options, settings_from_args
+from sdxl_bedrock.serve.ray_serve import DEPLOYMENT_NAME, Scaling, deployment_options, settings_from_args
 from tests.conftest import (
     REPO,
     RunningServer,
@@ -286,7 +286,7 @@ def documented_serve_config() -> dict[str, Any]:
     block = text.split("```yaml\n# serve_config.yaml\n", 1)[1].split("```", 1)[0]
     config: dict[str, Any] = yaml.safe_load(block)
     application = config["applications"][0]
-    assert application["import_path"] == "sdxl_bedrock.ray_serve:app_builder"
+    assert application["import_path"] == "sdxl_bedrock.serve.ray_serve:app_builder"
     assert application["deployments"][0]["name"] == DEPLOYMENT_NAME
     settings_from_args(application["args"])  # every documented arg is a Settings field
     return config

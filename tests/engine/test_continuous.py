@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sdxl_bedrock.batching import Batcher
 from sdxl_bedrock.engine.pipeline import Engine
 from sdxl_bedrock.engine.rows import Row
 from sdxl_bedrock.presets import CLIP_GUIDANCE_PRESETS, STYLE_PRESETS
+from sdxl_bedrock.scheduler.batcher import Batcher
 from sdxl_bedrock.schema import GenerationRequest, Sampler, WeightedPrompt
 from tests.engine.conftest import as_array, generation_request
 

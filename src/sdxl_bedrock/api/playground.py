@@ -23,9 +23,9 @@ from sdxl_bedrock.api.stability.fields import (
     GenerationFields,
     InitImageModeFields,
 )
+from sdxl_bedrock.api.validation import RELAXED_SIZE_MAX, RELAXED_SIZE_STEP, SDXL_V1_SIZES
 from sdxl_bedrock.config import Settings
 from sdxl_bedrock.presets import DEFAULT_SAMPLER_NAME, SAMPLER_NAMES, STYLE_PRESETS
-from sdxl_bedrock.validation import RELAXED_SIZE_MAX, RELAXED_SIZE_STEP, SDXL_V1_SIZES
 
 ASSET_MEDIA_TYPES = {
     "index.html": "text/html; charset=utf-8",

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from sdxl_bedrock.engine.prompts import blend
-from sdxl_bedrock.presets import ClipGuidance
+from sdxl_bedrock.schema import ClipGuidance
 
 # OpenAI CLIP's preprocessing, used when a CLIP folder has no preprocessor_config.json.
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)

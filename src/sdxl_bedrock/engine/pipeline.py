@@ -209,8 +209,8 @@ class Engine:
     def denoise(self, rows: Sequence[Row]) -> None:
         """Stage 5 for a batch: ticks, each of all running rows of one latent size, until every run ended."""
         while running := [row for row in rows if not row.done]:
-            first_size = running[0].latent_size
-            self.tick([row for row in running if row.latent_size == first_size])
+            first_size = running[0].pixel_size
+            self.tick([row for row in running if row.pixel_size == first_size])
 
     # -- 1-4: rows join ----------------------------------------------------------------------------------
 
@@ -355,13 +355,13 @@ class Engine:
             latents = self.to_model_latents(sampled.to(self.dtype))
             for index, row in enumerate(group):
                 encoded = latents[index : index + 1]
-                grid = tuple(side // self.vae_scale_factor for side in row.latent_size)
+                grid = tuple(side // self.vae_scale_factor for side in row.pixel_size)
                 if tuple(encoded.shape[-2:]) != grid:
                     encoded = torch.nn.functional.interpolate(encoded, size=grid, mode="bilinear")
                 clean[row.serial] = encoded
         channels = self.pipe.unet.config.in_channels
         for row in rows:
-            height, width = (side // self.vae_scale_factor for side in row.latent_size)
+            height, width = (side // self.vae_scale_factor for side in row.pixel_size)
             shape = (1, channels, height, width)
             noise = randn_tensor(shape, generator=row.generator, device=self.device, dtype=self.dtype)
             source = clean.get(row.serial)
@@ -465,7 +465,7 @@ class Engine:
                 row.result = self.screen(row.request, source.resize(size, Image.Resampling.BILINEAR))
         by_size: defaultdict[tuple[int, int], list[Row]] = defaultdict(list)
         for row in finals:
-            by_size[row.latent_size].append(row)
+            by_size[row.pixel_size].append(row)
         for group in by_size.values():
             # 6. decode
             pixels = self.decode_pixels(torch.cat([row.final for row in group if row.final is not None]))

@@ -110,8 +110,8 @@ class Row:
         return self.pending is None
 
     @property
-    def latent_size(self) -> tuple[int, int]:
-        """(height, width) of its latents: rows share a UNet call only with rows of the same size."""
+    def pixel_size(self) -> tuple[int, int]:
+        """(height, width) of its image in pixels: rows share a UNet call only with rows of the same size."""
         return (self.request.height, self.request.width)
 
     @property

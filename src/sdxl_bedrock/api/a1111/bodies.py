@@ -33,10 +33,7 @@ from sdxl_bedrock.api.a1111 import images
 from sdxl_bedrock.api.a1111.names import Resolved, resolve
 from sdxl_bedrock.api.a1111.options import ServedModel, check_settings
 from sdxl_bedrock.api.a1111.prompts import ParsedPrompt, parse_prompt
-from sdxl_bedrock.errors import Location, ProblemKind
-from sdxl_bedrock.presets import STYLE_PRESETS
-from sdxl_bedrock.schema import SAMPLERS_WITH_ETA, GenerationRequest, Sampler
-from sdxl_bedrock.validation import (
+from sdxl_bedrock.api.validation import (
     MAX_SEED,
     decode_base64_field,
     load_json_object,
@@ -45,6 +42,9 @@ from sdxl_bedrock.validation import (
     shown,
     validate,
 )
+from sdxl_bedrock.errors import Location, ProblemKind
+from sdxl_bedrock.presets import STYLE_PRESETS
+from sdxl_bedrock.schema import SAMPLERS_WITH_ETA, GenerationRequest, Sampler
 
 SIZE_STEP, SIZE_MIN, SIZE_MAX = 8, 64, 2048
 MAX_STEPS = 150

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from sdxl_bedrock.api.validation import malformed, shown
 from sdxl_bedrock.errors import MalformedBody, ProblemKind
 from sdxl_bedrock.schema import SAMPLERS_WITH_KARRAS_SIGMAS, Sampler, SigmaSchedule
-from sdxl_bedrock.validation import malformed, shown
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import PurePath
 from typing import Any
 
+from sdxl_bedrock.api.validation import malformed, shown
 from sdxl_bedrock.config import Settings
 from sdxl_bedrock.errors import Location, ProblemKind
-from sdxl_bedrock.validation import malformed, shown
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt")
 

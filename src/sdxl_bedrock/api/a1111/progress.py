@@ -22,7 +22,7 @@ from datetime import datetime
 
 from PIL import Image
 
-from sdxl_bedrock.batching import StopSignal
+from sdxl_bedrock.scheduler.stops import StopSignal
 
 Preview = Callable[[], Image.Image]
 

@@ -20,9 +20,9 @@ import re
 from dataclasses import dataclass
 from typing import NoReturn
 
+from sdxl_bedrock.api.validation import malformed, shown
 from sdxl_bedrock.errors import ProblemKind
 from sdxl_bedrock.schema import PromptSpan, WeightedPrompt
-from sdxl_bedrock.validation import malformed, shown
 
 ROUND_BRACKET_MULTIPLIER = 1.1
 SQUARE_BRACKET_MULTIPLIER = 1 / 1.1

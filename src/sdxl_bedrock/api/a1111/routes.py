@@ -38,11 +38,11 @@ from sdxl_bedrock.api.a1111.responses import (
 )
 from sdxl_bedrock.api.body import read_body
 from sdxl_bedrock.api.openapi import JSON
+from sdxl_bedrock.api.validation import load_json_object
 from sdxl_bedrock.codecs import encode_png, png_to_base64
 from sdxl_bedrock.presets import STYLE_PRESETS
 from sdxl_bedrock.runtime import Runtime
 from sdxl_bedrock.schema import Artifact
-from sdxl_bedrock.validation import load_json_object
 
 router = APIRouter(prefix="/sdapi/v1")
 ANY_JSON: TypeAdapter[Any] = TypeAdapter(Any)

@@ -38,15 +38,15 @@ from sdxl_bedrock.api.stability.fields import (
     mask_of,
     split_prompts,
 )
-from sdxl_bedrock.errors import ProblemKind
-from sdxl_bedrock.schema import GenerationRequest
-from sdxl_bedrock.validation import (
+from sdxl_bedrock.api.validation import (
     check_dimensions,
     decode_base64_field,
     load_json_object,
     malformed,
     validate,
 )
+from sdxl_bedrock.errors import ProblemKind
+from sdxl_bedrock.schema import GenerationRequest
 
 IMAGE_TO_IMAGE_KEYS = (
     "init_image_mode",

@@ -19,9 +19,9 @@ from sdxl_bedrock.api.bedrock.responses import artifacts_json
 from sdxl_bedrock.api.bedrock.stream import progress_options, stream_events
 from sdxl_bedrock.api.body import read_body
 from sdxl_bedrock.api.openapi import JSON
+from sdxl_bedrock.api.validation import load_json_object
 from sdxl_bedrock.errors import InvalidRequest, NotFound
 from sdxl_bedrock.runtime import Runtime
-from sdxl_bedrock.validation import load_json_object
 
 MODEL_NAME = "stability.stable-diffusion-xl-v1"
 MODEL_IDS = frozenset({MODEL_NAME, f"{MODEL_NAME}:0"})

@@ -58,10 +58,7 @@ from sdxl_bedrock.api.openai.mapping import (
     OutputFormat,
     ReportedQuality,
 )
-from sdxl_bedrock.codecs import decode_image_bytes
-from sdxl_bedrock.errors import MalformedBody, Problem, ProblemKind
-from sdxl_bedrock.schema import GenerationRequest, WeightedPrompt
-from sdxl_bedrock.validation import (
+from sdxl_bedrock.api.validation import (
     MAX_SEED,
     RELAXED_SIZE_MAX,
     RELAXED_SIZE_STEP,
@@ -71,6 +68,9 @@ from sdxl_bedrock.validation import (
     random_nonzero_seed,
     shown,
 )
+from sdxl_bedrock.codecs import decode_image_bytes
+from sdxl_bedrock.errors import MalformedBody, Problem, ProblemKind
+from sdxl_bedrock.schema import GenerationRequest, WeightedPrompt
 
 if TYPE_CHECKING:
     QualityName: TypeAlias = str

@@ -23,8 +23,8 @@ from starlette.responses import Response
 from sdxl_bedrock import errors
 from sdxl_bedrock.api import most_specific
 from sdxl_bedrock.api.openapi import JSON, REQUEST_ID_HEADER, by_status
+from sdxl_bedrock.api.validation import shown
 from sdxl_bedrock.errors import ProblemKind
-from sdxl_bedrock.validation import shown
 
 INVALID_REQUEST = "invalid_request_error"
 SERVER_ERROR = "server_error"

@@ -34,11 +34,11 @@ from sdxl_bedrock.api.openai.mapping import MEDIA_TYPES, MODEL_ID
 from sdxl_bedrock.api.openai.responses import MODEL, MODELS, ImageData, ImagesResponse, encoded
 from sdxl_bedrock.api.openai.store import ImageStore
 from sdxl_bedrock.api.openapi import JSON
+from sdxl_bedrock.api.validation import malformed, shown
 from sdxl_bedrock.config import Settings
 from sdxl_bedrock.errors import AccessDenied, MissingCredentials, ModelFailure, NotFound, ProblemKind
 from sdxl_bedrock.runtime import Runtime
 from sdxl_bedrock.schema import Artifact, FinishReason
-from sdxl_bedrock.validation import malformed, shown
 
 log = logging.getLogger(__name__)
 

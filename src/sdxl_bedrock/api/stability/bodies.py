@@ -37,9 +37,7 @@ from sdxl_bedrock.api.stability.fields import (
     mask_of,
     split_prompts,
 )
-from sdxl_bedrock.errors import ProblemKind
-from sdxl_bedrock.schema import GenerationRequest
-from sdxl_bedrock.validation import (
+from sdxl_bedrock.api.validation import (
     check_dimensions,
     decode_file_field,
     load_json_object,
@@ -47,6 +45,8 @@ from sdxl_bedrock.validation import (
     shown,
     validate,
 )
+from sdxl_bedrock.errors import ProblemKind
+from sdxl_bedrock.schema import GenerationRequest
 
 # The form parts that hold images (their bytes, with or without a file name); every other value is text.
 FORM_FILES = ("init_image", "mask_image")

@@ -27,6 +27,15 @@ from PIL import Image, ImageOps
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 
+from sdxl_bedrock.api.validation import (
+    MAX_SEED,
+    RELAXED_SIZE_MAX,
+    RELAXED_SIZE_STEP,
+    SDXL_V1_SIZES,
+    malformed,
+    random_nonzero_seed,
+    shown,
+)
 from sdxl_bedrock.errors import ProblemKind
 from sdxl_bedrock.presets import (
     CLIP_GUIDANCE_PRESETS,
@@ -36,15 +45,6 @@ from sdxl_bedrock.presets import (
     STYLE_PRESETS,
 )
 from sdxl_bedrock.schema import GenerationRequest, WeightedPrompt
-from sdxl_bedrock.validation import (
-    MAX_SEED,
-    RELAXED_SIZE_MAX,
-    RELAXED_SIZE_STEP,
-    SDXL_V1_SIZES,
-    malformed,
-    random_nonzero_seed,
-    shown,
-)
 
 CLIP_GUIDANCE_PRESET_NAMES = tuple(sorted((NO_CLIP_GUIDANCE, *CLIP_GUIDANCE_PRESETS)))
 if TYPE_CHECKING:

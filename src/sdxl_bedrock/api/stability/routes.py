@@ -21,11 +21,11 @@ from sdxl_bedrock.api.stability import openapi
 from sdxl_bedrock.api.stability.bodies import FORM_FILES, parse_form, parse_text_to_image
 from sdxl_bedrock.api.stability.forms import Form, FormError, read_multipart
 from sdxl_bedrock.api.stability.responses import ENGINE_ID, ENGINES, artifacts_body
+from sdxl_bedrock.api.validation import malformed
 from sdxl_bedrock.config import Settings
 from sdxl_bedrock.errors import InvalidRequest, MissingCredentials, NotFound, ProblemKind
 from sdxl_bedrock.runtime import Runtime
 from sdxl_bedrock.schema import GenerationRequest
-from sdxl_bedrock.validation import malformed
 
 # A form holds at most 10 prompts (20 keys) and a dozen other fields; these bounds only stop hostile forms.
 MAX_FORM_FIELDS = 100

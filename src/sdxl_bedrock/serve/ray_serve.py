@@ -7,7 +7,7 @@ it. Two entry points:
   dashboard, a few CPUs) unless `RAY_ADDRESS` names a cluster, deploys the app, prints the listening line
   once every replica has loaded its model, and on SIGTERM/SIGINT takes the app (and a Ray it started) down.
 - `app_builder(args)`: an application builder for `serve run` and Serve config files
-  (`import_path: sdxl_bedrock.ray_serve:app_builder`, `args:` the Settings fields); see docs/SCALING.md.
+  (`import_path: sdxl_bedrock.serve.ray_serve:app_builder`, `args:` the Settings fields); see docs/SCALING.md.
 
 A replica counts as started only once its model is loaded (the app's lifespan startup is held until then,
 and fails when the load fails), so Ray routes nothing to a replica whose /ping would answer 429; after that
@@ -283,7 +283,7 @@ def settings_from_args(args: dict[str, Any]) -> Settings:
 
 
 def app_builder(args: dict[str, Any]) -> Any:
-    """For `serve run sdxl_bedrock.ray_serve:app_builder model=...` and Serve config files: `args` are
+    """For `serve run sdxl_bedrock.serve.ray_serve:app_builder model=...` and Serve config files: `args` are
     Settings fields; replicas, resources and autoscaling come from the config's `deployments:` entry."""
     return build_application(settings_from_args(args), Scaling())
 

@@ -38,8 +38,8 @@ from starlette.routing import Match
 from sdxl_bedrock.api.guards import listens_on_loopback
 from sdxl_bedrock.config import Settings
 from sdxl_bedrock.errors import Overloaded
-from sdxl_bedrock.front import Front, server_tls_context
 from sdxl_bedrock.logs import configure_logging, survive_closed_output
+from sdxl_bedrock.serve.front import Front, server_tls_context
 
 if TYPE_CHECKING:
     from fastapi import FastAPI

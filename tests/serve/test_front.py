@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from sdxl_bedrock.front import H2_PREFACE, ClientSide, Front, UpstreamSide, protocol_decided
 from sdxl_bedrock.metrics import Metrics
+from sdxl_bedrock.serve.front import H2_PREFACE, ClientSide, Front, UpstreamSide, protocol_decided
 
 REFUSAL = b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
 

@@ -25,90 +25,19 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Protocol
-
-from PIL import Image
+from typing import Any
 
 from sdxl_bedrock.errors import ModelFailure, ModelTimeout, ServiceError, ShuttingDown, Throttled
 from sdxl_bedrock.metrics import Metrics
+from sdxl_bedrock.scheduler.planner import TickClock, TickPlanner
+from sdxl_bedrock.scheduler.stops import Stopped, StopSignal
+from sdxl_bedrock.scheduler.types import RowEngine, StepCallback
 from sdxl_bedrock.schema import GeneratedImage, GenerationRequest
-from sdxl_bedrock.tick_planner import TickClock, TickPlanner
 
 log = logging.getLogger(__name__)
-
-Preview = Callable[[], Image.Image]
-StepCallback = Callable[[int, int, Preview], None]
-"""A job's progress hook, called on the engine thread after each of its steps with (done, total, preview)."""
-
-
-class EngineRow(Protocol):
-    """What the loop reads of an engine's row (engine/rows.py)."""
-
-    @property
-    def done(self) -> bool: ...
-    @property
-    def steps_done(self) -> int: ...
-    @property
-    def latent_size(self) -> Any: ...
-    @property
-    def unet_rows(self) -> int: ...
-
-    failed: BaseException | None
-    result: GeneratedImage | None
-
-
-class RowEngine(Protocol):
-    """The engine's stages as the loop calls them (engine/pipeline.py)."""
-
-    def start(
-        self, requests: Sequence[GenerationRequest], on_steps: Sequence[StepCallback | None] | None = None
-    ) -> Sequence[EngineRow]: ...
-    def tick(self, rows: Sequence[Any]) -> None: ...
-    def finish(self, rows: Sequence[Any]) -> None: ...
-    def stop(self, rows: Sequence[Any]) -> None:
-        """End running rows (each has taken a step) at their last step; `finish` then makes their images."""
-        ...
-
-
-class Stopped(ServiceError):
-    """A row of a request stopped by its StopSignal before it took a step: it makes no image."""
-
-
-class StopSignal:
-    """Stops a request's rows early; set from any thread, acted on by the engine loop at its next tick.
-
-    `skip()` (one-shot): the request's rows running at that tick that have taken a step end at it, each
-    answering its image so far (the clean estimate of that step); its rows not started yet run as usual.
-    `interrupt()` (lasting): the running rows end the same way, and every row of the request that has not
-    taken a step is dropped, now or when it comes to join: its caller gets `Stopped`."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._interrupted = False
-        self._skip = False
-
-    def interrupt(self) -> None:
-        with self._lock:
-            self._interrupted = True
-
-    def skip(self) -> None:
-        with self._lock:
-            self._skip = True
-
-    @property
-    def interrupted(self) -> bool:
-        with self._lock:
-            return self._interrupted
-
-    def take_skip(self) -> bool:
-        """Whether a skip was asked since the last call (and forget it)."""
-        with self._lock:
-            asked, self._skip = self._skip, False
-            return asked
-
 
 _SERIALS = itertools.count()
 
@@ -370,7 +299,7 @@ class Batcher:
             self.engine.tick(rows)
         except Exception as error:
             if _out_of_memory(error) and len(jobs) > 1:
-                self.planner.cap(rows[0].latent_size, len(jobs) // 2)
+                self.planner.cap(rows[0].pixel_size, len(jobs) // 2)
                 log.warning(
                     "out of memory in a tick of %d rows; ticks at this size take at most %d",
                     len(jobs),
@@ -387,7 +316,7 @@ class Batcher:
                 if not job.caller_left:
                     self._tick([job])
             return
-        self.clock.stop(started, (rows[0].latent_size, sum(row.unet_rows for row in rows)))
+        self.clock.stop(started, (rows[0].pixel_size, sum(row.unet_rows for row in rows)))
         self.metrics.rows_per_tick.observe(len(rows))
 
     def _learn_costs(self) -> None:

@@ -11,12 +11,14 @@ from typing import Any
 
 import pytest
 
-from sdxl_bedrock.batching import Batcher, StepCallback, Stopped, StopSignal
 from sdxl_bedrock.config import Settings
 from sdxl_bedrock.generation import Generations
+from sdxl_bedrock.scheduler.batcher import Batcher
+from sdxl_bedrock.scheduler.stops import Stopped, StopSignal
+from sdxl_bedrock.scheduler.types import StepCallback
 from sdxl_bedrock.schema import GenerationRequest
 from sdxl_bedrock.workers import Workers
-from tests.test_batching import StandInEngine, StandInRow, request, run
+from tests.scheduler.test_batcher import StandInEngine, StandInRow, request, run
 
 
 @dataclass(eq=False)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sdxl_bedrock.tick_planner import REFRESH_EVERY, SizeCosts, TickPlanner
+from sdxl_bedrock.scheduler.planner import REFRESH_EVERY, SizeCosts, TickPlanner
 
 
 @dataclass(eq=False)
 class Row:
-    latent_size: tuple[int, int] = (64, 64)
+    pixel_size: tuple[int, int] = (64, 64)
     unet_rows: int = 2
 
 
@@ -22,7 +22,7 @@ def settle(planner: TickPlanner, candidates: list[Row], seconds: dict[int, float
     for _ in range(10):
         chosen = planner.choose(candidates)
         unet_rows = sum(row.unet_rows for row in chosen)
-        planner.record(candidates[0].latent_size, unet_rows, seconds[unet_rows])
+        planner.record(candidates[0].pixel_size, unet_rows, seconds[unet_rows])
     return planner.choose(candidates)
 
 

@@ -26,8 +26,8 @@ from pydantic_core import ErrorDetails
 
 from sdxl_bedrock.codecs import decode_base64_image, decode_image_bytes
 from sdxl_bedrock.errors import Location, MalformedBody, Problem, ProblemKind
+from sdxl_bedrock.schema import MAX_SEED
 
-MAX_SEED = 4294967295
 # (width, height), in the order Stability's message lists them.
 SDXL_V1_SIZES: tuple[tuple[int, int], ...] = (
     (1024, 1024),

@@ -35,7 +35,7 @@ REFRESH_EVERY = 50
 
 class PlannedRow(Protocol):
     @property
-    def latent_size(self) -> Size: ...
+    def pixel_size(self) -> Size: ...
 
     @property
     def unet_rows(self) -> int: ...
@@ -81,8 +81,8 @@ class TickPlanner:
 
     def choose(self, rows_oldest_first: Sequence[Any]) -> list[Any]:
         """The rows of the next tick, from rows in flight (oldest first, each waiting for a model call)."""
-        size = rows_oldest_first[0].latent_size
-        candidates = [row for row in rows_oldest_first if row.latent_size == size]
+        size = rows_oldest_first[0].pixel_size
+        candidates = [row for row in rows_oldest_first if row.pixel_size == size]
         candidates = candidates[: min(self.max_rows, self.row_caps.get(size, self.max_rows))]
         costs = self.costs.setdefault(size, SizeCosts())
         unet_rows = [0]

@@ -17,9 +17,10 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from sdxl_bedrock.batching import Batcher, StepCallback
 from sdxl_bedrock.errors import ModelFailure, ModelTimeout, ShuttingDown, Throttled
 from sdxl_bedrock.metrics import Metrics
+from sdxl_bedrock.scheduler.batcher import Batcher
+from sdxl_bedrock.scheduler.types import StepCallback
 from sdxl_bedrock.schema import GeneratedImage, GenerationRequest, Sampler, WeightedPrompt
 
 
@@ -51,7 +52,7 @@ class StandInRow:
         return self.failed is not None or self.steps_done == self.request.steps
 
     @property
-    def latent_size(self) -> Any:
+    def pixel_size(self) -> Any:
         return (self.request.height, self.request.width)
 
     @property
@@ -314,7 +315,7 @@ def test_out_of_memory_caps_the_rows_per_tick_and_every_request_is_served() -> N
 def test_a_dying_engine_loop_fails_its_requests_and_starts_again() -> None:
     class Poisoned(StandInRow):
         @property
-        def latent_size(self) -> Any:
+        def pixel_size(self) -> Any:
             raise KeyError("a bug in the loop")
 
     async def scenario() -> None:

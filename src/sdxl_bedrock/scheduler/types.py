@@ -1,0 +1,47 @@
+"""What the scheduler reads of the engine: its rows and its stages (engine/pipeline.py implements both).
+
+The loop never imports the engine; it holds these interfaces, so the same loop runs the real engine and a
+test's stand-in, and the HTTP side stays free of torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+from PIL import Image
+
+from sdxl_bedrock.schema import GeneratedImage, GenerationRequest
+
+Preview = Callable[[], Image.Image]
+StepCallback = Callable[[int, int, Preview], None]
+"""A job's progress hook, called on the engine thread after each of its steps with (done, total, preview)."""
+
+
+class EngineRow(Protocol):
+    """What the loop reads of an engine's row (engine/rows.py)."""
+
+    @property
+    def done(self) -> bool: ...
+    @property
+    def steps_done(self) -> int: ...
+    @property
+    def pixel_size(self) -> Any: ...
+    @property
+    def unet_rows(self) -> int: ...
+
+    failed: BaseException | None
+    result: GeneratedImage | None
+
+
+class RowEngine(Protocol):
+    """The engine's stages as the loop calls them (engine/pipeline.py)."""
+
+    def start(
+        self, requests: Sequence[GenerationRequest], on_steps: Sequence[StepCallback | None] | None = None
+    ) -> Sequence[EngineRow]: ...
+    def tick(self, rows: Sequence[Any]) -> None: ...
+    def finish(self, rows: Sequence[Any]) -> None: ...
+    def stop(self, rows: Sequence[Any]) -> None:
+        """End running rows (each has taken a step) at their last step; `finish` then makes their images."""
+        ...
