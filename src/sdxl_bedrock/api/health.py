@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import JSONResponse, Response
 
 from sdxl_bedrock.api.bedrock.errors import error_docs
+from sdxl_bedrock.api.deps import RuntimeDep
 from sdxl_bedrock.api.openapi import ANY_ROUTE_ERRORS, JSON, PING_ERRORS, REQUEST_ID_HEADER
 from sdxl_bedrock.errors import ModelNotReady
-from sdxl_bedrock.runtime import Runtime
 
 router = APIRouter()
 
@@ -51,16 +51,14 @@ def metrics_responses() -> dict[int | str, Any]:
     response_class=Response,
     responses=ping_responses(),
 )
-async def ping(request: Request) -> Response:
-    runtime: Runtime = request.app.state.runtime
+async def ping(runtime: RuntimeDep) -> Response:
     if not runtime.ready.is_set():
         raise ModelNotReady("The model is still loading; try again shortly.")
     return JSONResponse({"status": "Healthy"})
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response, responses=metrics_responses())
-async def metrics(request: Request) -> Response:
-    runtime: Runtime = request.app.state.runtime
+async def metrics(runtime: RuntimeDep) -> Response:
     if runtime.engine is not None:
         runtime.metrics.gpu_memory_bytes.set(runtime.engine.gpu_memory_bytes())
     return Response(generate_latest(runtime.metrics.registry), media_type=CONTENT_TYPE_LATEST)

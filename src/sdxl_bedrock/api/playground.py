@@ -11,10 +11,11 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, HTTPException
 from starlette.responses import JSONResponse, Response
 
 from sdxl_bedrock.api.bedrock.errors import error_docs
+from sdxl_bedrock.api.deps import RuntimeDep
 from sdxl_bedrock.api.openapi import ANY_ROUTE_ERRORS, REQUEST_ID_HEADER
 from sdxl_bedrock.api.stability.fields import (
     CLIP_GUIDANCE_PRESET_NAMES,
@@ -119,8 +120,8 @@ def page_options(settings: Settings) -> dict[str, Any]:
 
 
 @router.get("/playground/options.json")
-async def playground_options(request: Request) -> Response:
-    return JSONResponse(page_options(request.app.state.runtime.settings), headers=SECURITY_HEADERS)
+async def playground_options(runtime: RuntimeDep) -> Response:
+    return JSONResponse(page_options(runtime.settings), headers=SECURITY_HEADERS)
 
 
 @router.get("/playground/{name}")

@@ -12,7 +12,7 @@ import os
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, FastAPI, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from PIL import Image
 from pydantic import BaseModel, TypeAdapter
 from starlette.responses import Response
@@ -37,6 +37,7 @@ from sdxl_bedrock.api.a1111.responses import (
     generation_body,
 )
 from sdxl_bedrock.api.body import read_body
+from sdxl_bedrock.api.deps import authenticated
 from sdxl_bedrock.api.openapi import JSON
 from sdxl_bedrock.api.validation import load_json_object
 from sdxl_bedrock.codecs import encode_png, png_to_base64
@@ -50,10 +51,7 @@ ANY_JSON: TypeAdapter[Any] = TypeAdapter(Any)
 Parser = Callable[..., Plan]
 
 
-def runtime_of(request: Request) -> Runtime:
-    runtime: Runtime = request.app.state.runtime
-    check_auth(runtime.settings, request.headers)
-    return runtime
+Caller = Annotated[Runtime, Depends(authenticated(check_auth))]
 
 
 def tasks_of(app: FastAPI) -> Tasks:
@@ -72,8 +70,7 @@ def json_response(answer: BaseModel | list[Any] | None) -> Response:
     return Response(ANY_JSON.dump_json(answer), media_type=JSON)
 
 
-async def generate(request: Request, job: str, parse: Parser) -> Response:
-    runtime = runtime_of(request)
+async def generate(request: Request, runtime: Runtime, job: str, parse: Parser) -> Response:
     raw = await read_body(request)
     served = ServedModel.of(runtime.settings)
     plan = await runtime.workers.on_host(parse, raw, served=served, max_images=runtime.settings.max_queue)
@@ -103,8 +100,8 @@ def answer(plan: Plan, artifacts: list[Artifact], served: ServedModel) -> bytes:
     responses=openapi.responses(GenerationResponse, "The images.", openapi.GENERATION_ERRORS),
     openapi_extra=openapi.generation_request_body(img2img=False),
 )
-async def txt2img(request: Request) -> Response:
-    return await generate(request, "txt2img", parse_txt2img)
+async def txt2img(request: Request, runtime: Caller) -> Response:
+    return await generate(request, runtime, "txt2img", parse_txt2img)
 
 
 @router.post(
@@ -114,8 +111,8 @@ async def txt2img(request: Request) -> Response:
     responses=openapi.responses(GenerationResponse, "The images.", openapi.GENERATION_ERRORS),
     openapi_extra=openapi.generation_request_body(img2img=True),
 )
-async def img2img(request: Request) -> Response:
-    return await generate(request, "img2img", parse_img2img)
+async def img2img(request: Request, runtime: Caller) -> Response:
+    return await generate(request, runtime, "img2img", parse_img2img)
 
 
 @router.get(
@@ -126,9 +123,9 @@ async def img2img(request: Request) -> Response:
 )
 async def progress(
     request: Request,
+    runtime: Caller,
     skip_current_image: Annotated[bool, Query(description="Leave out the preview.")] = False,
 ) -> Response:
-    runtime = runtime_of(request)
     snapshot = tasks_of(request.app).snapshot()
     current_image = None
     if snapshot.preview is not None and not skip_current_image:
@@ -156,8 +153,7 @@ def preview_base64(preview: Preview) -> str:
     response_class=Response,
     responses=openapi.responses(Empty, "Asked.", openapi.ROUTE_ERRORS),
 )
-async def interrupt(request: Request) -> Response:
-    runtime_of(request)
+async def interrupt(request: Request, runtime: Caller) -> Response:
     tasks_of(request.app).interrupt()
     return json_response(Empty())
 
@@ -168,8 +164,7 @@ async def interrupt(request: Request) -> Response:
     response_class=Response,
     responses=openapi.responses(openapi.NULL, "Asked (A1111 answers null).", openapi.ROUTE_ERRORS),
 )
-async def skip(request: Request) -> Response:
-    runtime_of(request)
+async def skip(request: Request, runtime: Caller) -> Response:
     tasks_of(request.app).skip()
     return json_response(None)
 
@@ -180,8 +175,7 @@ async def skip(request: Request) -> Response:
     response_class=Response,
     responses=openapi.responses(list[SamplerItem], "The samplers this server runs.", openapi.ROUTE_ERRORS),
 )
-async def samplers(request: Request) -> Response:
-    runtime_of(request)
+async def samplers(runtime: Caller) -> Response:
     items = [SamplerItem(name=s.name, aliases=list(s.aliases), options=s.options) for s in SAMPLERS]
     return json_response(items)
 
@@ -192,8 +186,7 @@ async def samplers(request: Request) -> Response:
     response_class=Response,
     responses=openapi.responses(list[SchedulerItem], "The schedules this server runs.", openapi.ROUTE_ERRORS),
 )
-async def schedulers(request: Request) -> Response:
-    runtime_of(request)
+async def schedulers(runtime: Caller) -> Response:
     items = [
         SchedulerItem(
             name=s.name,
@@ -213,8 +206,7 @@ async def schedulers(request: Request) -> Response:
     response_class=Response,
     responses=openapi.responses(list[SDModelItem], "The one model served.", openapi.ROUTE_ERRORS),
 )
-async def sd_models(request: Request) -> Response:
-    runtime = runtime_of(request)
+async def sd_models(runtime: Caller) -> Response:
     served = ServedModel.of(runtime.settings)
     item = SDModelItem(
         title=served.title,
@@ -233,8 +225,7 @@ async def sd_models(request: Request) -> Response:
     response_class=Response,
     responses=openapi.responses(list[PromptStyleItem], "The styles `styles` takes.", openapi.ROUTE_ERRORS),
 )
-async def prompt_styles(request: Request) -> Response:
-    runtime_of(request)
+async def prompt_styles(runtime: Caller) -> Response:
     items = [
         PromptStyleItem(name=style.name, prompt=style.template, negative_prompt=style.negative)
         for style in STYLE_PRESETS.values()
@@ -248,8 +239,7 @@ async def prompt_styles(request: Request) -> Response:
     response_class=Response,
     responses=openapi.responses(ScriptsList, "No scripts.", openapi.ROUTE_ERRORS),
 )
-async def scripts(request: Request) -> Response:
-    runtime_of(request)
+async def scripts(runtime: Caller) -> Response:
     return json_response(ScriptsList(txt2img=[], img2img=[]))
 
 
@@ -259,8 +249,7 @@ async def scripts(request: Request) -> Response:
     response_class=Response,
     responses=openapi.responses(SettingsMap, "The settings.", openapi.ROUTE_ERRORS),
 )
-async def get_options(request: Request) -> Response:
-    runtime = runtime_of(request)
+async def get_options(runtime: Caller) -> Response:
     return json_response(SettingsMap(options(runtime.settings)))
 
 
@@ -271,8 +260,7 @@ async def get_options(request: Request) -> Response:
     responses=openapi.responses(openapi.NULL, "Accepted (A1111 answers null).", openapi.SETTINGS_ERRORS),
     openapi_extra=openapi.settings_request_body(),
 )
-async def set_options(request: Request) -> Response:
-    runtime = runtime_of(request)
+async def set_options(request: Request, runtime: Caller) -> Response:
     requested = await runtime.workers.on_host(load_json_object, await read_body(request))
     check_settings(requested, (), ServedModel.of(runtime.settings))
     return json_response(None)
@@ -284,8 +272,7 @@ async def set_options(request: Request) -> Response:
     response_class=Response,
     responses=openapi.responses(SettingsMap, "The flags.", openapi.ROUTE_ERRORS),
 )
-async def cmd_flags(request: Request) -> Response:
-    runtime = runtime_of(request)
+async def cmd_flags(runtime: Caller) -> Response:
     settings = runtime.settings
     flags = {
         "api": True,
@@ -305,8 +292,7 @@ async def cmd_flags(request: Request) -> Response:
     response_class=Response,
     responses=openapi.responses(MemoryResponse, "Memory in bytes.", openapi.ROUTE_ERRORS),
 )
-async def memory(request: Request) -> Response:
-    runtime = runtime_of(request)
+async def memory(runtime: Caller) -> Response:
     engine = runtime.engine
     cuda = engine.cuda_memory() if engine is not None else None
     return json_response(

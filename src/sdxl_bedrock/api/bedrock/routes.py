@@ -6,18 +6,20 @@ from __future__ import annotations
 
 import re
 import time
+from dataclasses import dataclass
 from typing import Annotated, Any
 from urllib.parse import unquote
 
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Depends, Path, Request
 from starlette.responses import Response, StreamingResponse
 
-from sdxl_bedrock.api.auth import check_bedrock_credentials, check_bedrock_signature
+from sdxl_bedrock.api.auth import SigV4Authorization, check_bedrock_credentials, check_bedrock_signature
 from sdxl_bedrock.api.bedrock import openapi
 from sdxl_bedrock.api.bedrock.body import Invocation, parse_invoke_body
 from sdxl_bedrock.api.bedrock.responses import artifacts_json
 from sdxl_bedrock.api.bedrock.stream import progress_options, stream_events
 from sdxl_bedrock.api.body import read_body
+from sdxl_bedrock.api.deps import runtime_of
 from sdxl_bedrock.api.openapi import JSON
 from sdxl_bedrock.api.validation import load_json_object
 from sdxl_bedrock.errors import InvalidRequest, NotFound
@@ -100,25 +102,46 @@ def check_accept(request: Request, header: str = "accept") -> None:
         raise InvalidRequest(f"The requested accept type is not supported: {accept}.", field=header)
 
 
-async def read_authorized_body(request: Request, runtime: Runtime) -> bytes:
-    """The body of a request whose credentials hold: what the headers decide is checked before the body is
-    read (a refusal costs no body bytes), the signature (a hash of up to 25 MB) after, off the event loop.
-    Raises AccessDenied."""
-    settings = runtime.settings
-    authorization = check_bedrock_credentials(settings, request.scope, request.headers)
-    raw = await read_body(request)
-    if authorization is not None:
-        await runtime.workers.on_host(
-            check_bedrock_signature, settings, request.scope, request.headers, raw, authorization
-        )
-    return raw
+@dataclass(frozen=True)
+class BedrockCaller:
+    """A caller whose credentials the headers admit; `authorization` (None while auth is off) is what the
+    body's signature is checked against once the body is read."""
+
+    runtime: Runtime
+    authorization: SigV4Authorization | None
+
+    async def read_body(self, request: Request) -> bytes:
+        """The body, then its hash and the signature (a hash of up to 25 MB) off the event loop. Raises
+        AccessDenied."""
+        raw = await read_body(request)
+        if self.authorization is not None:
+            await self.runtime.workers.on_host(
+                check_bedrock_signature,
+                self.runtime.settings,
+                request.scope,
+                request.headers,
+                raw,
+                self.authorization,
+            )
+        return raw
 
 
-async def validated_invocation(request: Request, runtime: Runtime, accept_header: str) -> Invocation:
+async def bedrock_caller(request: Request) -> BedrockCaller:
+    """What the headers decide of SigV4 (or a Bearer key), before the body is read: a refusal costs no body
+    bytes. Raises AccessDenied."""
+    runtime = runtime_of(request)
+    return BedrockCaller(runtime, check_bedrock_credentials(runtime.settings, request.scope, request.headers))
+
+
+Caller = Annotated[BedrockCaller, Depends(bedrock_caller)]
+
+
+async def validated_invocation(request: Request, caller: BedrockCaller, accept_header: str) -> Invocation:
     """What both operations check, in AWS's order: auth, then the model id, the accept type, the body.
     Credentials are checked before the body is read; the signature (a hash of the body) after, off the loop.
     """
-    raw = await read_authorized_body(request, runtime)
+    runtime = caller.runtime
+    raw = await caller.read_body(request)
     parse_model_id(model_segment(request))
     check_accept(request, accept_header)
     return await runtime.workers.on_host(parse_invoke_body, raw, relaxed_sizes=runtime.settings.relaxed_sizes)
@@ -133,10 +156,10 @@ async def validated_invocation(request: Request, runtime: Runtime, accept_header
     responses=openapi.invoke_responses(),
     openapi_extra=openapi.invoke_request_body(),
 )
-async def invoke_model(model_id: ModelIdParameter, request: Request) -> Response:
+async def invoke_model(model_id: ModelIdParameter, request: Request, caller: Caller) -> Response:
     started = time.monotonic()
-    runtime: Runtime = request.app.state.runtime
-    invocation = await validated_invocation(request, runtime, accept_header="accept")
+    runtime = caller.runtime
+    invocation = await validated_invocation(request, caller, accept_header="accept")
     artifacts = await runtime.generations.generate(invocation.request)
     body = await runtime.workers.on_host(artifacts_json, artifacts)
     latency_ms = int((time.monotonic() - started) * 1000)
@@ -152,9 +175,11 @@ async def invoke_model(model_id: ModelIdParameter, request: Request) -> Response
     responses=openapi.stream_responses(),
     openapi_extra=openapi.invoke_request_body(),
 )
-async def invoke_model_with_response_stream(model_id: ModelIdParameter, request: Request) -> Response:
-    runtime: Runtime = request.app.state.runtime
-    invocation = await validated_invocation(request, runtime, accept_header="x-amzn-bedrock-accept")
+async def invoke_model_with_response_stream(
+    model_id: ModelIdParameter, request: Request, caller: Caller
+) -> Response:
+    runtime = caller.runtime
+    invocation = await validated_invocation(request, caller, accept_header="x-amzn-bedrock-accept")
     generation = invocation.request
     runtime.generations.admit(generation)  # refusals before the 200 are ordinary error responses
     progress = progress_options(invocation.extras)
@@ -168,11 +193,10 @@ async def invoke_model_with_response_stream(model_id: ModelIdParameter, request:
 # ---- the operations SDXL does not take ------------------------------------------------------------------
 
 
-async def refuse_model_operation(request: Request, operation: str) -> Response:
+async def refuse_model_operation(request: Request, caller: BedrockCaller, operation: str) -> Response:
     """What Converse, ConverseStream and CountTokens check, in InvokeModel's order: auth, then the model
     id (a retired or unknown id answers as InvokeModel's does), then the refusal."""
-    runtime: Runtime = request.app.state.runtime
-    await read_authorized_body(request, runtime)
+    await caller.read_body(request)
     parse_model_id(model_segment(request))
     raise InvalidRequest(UNSUPPORTED_OPERATIONS[operation], field="modelId")
 
@@ -192,18 +216,18 @@ def unsupported(operation: str, what: str) -> dict[str, Any]:
 
 
 @router.post("/model/{model_id:path}/converse", **unsupported("Converse", "chat"))
-async def converse(model_id: ModelIdParameter, request: Request) -> Response:
-    return await refuse_model_operation(request, "Converse")
+async def converse(model_id: ModelIdParameter, request: Request, caller: Caller) -> Response:
+    return await refuse_model_operation(request, caller, "Converse")
 
 
 @router.post("/model/{model_id:path}/converse-stream", **unsupported("ConverseStream", "chat, streamed"))
-async def converse_stream(model_id: ModelIdParameter, request: Request) -> Response:
-    return await refuse_model_operation(request, "ConverseStream")
+async def converse_stream(model_id: ModelIdParameter, request: Request, caller: Caller) -> Response:
+    return await refuse_model_operation(request, caller, "ConverseStream")
 
 
 @router.post("/model/{model_id:path}/count-tokens", **unsupported("CountTokens", "token counting"))
-async def count_tokens(model_id: ModelIdParameter, request: Request) -> Response:
-    return await refuse_model_operation(request, "CountTokens")
+async def count_tokens(model_id: ModelIdParameter, request: Request, caller: Caller) -> Response:
+    return await refuse_model_operation(request, caller, "CountTokens")
 
 
 @router.post(
@@ -211,10 +235,9 @@ async def count_tokens(model_id: ModelIdParameter, request: Request) -> Response
     **unsupported("StartAsyncInvoke", "a job that writes its output to S3; `modelId` in the body"),
     openapi_extra=openapi.start_async_invoke_body(),
 )
-async def start_async_invoke(request: Request) -> Response:
-    runtime: Runtime = request.app.state.runtime
-    raw = await read_authorized_body(request, runtime)
-    model_id = (await runtime.workers.on_host(load_json_object, raw)).get("modelId")
+async def start_async_invoke(request: Request, caller: Caller) -> Response:
+    raw = await caller.read_body(request)
+    model_id = (await caller.runtime.workers.on_host(load_json_object, raw)).get("modelId")
     if model_id is None:
         raise InvalidRequest(MODEL_ID_MISSING, field="modelId")
     if not isinstance(model_id, str):

@@ -8,20 +8,19 @@ key and a wrong one are both OpenAI's 401.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import logging
 import time
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import Mapping
 from typing import Annotated
 
-from fastapi import APIRouter, FastAPI, Path, Request
-from starlette.datastructures import Headers, UploadFile
-from starlette.formparsers import MultiPartException, MultiPartParser
+from fastapi import APIRouter, Depends, FastAPI, Path, Request
 from starlette.responses import Response
 
 from sdxl_bedrock.api.auth import check_bearer
 from sdxl_bedrock.api.body import read_body
+from sdxl_bedrock.api.deps import authenticated
+from sdxl_bedrock.api.forms import read_form
 from sdxl_bedrock.api.openai import openapi
 from sdxl_bedrock.api.openai.bodies import ImagesRequest, parse_edit, parse_generation, parse_variation
 from sdxl_bedrock.api.openai.errors import (
@@ -34,9 +33,9 @@ from sdxl_bedrock.api.openai.mapping import MEDIA_TYPES, MODEL_ID
 from sdxl_bedrock.api.openai.responses import MODEL, MODELS, ImageData, ImagesResponse, encoded
 from sdxl_bedrock.api.openai.store import ImageStore
 from sdxl_bedrock.api.openapi import JSON
-from sdxl_bedrock.api.validation import malformed, shown
+from sdxl_bedrock.api.validation import shown
 from sdxl_bedrock.config import Settings
-from sdxl_bedrock.errors import AccessDenied, MissingCredentials, ModelFailure, NotFound, ProblemKind
+from sdxl_bedrock.errors import AccessDenied, MissingCredentials, ModelFailure, NotFound
 from sdxl_bedrock.runtime import Runtime
 from sdxl_bedrock.schema import Artifact, FinishReason
 
@@ -65,6 +64,9 @@ def check_api_key(settings: Settings, headers: Mapping[str, str]) -> None:
         raise AccessDenied(INCORRECT_KEY) from None
 
 
+Caller = Annotated[Runtime, Depends(authenticated(check_api_key))]
+
+
 def image_store(app: FastAPI) -> ImageStore:
     """The app's store of url images, made on first use."""
     store: ImageStore | None = getattr(app.state, "openai_image_store", None)
@@ -73,50 +75,12 @@ def image_store(app: FastAPI) -> ImageStore:
     return store
 
 
-async def read_form(request: Request) -> tuple[dict[str, str], dict[str, list[bytes]]]:
-    """The text fields (a repeated one keeps its last value) and every file's bytes by field name, of a
-    multipart/form-data body read under the body limit and parsed on a host thread."""
-    content_type = request.headers.get("content-type", "")
-    if content_type.split(";", 1)[0].strip().lower() != "multipart/form-data":
-        raise malformed(
-            (),
-            f"expected a multipart/form-data body, found {shown(content_type or 'no content type')}",
-            kind=ProblemKind.MALFORMED,
-        )
-    raw = await read_body(request)
-    runtime: Runtime = request.app.state.runtime
-    return await runtime.workers.on_host(parse_multipart, request.headers, raw)
-
-
-def parse_multipart(headers: Headers, raw: bytes) -> tuple[dict[str, str], dict[str, list[bytes]]]:
-    """Starlette's multipart parser (whose messages OpenAI-shaped answers quote) over `raw`. The parser is a
-    coroutine: it runs in an event loop of the calling host thread's own, so that a 25 MB form does not hold
-    the server's loop."""
-    return asyncio.run(_parse_multipart(headers, raw))
-
-
-async def _parse_multipart(headers: Headers, raw: bytes) -> tuple[dict[str, str], dict[str, list[bytes]]]:
-    async def body_once() -> AsyncGenerator[bytes, None]:
-        yield raw
-
-    parser = MultiPartParser(headers, body_once(), max_files=MAX_FORM_FILES, max_fields=MAX_FORM_FIELDS)
-    try:
-        form = await parser.parse()
-    except MultiPartException as error:
-        raise malformed(
-            (), f"the multipart body could not be read: {error.message}", kind=ProblemKind.MALFORMED
-        ) from None
-    fields: dict[str, str] = {}
-    files: dict[str, list[bytes]] = {}
-    try:
-        for name, value in form.multi_items():
-            if isinstance(value, UploadFile):
-                files.setdefault(name, []).append(await value.read())
-            else:
-                fields[name] = value
-    finally:
-        await form.close()
-    return fields, files
+async def read_images_form(
+    request: Request, runtime: Runtime
+) -> tuple[dict[str, str], dict[str, list[bytes]]]:
+    """The text fields (a repeated one keeps its last value) and every file's bytes by field name."""
+    form = await read_form(request, runtime, max_files=MAX_FORM_FILES, max_fields=MAX_FORM_FIELDS)
+    return form.last_fields(), form.files
 
 
 def encode_all(artifacts: list[Artifact], images: ImagesRequest) -> list[bytes]:
@@ -129,8 +93,7 @@ def encode_all(artifacts: list[Artifact], images: ImagesRequest) -> list[bytes]:
     return [encoded(artifact.png, images.output) for artifact in artifacts]
 
 
-async def answer(request: Request, images: ImagesRequest) -> Response:
-    runtime: Runtime = request.app.state.runtime
+async def answer(request: Request, runtime: Runtime, images: ImagesRequest) -> Response:
     if images.user_id is not None:
         log.info("images for user %s", images.user_id)
     artifacts = await runtime.generations.generate(images.generation)
@@ -178,14 +141,12 @@ def base64_data(files: list[bytes], artifacts: list[Artifact], revised_prompt: s
     responses=openapi.images_responses(),
     openapi_extra=openapi.generation_request_body(),
 )
-async def create_image(request: Request) -> Response:
-    runtime: Runtime = request.app.state.runtime
-    check_api_key(runtime.settings, request.headers)
+async def create_image(request: Request, runtime: Caller) -> Response:
     raw = await read_body(request)
     images = await runtime.workers.on_host(
         parse_generation, raw, relaxed_sizes=runtime.settings.relaxed_sizes
     )
-    return await answer(request, images)
+    return await answer(request, runtime, images)
 
 
 @router.post(
@@ -197,14 +158,12 @@ async def create_image(request: Request) -> Response:
     responses=openapi.images_responses(),
     openapi_extra=openapi.edit_request_body(),
 )
-async def create_image_edit(request: Request) -> Response:
-    runtime: Runtime = request.app.state.runtime
-    check_api_key(runtime.settings, request.headers)
-    fields, files = await read_form(request)
+async def create_image_edit(request: Request, runtime: Caller) -> Response:
+    fields, files = await read_images_form(request, runtime)
     images = await runtime.workers.on_host(
         parse_edit, fields, files, relaxed_sizes=runtime.settings.relaxed_sizes
     )
-    return await answer(request, images)
+    return await answer(request, runtime, images)
 
 
 @router.post(
@@ -215,14 +174,12 @@ async def create_image_edit(request: Request) -> Response:
     responses=openapi.images_responses(),
     openapi_extra=openapi.variation_request_body(),
 )
-async def create_image_variation(request: Request) -> Response:
-    runtime: Runtime = request.app.state.runtime
-    check_api_key(runtime.settings, request.headers)
-    fields, files = await read_form(request)
+async def create_image_variation(request: Request, runtime: Caller) -> Response:
+    fields, files = await read_images_form(request, runtime)
     images = await runtime.workers.on_host(
         parse_variation, fields, files, relaxed_sizes=runtime.settings.relaxed_sizes
     )
-    return await answer(request, images)
+    return await answer(request, runtime, images)
 
 
 @router.get(
@@ -249,9 +206,7 @@ async def image_file(name: ImageNameParameter, request: Request) -> Response:
     response_class=Response,
     responses=openapi.models_responses(),
 )
-async def list_models(request: Request) -> Response:
-    runtime: Runtime = request.app.state.runtime
-    check_api_key(runtime.settings, request.headers)
+async def list_models(runtime: Caller) -> Response:
     return Response(MODELS.model_dump_json(), media_type=JSON)
 
 
@@ -261,9 +216,7 @@ async def list_models(request: Request) -> Response:
     response_class=Response,
     responses=openapi.models_responses(not_found=True),
 )
-async def retrieve_model(model: ModelParameter, request: Request) -> Response:
-    runtime: Runtime = request.app.state.runtime
-    check_api_key(runtime.settings, request.headers)
+async def retrieve_model(model: ModelParameter, runtime: Caller) -> Response:
     if model != MODEL_ID:
         raise ModelNotFound(f"The model `{shown(model)}` does not exist or you do not have access to it.")
     return Response(MODEL.model_dump_json(), media_type=JSON)

@@ -8,22 +8,22 @@ and so allows one sample only.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Path, Request
-from starlette.datastructures import Headers
+from fastapi import APIRouter, Depends, Path, Request
 from starlette.responses import Response
 
 from sdxl_bedrock.api.auth import check_bearer
 from sdxl_bedrock.api.body import read_body
+from sdxl_bedrock.api.deps import authenticated
+from sdxl_bedrock.api.forms import read_form
 from sdxl_bedrock.api.openapi import JSON
 from sdxl_bedrock.api.stability import openapi
 from sdxl_bedrock.api.stability.bodies import FORM_FILES, parse_form, parse_text_to_image
-from sdxl_bedrock.api.stability.forms import Form, FormError, read_multipart
 from sdxl_bedrock.api.stability.responses import ENGINE_ID, ENGINES, artifacts_body
-from sdxl_bedrock.api.validation import malformed
 from sdxl_bedrock.config import Settings
-from sdxl_bedrock.errors import InvalidRequest, MissingCredentials, NotFound, ProblemKind
+from sdxl_bedrock.errors import InvalidRequest, MissingCredentials, NotFound
 from sdxl_bedrock.runtime import Runtime
 from sdxl_bedrock.schema import GenerationRequest
 
@@ -38,11 +38,14 @@ router = APIRouter(prefix="/v1")
 EngineIdParameter = Annotated[str, Path(json_schema_extra=openapi.engine_id_schema([ENGINE_ID]))]
 
 
-def check_api_key(settings: Settings, headers: Headers) -> None:
+def check_api_key(settings: Settings, headers: Mapping[str, str]) -> None:
     """Stability tells the two failures apart: no key is 401 unauthorized, a wrong one 403."""
     if settings.auth_enabled and not headers.get("authorization", "").strip():
         raise MissingCredentials("missing authorization header")
     check_bearer(settings, headers)
+
+
+Caller = Annotated[Runtime, Depends(authenticated(check_api_key))]
 
 
 def check_engine(engine_id: str) -> None:
@@ -70,31 +73,6 @@ def check_samples(request: GenerationRequest, answer: ResponseType) -> None:
         )
 
 
-async def read_form(request: Request, runtime: Runtime) -> Form:
-    """The parts of a multipart/form-data body, read under the body limit; the images as exact bytes."""
-    content_type = request.headers.get("content-type", "")
-    if content_type.split(";", 1)[0].strip().lower() != "multipart/form-data":
-        raise malformed(
-            (),
-            f"expected a multipart/form-data body, found {content_type or 'no content type'}",
-            kind=ProblemKind.MALFORMED,
-        )
-    raw = await read_body(request)
-    try:
-        return await runtime.workers.on_host(
-            read_multipart,
-            content_type,
-            raw,
-            image_names=frozenset(FORM_FILES),
-            max_files=MAX_FORM_FILES,
-            max_fields=MAX_FORM_FIELDS,
-        )
-    except FormError as error:
-        raise malformed(
-            (), f"the multipart body could not be read: {error.message}", kind=ProblemKind.MALFORMED
-        ) from None
-
-
 async def answer(runtime: Runtime, generation: GenerationRequest, answer_type: ResponseType) -> Response:
     check_samples(generation, answer_type)
     artifacts = await runtime.generations.generate(generation)
@@ -114,9 +92,7 @@ async def answer(runtime: Runtime, generation: GenerationRequest, answer_type: R
     response_class=Response,
     responses=openapi.engines_responses(),
 )
-async def list_engines(request: Request) -> Response:
-    runtime: Runtime = request.app.state.runtime
-    check_api_key(runtime.settings, request.headers)
+async def list_engines(runtime: Caller) -> Response:
     return Response(ENGINES.model_dump_json(), media_type=JSON)
 
 
@@ -128,9 +104,7 @@ async def list_engines(request: Request) -> Response:
     responses=openapi.generation_responses(),
     openapi_extra=openapi.json_request_body(),
 )
-async def text_to_image(engine_id: EngineIdParameter, request: Request) -> Response:
-    runtime: Runtime = request.app.state.runtime
-    check_api_key(runtime.settings, request.headers)
+async def text_to_image(engine_id: EngineIdParameter, request: Request, runtime: Caller) -> Response:
     check_engine(engine_id)
     answer_type = response_type(request.headers.get("accept", ""))
     raw = await read_body(request)
@@ -140,16 +114,20 @@ async def text_to_image(engine_id: EngineIdParameter, request: Request) -> Respo
     return await answer(runtime, generation, answer_type)
 
 
-async def form_generation(engine_id: str, request: Request, *, masking: bool) -> Response:
-    runtime: Runtime = request.app.state.runtime
-    check_api_key(runtime.settings, request.headers)
+async def form_generation(engine_id: str, request: Request, runtime: Runtime, *, masking: bool) -> Response:
     check_engine(engine_id)
     answer_type = response_type(request.headers.get("accept", ""))
-    form = await read_form(request, runtime)
+    form = await read_form(
+        request,
+        runtime,
+        binary_names=frozenset(FORM_FILES),
+        max_files=MAX_FORM_FILES,
+        max_fields=MAX_FORM_FIELDS,
+    )
     generation = await runtime.workers.on_host(
         parse_form,
-        form.fields,
-        {**form.files, **form.images},
+        form.last_fields(),
+        form.last_files(),
         masking=masking,
         relaxed_sizes=runtime.settings.relaxed_sizes,
     )
@@ -167,8 +145,8 @@ async def form_generation(engine_id: str, request: Request, *, masking: bool) ->
     responses=openapi.generation_responses(),
     openapi_extra=openapi.form_request_body(masking=False),
 )
-async def image_to_image(engine_id: EngineIdParameter, request: Request) -> Response:
-    return await form_generation(engine_id, request, masking=False)
+async def image_to_image(engine_id: EngineIdParameter, request: Request, runtime: Caller) -> Response:
+    return await form_generation(engine_id, request, runtime, masking=False)
 
 
 @router.post(
@@ -180,5 +158,5 @@ async def image_to_image(engine_id: EngineIdParameter, request: Request) -> Resp
     responses=openapi.generation_responses(),
     openapi_extra=openapi.form_request_body(masking=True),
 )
-async def image_to_image_masking(engine_id: EngineIdParameter, request: Request) -> Response:
-    return await form_generation(engine_id, request, masking=True)
+async def image_to_image_masking(engine_id: EngineIdParameter, request: Request, runtime: Caller) -> Response:
+    return await form_generation(engine_id, request, runtime, masking=True)

@@ -10,7 +10,7 @@ import httpx
 import pytest
 import requests
 
-from sdxl_bedrock.api.stability.forms import NAME_MISSING, Form, FormError, read_multipart
+from sdxl_bedrock.api.forms import NAME_MISSING, Form, FormError, read_multipart
 from sdxl_bedrock.config import BODY_LIMIT_BYTES
 
 IMAGES = frozenset({"init_image", "mask_image"})
@@ -25,7 +25,7 @@ def encoded(data: dict[str, str], files: dict[str, Any]) -> tuple[str, bytes]:
 
 
 def read(content_type: str, body: bytes, *, max_files: int = 4, max_fields: int = 100) -> Form:
-    return read_multipart(content_type, body, image_names=IMAGES, max_files=max_files, max_fields=max_fields)
+    return read_multipart(content_type, body, binary_names=IMAGES, max_files=max_files, max_fields=max_fields)
 
 
 def refusal(content_type: str, body: bytes, **limits: int) -> str:
@@ -39,9 +39,8 @@ def refusal(content_type: str, body: bytes, **limits: int) -> str:
 def test_an_image_part_arrives_as_its_exact_bytes(size: int, file_name: str | None) -> None:
     image = (BINARY * (size // len(BINARY) + 1))[:size]
     form = read(*encoded({"steps": "10"}, {"init_image": (file_name, image)}))
-    assert form.images == {"init_image": image}
-    assert form.fields == {"steps": "10"}
-    assert form.files == {}
+    assert form.files == {"init_image": [image]}
+    assert form.fields == {"steps": ["10"]}
 
 
 def test_both_images_and_text_fields_as_requests_encodes_them() -> None:
@@ -54,28 +53,29 @@ def test_both_images_and_text_fields_as_requests_encodes_them() -> None:
     ).prepare()
     assert isinstance(prepared.body, bytes)
     form = read(prepared.headers["Content-Type"], prepared.body)
-    assert form.images == {"init_image": BINARY, "mask_image": BINARY[::-1]}
-    assert form.fields == {"text_prompts[0][text]": "a lighthouse, é", "mask_source": "MASK_IMAGE_WHITE"}
+    assert form.last_files() == {"init_image": BINARY, "mask_image": BINARY[::-1]}
+    assert form.last_fields() == {"text_prompts[0][text]": "a lighthouse, é", "mask_source": "MASK_IMAGE_WHITE"}
 
 
 def test_an_image_part_may_be_as_large_as_the_body_limit() -> None:
     image = os.urandom(2_000_000) * 6  # 12 MB: far above Starlette's 1 MB for a part without a file name
     form = read(*encoded({}, {"init_image": (None, image)}))
-    assert form.images["init_image"] == image
+    assert form.files["init_image"] == [image]
     assert len(image) < BODY_LIMIT_BYTES
 
 
 def test_any_other_file_is_kept_apart_for_the_form_to_refuse() -> None:
     form = read(*encoded({}, {"init_image": (None, b"x"), "other": ("other.png", b"y")}))
-    assert (form.images, form.files) == ({"init_image": b"x"}, {"other": b"y"})
+    assert form.files == {"init_image": [b"x"], "other": [b"y"]}
 
 
-def test_a_repeated_name_keeps_its_last_part() -> None:
+def test_a_repeated_name_keeps_every_part_in_order() -> None:
     content_type, body = encoded({}, {"init_image": (None, b"x")})
     boundary = content_type.split("boundary=")[1]
     part = f'--{boundary}\r\nContent-Disposition: form-data; name="init_image"\r\n\r\nsecond\r\n'.encode()
     form = read(content_type, part + body.replace(b"\r\nx\r\n", b"\r\nlast\r\n"))
-    assert form.images == {"init_image": b"last"}
+    assert form.files == {"init_image": [b"second", b"last"]}
+    assert form.last_files() == {"init_image": b"last"}
 
 
 def test_text_fields_are_decoded_by_the_declared_charset() -> None:
@@ -86,10 +86,10 @@ def test_text_fields_are_decoded_by_the_declared_charset() -> None:
         + f"\r\n--{boundary}--\r\n".encode()
     )
     latin = read(f"multipart/form-data; boundary={boundary}; charset=latin-1", body)
-    assert latin.fields == {"text_prompts[0][text]": "café"}
+    assert latin.last_fields() == {"text_prompts[0][text]": "café"}
     # Not UTF-8 under the default charset: read as Latin-1, as Starlette does, rather than refused.
     utf8 = read(f"multipart/form-data; boundary={boundary}", body)
-    assert utf8.fields == {"text_prompts[0][text]": "café"}
+    assert utf8.last_fields() == {"text_prompts[0][text]": "café"}
 
 
 @pytest.mark.parametrize(
@@ -130,4 +130,4 @@ def test_broken_bodies_are_refused_in_starlettes_words(
 def test_images_without_a_file_name_count_as_fields() -> None:
     content_type, body = encoded({}, {"init_image": (None, b"x"), "mask_image": (None, b"y")})
     assert refusal(content_type, body, max_fields=1) == "Too many fields. Maximum number of fields is 1."
-    assert read(content_type, body, max_files=0).images == {"init_image": b"x", "mask_image": b"y"}
+    assert read(content_type, body, max_files=0).last_files() == {"init_image": b"x", "mask_image": b"y"}
