@@ -112,8 +112,8 @@ def baseline(args: argparse.Namespace, image_png: bytes, workload: list[dict[str
     with the diffusers scheduler of its sampler (the server's own table says which)."""
     import torch
 
+    from sdxl_bedrock.engine.loading import resolve_device, resolve_dtype
     from sdxl_bedrock.engine.models import load_pipeline
-    from sdxl_bedrock.engine.pipeline import resolve_device, resolve_dtype
     from sdxl_bedrock.engine.samplers import make_scheduler
     from sdxl_bedrock.presets import SAMPLER_NAMES
 

@@ -67,7 +67,7 @@ def test_spans_tokenize_as_the_whole_text(engine: Engine) -> None:
 def test_the_encoded_prompt_is_emphasised_per_encoder_and_the_pooled_one_is_not(engine: Engine) -> None:
     spans = (PromptSpan("a photo of "), PromptSpan("a cat", 1.5), PromptSpan(" on a sofa"))
     with torch.inference_mode():
-        plain, weighted = engine.encode_texts(["a photo of a cat on a sofa", spans])
+        plain, weighted = engine.prompts.encode_texts(["a photo of a cat on a sofa", spans])
     (chunks,) = tokenize_prompts(engine.pipe.tokenizer, [spans])
     first_width = engine.pipe.text_encoder.config.hidden_size
     expected = torch.cat(
@@ -92,12 +92,12 @@ def test_the_cache_keys_on_the_emphasis(engine: Engine) -> None:
     assert plain.encoding_key() == same.encoding_key() == "a cat"
     assert len({stronger.encoding_key(), weaker.encoding_key(), broken.encoding_key(), "a cat"}) == 4
     with torch.inference_mode():
-        first = engine.encode_texts([stronger.encoding_key()])[0]
-        other = engine.encode_texts([weaker.encoding_key()])[0]
-        chunked = engine.encode_texts([broken.encoding_key()])[0]
+        first = engine.prompts.encode_texts([stronger.encoding_key()])[0]
+        other = engine.prompts.encode_texts([weaker.encoding_key()])[0]
+        chunked = engine.prompts.encode_texts([broken.encoding_key()])[0]
     assert not torch.allclose(first.tokens, other.tokens)
     assert chunked.chunks == 2
-    assert engine.prompt_cache[stronger.encoding_key()] is first
+    assert engine.prompts.cache[stronger.encoding_key()] is first
 
 
 def test_emphasis_changes_the_image(engine: Engine) -> None:

@@ -8,7 +8,8 @@ import torch
 from PIL import Image
 
 from sdxl_bedrock.config import parse_warmup_buckets
-from sdxl_bedrock.engine.pipeline import Engine, resolve_vae_dtype
+from sdxl_bedrock.engine.loading import resolve_vae_dtype
+from sdxl_bedrock.engine.pipeline import Engine
 from sdxl_bedrock.errors import ModelFailure
 from sdxl_bedrock.schema import GenerationRequest, Sampler
 from tests.engine.conftest import as_array, generation_request
@@ -53,22 +54,22 @@ def test_a_non_finite_image_in_float32_is_a_model_error(cache_dir: object) -> No
 def test_repeated_prompts_skip_the_text_encoders_and_give_the_same_image(cache_dir: object) -> None:
     engine = Engine.load("tiny", "cpu", "float32")
     calls = 0
-    encode = engine.encode_uncached
+    encode = engine.prompts.encode_uncached
 
     def counting(texts: list[str]) -> list:  # type: ignore[type-arg]
         nonlocal calls
         calls += 1
         return encode(texts)
 
-    engine.encode_uncached = counting  # type: ignore[method-assign]
+    engine.prompts.encode_uncached = counting  # type: ignore[method-assign]
     first = engine.generate([request()])[0].image
     calls_after_first = calls
     second = engine.generate([request()])[0].image
     assert calls == calls_after_first, "the second request found its prompts in the cache"
     assert first.tobytes() == second.tobytes()
-    engine.prompt_cache_bytes = 0
+    engine.prompts.cache_bytes = 0
     engine.generate([request("another prompt")])
-    assert set(engine.prompt_cache) == {"", "another prompt"}, "the cache keeps only what it is bounded to"
+    assert set(engine.prompts.cache) == {"", "another prompt"}, "the cache keeps only what it is bounded to"
 
 
 def test_the_projections_are_fused() -> None:

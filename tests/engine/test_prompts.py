@@ -68,7 +68,7 @@ def test_a_prompt_of_up_to_75_tokens_encodes_exactly_as_diffusers(
 ) -> None:
     text = "a red fox in the snow, " * 10  # 70 tokens
     with torch.inference_mode():
-        ours = engine.encode_texts([text])[0]
+        ours = engine.prompts.encode_texts([text])[0]
     theirs, _, pooled, _ = reference_pipe.encode_prompt(text, do_classifier_free_guidance=False)
     assert ours.tokens.shape == theirs[0].shape == (CLIP_WINDOW, theirs.shape[-1])
     assert torch.allclose(ours.tokens, theirs[0], atol=1e-5)
@@ -79,7 +79,7 @@ def test_a_2000_character_prompt_is_encoded_whole_in_chunks(
     engine: Engine, reference_pipe: StableDiffusionXLImg2ImgPipeline
 ) -> None:
     with torch.inference_mode():
-        ours = engine.encode_texts([LONG_PROMPT])[0]
+        ours = engine.prompts.encode_texts([LONG_PROMPT])[0]
     assert ours.chunks > 4
     # The first chunk, and the pooled embedding taken from it, are what diffusers makes of the prompt cut
     # at 75 tokens.
@@ -88,7 +88,7 @@ def test_a_2000_character_prompt_is_encoded_whole_in_chunks(
     assert torch.allclose(ours.pooled, pooled[0], atol=1e-5)
     # The rest is not dropped: a different ending changes the conditioning.
     with torch.inference_mode():
-        changed = engine.encode_texts([LONG_PROMPT[:-40] + " and a purple dragon flying overhead"])[0]
+        changed = engine.prompts.encode_texts([LONG_PROMPT[:-40] + " and a purple dragon flying overhead"])[0]
     assert not torch.allclose(ours.tokens, changed.tokens)
 
 

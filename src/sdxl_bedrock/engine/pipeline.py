@@ -25,21 +25,21 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections import OrderedDict, defaultdict
+from collections import defaultdict
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
-from sdxl_bedrock.engine.acceleration import UNetRunner, accelerate
+from sdxl_bedrock.engine.acceleration import UNetRunner
 from sdxl_bedrock.engine.clip_guidance import ClipGuide
 from sdxl_bedrock.engine.content_filter import ContentFilter, obscure
+from sdxl_bedrock.engine.loading import load_model
 from sdxl_bedrock.engine.masking import latent_mask, paste_outside_mask
 from sdxl_bedrock.engine.pixels import images_from_pixels, pixels_from_images
-from sdxl_bedrock.engine.prompts import PromptEmbeddings, blend_prompts, emphasize, tokenize_prompts
+from sdxl_bedrock.engine.prompt_encoding import PromptEncoder, RowPrompts, styled_prompts
 from sdxl_bedrock.engine.rows import (
     Row,
     RowConditioning,
@@ -59,16 +59,11 @@ from sdxl_bedrock.schema import (
     FinishReason,
     GeneratedImage,
     GenerationRequest,
-    PromptKey,
     Sampler,
     WeightedPrompt,
 )
 
 log = logging.getLogger(__name__)
-
-Prompts = tuple[WeightedPrompt, ...]
-# Bounded by bytes, not entries: a 2000-character prompt is ~27 chunks of 77 tokens.
-PROMPT_CACHE_BYTES = 256 * 1024 * 1024
 
 
 class Engine:
@@ -94,13 +89,10 @@ class Engine:
         self.unet = UNetRunner(pipe.unet, compile=compile_unet)
         self.scheduler_config = dict(self.pipe.scheduler.config)
         self.log_sigmas = training_sigmas(self.pipe.scheduler.alphas_cumprod).log()
-        self.zero_unconditional = bool(self.pipe.config.get("force_zeros_for_empty_prompt", True))
         self.vae_scale_factor = int(self.pipe.vae_scale_factor)
         self._lock = threading.Lock()
         self._tick_batch = TickBatch()
-        # Repeated prompts (and style templates) skip the text encoders.
-        self.prompt_cache: OrderedDict[PromptKey, PromptEmbeddings] = OrderedDict()
-        self.prompt_cache_bytes = PROMPT_CACHE_BYTES
+        self.prompts = PromptEncoder(pipe, device, dtype)
 
     @classmethod
     def load(
@@ -114,26 +106,15 @@ class Engine:
         content_filter: ContentFilter | None = None,
         compile_unet: bool = False,
     ) -> Engine:
-        """`vae_dtype`: see `resolve_vae_dtype`.
+        """`vae_dtype`: see loading.resolve_vae_dtype.
         `clip_model`: a transformers CLIPModel folder, or `tiny` for the tiny random one.
         `compile_unet`: torch.compile the UNet (CUDA graphs); warm it up before serving."""
-        from sdxl_bedrock.engine.models import load_pipeline
-
-        torch_device = resolve_device(device)
-        torch_dtype = resolve_dtype(dtype, torch_device)
-        pipe: Any = load_pipeline(model, device=str(torch_device), dtype=torch_dtype)
-        force_upcast = bool(pipe.vae.config.force_upcast)
-        pipe.vae.to(dtype=resolve_vae_dtype(vae_dtype, torch_device, torch_dtype, force_upcast))
-        pipe.set_progress_bar_config(disable=True)
-        accelerate(pipe, torch_device)
-        clip_guide = None
-        if clip_model is not None:
-            clip_guide = ClipGuide.load(resolve_clip_model(clip_model), torch_device)
+        loaded = load_model(model, device, dtype, vae_dtype=vae_dtype, clip_model=clip_model)
         return cls(
-            pipe,
-            torch_device,
-            torch_dtype,
-            clip_guide=clip_guide,
+            loaded.pipe,
+            loaded.device,
+            loaded.dtype,
+            clip_guide=loaded.clip_guide,
             content_filter=content_filter,
             compile_unet=compile_unet,
         )
@@ -228,12 +209,12 @@ class Engine:
         running = [row for row in rows if row.plan.steps > 0]
         if running:
             # 2. encode the prompts
-            prompts = self.encode_prompts(running)
+            prompts = self.prompts.encode([row.request for row in running], [row.guided for row in running])
             # 3. starting latents
             self.prepare_latents(running)
             # 4. added conditioning: pooled text embedding and (original size, crop, target size) ids
-            for row, (positive, negative, empty) in zip(running, prompts, strict=True):
-                row.conditioning = self.row_conditioning(row.request, positive, negative, empty)
+            for row, encoded in zip(running, prompts, strict=True):
+                row.conditioning = self.row_conditioning(row.request, encoded)
                 row.clip_target = self.clip_target(row.request)
                 row.begin()
         return rows
@@ -256,86 +237,6 @@ class Engine:
             request.eta,
         )
         return Row(request, generator, plan, on_step)
-
-    def encode_prompts(
-        self, rows: Sequence[Row]
-    ) -> list[tuple[PromptEmbeddings, PromptEmbeddings | None, PromptEmbeddings]]:
-        """Each row's positive conditioning; under guidance its negative (unconditional) one; and the empty
-        prompt's, whose chunk pads shorter prompts. One text-encoder call for all the rows' texts."""
-        styled = [styled_prompts(row.request) for row in rows]
-        keys = list(
-            dict.fromkeys(
-                ["", *(p.encoding_key() for prompts, negatives in styled for p in (*prompts, *negatives))]
-            )
-        )
-        encoded = dict(zip(keys, self.encode_texts(keys), strict=True))
-        empty = encoded[""]
-
-        def blended(prompts: Sequence[WeightedPrompt]) -> PromptEmbeddings | None:
-            if not any(p.weight > 0 for p in prompts):
-                return None
-            return blend_prompts(
-                [encoded[p.encoding_key()] for p in prompts], [p.weight for p in prompts], empty.tokens
-            )
-
-        embeddings = []
-        for row, (prompts, negative_prompts) in zip(rows, styled, strict=True):
-            positive = blended(prompts) or empty
-            negative = (
-                (blended(negative_prompts) or self.unconditional(positive, empty)) if row.guided else None
-            )
-            embeddings.append((positive, negative, empty))
-        return embeddings
-
-    def unconditional(self, positive: PromptEmbeddings, empty: PromptEmbeddings) -> PromptEmbeddings:
-        """What guidance pushes away from when the request names no negative prompt."""
-        if self.zero_unconditional:
-            return PromptEmbeddings(torch.zeros_like(positive.tokens), torch.zeros_like(positive.pooled))
-        return empty
-
-    def encode_texts(self, texts: Sequence[PromptKey]) -> list[PromptEmbeddings]:
-        """`encode_uncached` through a bounded LRU cache of recent prompts (texts, or spans with emphasis)."""
-        cache = self.prompt_cache
-        missing = [text for text in dict.fromkeys(texts) if text not in cache]
-        if missing:
-            cache.update(zip(missing, self.encode_uncached(missing), strict=True))
-        for text in texts:
-            cache.move_to_end(text)
-        encoded = [cache[text] for text in texts]
-        held = sum(e.tokens.nbytes + e.pooled.nbytes for e in cache.values())
-        while held > self.prompt_cache_bytes and len(cache) > len(texts):
-            _, evicted = cache.popitem(last=False)
-            held -= evicted.tokens.nbytes + evicted.pooled.nbytes
-        return encoded
-
-    def encode_uncached(self, texts: list[PromptKey]) -> list[PromptEmbeddings]:
-        """Both CLIP encoders' penultimate hidden states, chunk by chunk, each encoder's emphasised by the
-        spans' emphasis (prompts.emphasize), concatenated along the feature axis; the pooled output of the
-        second encoder's first chunk."""
-        pipe = self.pipe
-        hidden_states = []
-        pooled: torch.Tensor | None = None
-        for tokenizer, text_encoder in (
-            (pipe.tokenizer, pipe.text_encoder),
-            (pipe.tokenizer_2, pipe.text_encoder_2),
-        ):
-            chunked = tokenize_prompts(tokenizer, texts)
-            token_ids = torch.tensor(
-                [chunk for chunks in chunked for chunk in chunks.token_ids], device=self.device
-            )
-            output = text_encoder(token_ids, output_hidden_states=True)
-            if output[0].ndim == 2:
-                pooled = output[0]
-            emphasis = [factors for chunks in chunked for factors in chunks.emphasis]
-            hidden_states.append(emphasize(output.hidden_states[-2], emphasis))
-            counts = [len(chunks.token_ids) for chunks in chunked]
-        assert pooled is not None, "the second text encoder must have a projection"
-        features = torch.cat(hidden_states, dim=-1).to(self.dtype)
-        starts = [sum(counts[:i]) for i in range(len(counts))]
-        return [
-            PromptEmbeddings(features[start : start + count].flatten(0, 1), pooled[start].to(self.dtype))
-            for start, count in zip(starts, counts, strict=True)
-        ]
 
     def prepare_latents(self, rows: Sequence[Row]) -> None:
         """Each row's starting latents: the init image encoded (one VAE call per image size) and noised to
@@ -372,17 +273,11 @@ class Engine:
             if row.request.mask is not None and source is not None:
                 row.mask = latent_mask([row.request.mask], self.vae_scale_factor, source)
 
-    def row_conditioning(
-        self,
-        request: GenerationRequest,
-        positive: PromptEmbeddings,
-        negative: PromptEmbeddings | None,
-        empty: PromptEmbeddings,
-    ) -> RowConditioning:
+    def row_conditioning(self, request: GenerationRequest, prompts: RowPrompts) -> RowConditioning:
         size_ids = [request.height, request.width, 0, 0, request.height, request.width]
         time_ids = torch.tensor(size_ids, dtype=self.dtype, device=self.device)
         cfg_scale = torch.tensor(request.cfg_scale, dtype=torch.float32, device=self.device)
-        return RowConditioning(positive, negative, time_ids, cfg_scale, empty.tokens)
+        return RowConditioning(prompts.positive, prompts.negative, time_ids, cfg_scale, prompts.empty.tokens)
 
     def clip_target(self, request: GenerationRequest) -> torch.Tensor | None:
         """For a row that asks for CLIP guidance: its prompt's CLIP text embedding."""
@@ -503,16 +398,16 @@ class Engine:
         """Every half-precision model in float32 for one retry (half precision overflowed), then back: also
         when the conversion itself fails halfway, so the engine never believes in dtypes it does not have."""
         half_modules = {module: module.dtype for module in self.half_precision_modules()}
-        dtype, cache = self.dtype, self.prompt_cache
+        dtype, prompts = self.dtype, self.prompts
         try:
             for module in half_modules:
                 module.to(torch.float32)
-            self.dtype, self.prompt_cache = torch.float32, OrderedDict()
+            self.dtype, self.prompts = torch.float32, PromptEncoder(self.pipe, self.device, torch.float32)
             yield
         finally:
             for module, module_dtype in half_modules.items():
                 module.to(module_dtype)
-            self.dtype, self.prompt_cache = dtype, cache
+            self.dtype, self.prompts = dtype, prompts
 
     def decode_pixels(self, latents: torch.Tensor) -> torch.Tensor:
         """Model latents [B, C, h, w] -> the VAE's pixels in [-1, 1], [B, 3, H, W]."""
@@ -568,56 +463,5 @@ class Engine:
         return as_tensor(mean), as_tensor(std)
 
 
-def styled_prompts(request: GenerationRequest) -> tuple[Prompts, Prompts]:
-    """The request's prompts and negative prompts with its style applied, if it has one."""
-    if request.style is None:
-        return request.prompts, request.negative_prompts
-    return request.style.apply(request.prompts, request.negative_prompts)
-
-
 class NonFiniteOutput(Exception):
     """`Engine.decode` made an image with NaN or infinity (half precision overflowed somewhere)."""
-
-
-def resolve_clip_model(spec: str) -> Path:
-    """`tiny` (the tiny random CLIP, built on first use) or a local transformers CLIPModel folder."""
-    if spec == "tiny":
-        from sdxl_bedrock.engine.tiny import tiny_clip_path
-
-        return tiny_clip_path()
-    path = Path(spec).expanduser()
-    if not (path / "config.json").is_file():
-        raise ValueError(f"--clip-model {spec!r} is not a transformers CLIP folder (it has no config.json)")
-    return path
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for, but torch sees no CUDA device")
-    return torch.device(device)
-
-
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
-
-def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    if dtype == "auto":
-        return torch.float16 if device.type == "cuda" else torch.float32
-    return DTYPES[dtype]
-
-
-def resolve_vae_dtype(
-    vae_dtype: str, device: torch.device, model_dtype: torch.dtype, force_upcast: bool
-) -> torch.dtype:
-    """`auto`: the model's dtype, except where a half-precision model has a VAE that overflows in float16
-    (`force_upcast`, as SDXL's own): then bfloat16, float32's range at half the memory traffic, on a GPU
-    that has it (ComfyUI's choice too), else float32. A non-finite image is retried in float32 either way."""
-    if vae_dtype != "auto":
-        return DTYPES[vae_dtype]
-    if model_dtype == torch.float32 or not force_upcast:
-        return model_dtype
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return torch.float32

@@ -1,0 +1,133 @@
+"""Stage 2: prompts to the UNet's conditioning, through both SDXL text encoders and a bounded cache.
+
+A request's prompts (styled by its preset, weighted, with A1111-style emphasis spans) are encoded in
+77-token chunks, as A1111 and compel do for long prompts; several weighted prompts blend into one
+conditioning (prompts.blend_prompts). The encoder owns the text encoders' calls and nothing else, so the
+stage script (pipeline.py) reads as diffusers' `encode_prompt` step.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from sdxl_bedrock.engine.prompts import PromptEmbeddings, blend_prompts, emphasize, tokenize_prompts
+from sdxl_bedrock.schema import GenerationRequest, PromptKey, WeightedPrompt
+
+Prompts = tuple[WeightedPrompt, ...]
+# Bounded by bytes, not entries: a 2000-character prompt is ~27 chunks of 77 tokens.
+PROMPT_CACHE_BYTES = 256 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class RowPrompts:
+    """One request's conditioning: `positive`; `negative` (unconditional) only under classifier-free
+    guidance; `empty`, the empty prompt's encoding, whose chunk pads shorter prompts in a shared batch."""
+
+    positive: PromptEmbeddings
+    negative: PromptEmbeddings | None
+    empty: PromptEmbeddings
+
+
+class PromptEncoder:
+    """SDXL's two CLIP text encoders (pipe.text_encoder, pipe.text_encoder_2) with their tokenizers;
+    embeddings come out in `dtype` on `device`."""
+
+    def __init__(self, pipe: Any, device: torch.device, dtype: torch.dtype) -> None:
+        self.pipe = pipe
+        self.device = device
+        self.dtype = dtype
+        self.zero_unconditional = bool(pipe.config.get("force_zeros_for_empty_prompt", True))
+        # Repeated prompts (and style templates) skip the text encoders.
+        self.cache: OrderedDict[PromptKey, PromptEmbeddings] = OrderedDict()
+        self.cache_bytes = PROMPT_CACHE_BYTES
+
+    def encode(self, requests: Sequence[GenerationRequest], guided: Sequence[bool]) -> list[RowPrompts]:
+        """Each request's conditioning (`guided[i]`: request i uses classifier-free guidance). One
+        text-encoder call for all the requests' texts not in the cache."""
+        styled = [styled_prompts(request) for request in requests]
+        keys = list(
+            dict.fromkeys(
+                ["", *(p.encoding_key() for prompts, negatives in styled for p in (*prompts, *negatives))]
+            )
+        )
+        encoded = dict(zip(keys, self.encode_texts(keys), strict=True))
+        empty = encoded[""]
+
+        def blended(prompts: Sequence[WeightedPrompt]) -> PromptEmbeddings | None:
+            if not any(p.weight > 0 for p in prompts):
+                return None
+            return blend_prompts(
+                [encoded[p.encoding_key()] for p in prompts], [p.weight for p in prompts], empty.tokens
+            )
+
+        embeddings = []
+        for is_guided, (prompts, negative_prompts) in zip(guided, styled, strict=True):
+            positive = blended(prompts) or empty
+            negative = (
+                (blended(negative_prompts) or self.unconditional(positive, empty)) if is_guided else None
+            )
+            embeddings.append(RowPrompts(positive, negative, empty))
+        return embeddings
+
+    def unconditional(self, positive: PromptEmbeddings, empty: PromptEmbeddings) -> PromptEmbeddings:
+        """What guidance pushes away from when the request names no negative prompt: zeros where the
+        checkpoint says so (`force_zeros_for_empty_prompt`, SDXL base's choice), else the empty prompt."""
+        if self.zero_unconditional:
+            return PromptEmbeddings(torch.zeros_like(positive.tokens), torch.zeros_like(positive.pooled))
+        return empty
+
+    def encode_texts(self, texts: Sequence[PromptKey]) -> list[PromptEmbeddings]:
+        """`encode_uncached` through a bounded LRU cache of recent prompts (texts, or spans with emphasis)."""
+        cache = self.cache
+        missing = [text for text in dict.fromkeys(texts) if text not in cache]
+        if missing:
+            cache.update(zip(missing, self.encode_uncached(missing), strict=True))
+        for text in texts:
+            cache.move_to_end(text)
+        encoded = [cache[text] for text in texts]
+        held = sum(e.tokens.nbytes + e.pooled.nbytes for e in cache.values())
+        while held > self.cache_bytes and len(cache) > len(texts):
+            _, evicted = cache.popitem(last=False)
+            held -= evicted.tokens.nbytes + evicted.pooled.nbytes
+        return encoded
+
+    def encode_uncached(self, texts: list[PromptKey]) -> list[PromptEmbeddings]:
+        """Both CLIP encoders' penultimate hidden states, chunk by chunk, each encoder's emphasised by the
+        spans' emphasis (prompts.emphasize), concatenated along the feature axis: tokens [77 * chunks,
+        768 + 1280]; the pooled output of the second encoder's first chunk [1280]."""
+        pipe = self.pipe
+        hidden_states = []
+        pooled: torch.Tensor | None = None
+        for tokenizer, text_encoder in (
+            (pipe.tokenizer, pipe.text_encoder),
+            (pipe.tokenizer_2, pipe.text_encoder_2),
+        ):
+            chunked = tokenize_prompts(tokenizer, texts)
+            token_ids = torch.tensor(
+                [chunk for chunks in chunked for chunk in chunks.token_ids], device=self.device
+            )
+            output = text_encoder(token_ids, output_hidden_states=True)
+            if output[0].ndim == 2:
+                pooled = output[0]
+            emphasis = [factors for chunks in chunked for factors in chunks.emphasis]
+            hidden_states.append(emphasize(output.hidden_states[-2], emphasis))
+            counts = [len(chunks.token_ids) for chunks in chunked]
+        assert pooled is not None, "the second text encoder must have a projection"
+        features = torch.cat(hidden_states, dim=-1).to(self.dtype)
+        starts = [sum(counts[:i]) for i in range(len(counts))]
+        return [
+            PromptEmbeddings(features[start : start + count].flatten(0, 1), pooled[start].to(self.dtype))
+            for start, count in zip(starts, counts, strict=True)
+        ]
+
+
+def styled_prompts(request: GenerationRequest) -> tuple[Prompts, Prompts]:
+    """The request's prompts and negative prompts with its style applied, if it has one."""
+    if request.style is None:
+        return request.prompts, request.negative_prompts
+    return request.style.apply(request.prompts, request.negative_prompts)
