@@ -90,6 +90,12 @@ class Settings(BaseSettings):
         description="auto: bfloat16 on a GPU under a half --dtype (SDXL's VAE overflows float16), "
         "else --dtype",
     )
+    vae_budget_mib: Annotated[int, Flag("--vae-budget", metavar="MIB")] = Field(
+        default=6144,
+        ge=64,
+        description="the VAE's working memory per call: finished images decode (and init images encode) "
+        "in slices that fit it, one image larger than it in tiles (docs/BATCHING.md)",
+    )
     relaxed_sizes: bool = Field(
         default=False,
         description="accept any width/height that is a multiple of 64, not only SDXL's nine sizes",

@@ -5,21 +5,28 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
+from collections.abc import Sequence
 
 from sdxl_bedrock.codecs import encode_png
 from sdxl_bedrock.config import Settings
-from sdxl_bedrock.errors import InvalidRequest, ModelNotReady, ShuttingDown, Throttled
+from sdxl_bedrock.errors import InvalidRequest, ModelFailure, ModelNotReady, ShuttingDown, Throttled
+from sdxl_bedrock.faults import Faults, FaultStage
 from sdxl_bedrock.scheduler.batcher import Batcher
+from sdxl_bedrock.scheduler.stages import Stage, StageRunner
 from sdxl_bedrock.scheduler.stops import Stopped, StopSignal
 from sdxl_bedrock.scheduler.types import StepCallback
 from sdxl_bedrock.schema import MAX_SEED, Artifact, GeneratedImage, GenerationRequest
 from sdxl_bedrock.workers import Workers
 
+log = logging.getLogger(__name__)
+
 
 class Generations:
-    def __init__(self, settings: Settings, workers: Workers) -> None:
+    def __init__(self, settings: Settings, workers: Workers, faults: Faults | None = None) -> None:
         self.settings = settings
         self.workers = workers
+        self.faults = faults or Faults()
         self.batcher: Batcher | None = None  # set once the model is loaded
         self.draining = False
 
@@ -62,15 +69,35 @@ class Generations:
             except Stopped:
                 return None
 
-        submitted = [asyncio.ensure_future(one(sample)) for sample in sample_requests(request)]
+        samples = sample_requests(request)
+        submitted = [asyncio.ensure_future(one(sample)) for sample in samples]
         try:
             outcomes = await asyncio.gather(*submitted)
         finally:
             # When one sample fails (or the caller goes away) the others are dropped, not left running.
             for job in submitted:
                 job.cancel()
-        images = [image for image in outcomes if image is not None]
-        return list(await asyncio.gather(*(self.workers.on_host(to_artifact, image) for image in images)))
+        images = [
+            (sample, image) for sample, image in zip(samples, outcomes, strict=True) if image is not None
+        ]
+        return list(await asyncio.gather(*(self.workers.on_host(self.encoded, *pair) for pair in images)))
+
+    def encoded(self, sample: GenerationRequest, generated: GeneratedImage) -> Artifact:
+        """The PNG stage of one image, on a host thread, through the stage runner (a host out-of-memory
+        error is tried once more). Raises ModelFailure where it fails."""
+        artifacts: list[Artifact] = []
+        failures: list[BaseException] = []
+
+        def encode(group: Sequence[GeneratedImage]) -> None:
+            self.faults.call(FaultStage.PNG, ["\n".join(prompt.text for prompt in sample.prompts)])
+            artifacts.extend(to_artifact(image) for image in group)
+
+        runner: StageRunner[GeneratedImage] = StageRunner(lambda _stage, _row, error: failures.append(error))
+        runner.run(Stage.PNG, [generated], encode)
+        if failures:
+            log.error("encoding an image as PNG failed: %r", failures[0], exc_info=failures[0])
+            raise ModelFailure(f"The server failed to encode the image: {type(failures[0]).__name__}")
+        return artifacts[0]
 
 
 def sample_requests(request: GenerationRequest) -> list[GenerationRequest]:

@@ -56,6 +56,32 @@ class Metrics:
         self.engine_failures = Counter(
             "sdxl_engine_failures", "Ticks, joins or requests the engine failed on", registry=self.registry
         )
+        self.stage_retries = Counter(
+            "sdxl_stage_retries",
+            "Group calls of a stage run again after a failure, by stage (join, tick, finish, png) and reason "
+            "(out_of_memory: in halves; error: row by row)",
+            ["stage", "reason"],
+            registry=self.registry,
+        )
+        self.rows_failed = Counter(
+            "sdxl_rows_failed",
+            "Rows (images) that failed alone, by stage and error type",
+            ["stage", "error"],
+            registry=self.registry,
+        )
+        self.row_cap = Gauge(
+            "sdxl_row_cap",
+            "The most rows a tick at this image size takes now (lowered after out-of-memory, grows back); "
+            "sizes with no cap below --max-batch-size are not listed",
+            ["size"],
+            registry=self.registry,
+        )
+        self.faults_injected = Counter(
+            "sdxl_faults_injected",
+            "Faults SDXL_BEDROCK_FAULTS injected (a testing aid), by stage and kind",
+            ["stage", "kind"],
+            registry=self.registry,
+        )
         self.abandoned = Counter(
             "sdxl_abandoned_requests",
             "Requests dropped because their caller had gone (disconnect, timeout), by stage: queued, running",
@@ -85,6 +111,10 @@ class Metrics:
         """`calls` (the engine's own count of UNet calls by path) read at each scrape."""
         self.registry.register(UNetCallsCollector(calls))
 
+    def export_non_finite(self, counts: Mapping[str, int]) -> None:
+        """`counts` (the engine's own count of non-finite images by outcome) read at each scrape."""
+        self.registry.register(NonFiniteCollector(counts))
+
 
 class UNetCallsCollector(Collector):
     def __init__(self, calls: Mapping[str, int]) -> None:
@@ -98,4 +128,22 @@ class UNetCallsCollector(Collector):
         )
         for path in ("compiled", "eager"):
             family.add_metric([path], self.calls.get(path, 0))
+        yield family
+
+
+class NonFiniteCollector(Collector):
+    OUTCOMES = ("redecoded", "failed")
+
+    def __init__(self, counts: Mapping[str, int]) -> None:
+        self.counts = counts
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            "sdxl_non_finite_images",
+            "Images whose decode held NaN or infinity, by outcome: redecoded (the VAE again in float32 made "
+            "a finite image) or failed (the row failed alone)",
+            labels=["outcome"],
+        )
+        for outcome in self.OUTCOMES:
+            family.add_metric([outcome], self.counts.get(outcome, 0))
         yield family

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from sdxl_bedrock.config import Settings
 from sdxl_bedrock.errors import ShuttingDown
+from sdxl_bedrock.faults import ENVIRONMENT_VARIABLE, Faults
 from sdxl_bedrock.generation import Generations
 from sdxl_bedrock.metrics import Metrics
 from sdxl_bedrock.scheduler.batcher import Batcher
@@ -34,7 +35,9 @@ class Runtime:
         self.settings = settings
         self.metrics = Metrics()
         self.workers = Workers(settings.host_threads)
-        self.generations = Generations(settings, self.workers)
+        # A spec that does not parse stops the server at start (ValueError), never serves without it.
+        self.faults = Faults.from_environment()
+        self.generations = Generations(settings, self.workers, self.faults)
         self.engine: Engine | None = None
         self.load_error: BaseException | None = None
         self.ready = asyncio.Event()
@@ -45,6 +48,15 @@ class Runtime:
         from sdxl_bedrock.engine.pipeline import Engine
 
         settings = self.settings
+        faults = self.faults
+        if faults:
+            log.warning(
+                "FAULT INJECTION IS ON (%s=%s): chosen engine calls will fail on purpose; this is a testing "
+                "aid, never for serving",
+                ENVIRONMENT_VARIABLE,
+                faults,
+            )
+            faults.on_fire = lambda stage, kind: self.metrics.faults_injected.labels(stage, kind).inc()
         try:
             engine = await self.workers.on_engine(
                 Engine.load,
@@ -55,6 +67,8 @@ class Runtime:
                 clip_model=settings.clip_model,
                 content_filter=load_content_filter(settings.blocked_terms),
                 compile_unet=settings.compile_unet,
+                vae_budget_bytes=settings.vae_budget_mib * 2**20,
+                faults=faults,
             )
             for done, (width, height, batch) in enumerate(settings.warmup_buckets, start=1):
                 print(
@@ -68,6 +82,7 @@ class Runtime:
             raise
         self.engine = engine
         self.metrics.export_unet_calls(engine.unet.calls)
+        self.metrics.export_non_finite(engine.non_finite)
         batcher = Batcher(
             engine,
             max_batch_size=settings.max_batch_size,

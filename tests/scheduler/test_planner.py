@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sdxl_bedrock.scheduler.planner import REFRESH_EVERY, SizeCosts, TickPlanner
+from sdxl_bedrock.scheduler.planner import GROW_EVERY, REFRESH_EVERY, SizeCosts, TickPlanner
 
 
 @dataclass(eq=False)
@@ -63,10 +63,27 @@ def test_ticks_serve_the_oldest_rows_size_oldest_first() -> None:
 def test_a_tick_never_takes_more_than_max_rows_or_the_memory_cap() -> None:
     planner = TickPlanner(max_rows=4)
     assert len(planner.choose(rows(6))) == 4
-    planner.cap((64, 64), 2)
+    planner.out_of_memory((64, 64), 4)
     assert len(planner.choose(rows(6))) <= 2
-    planner.cap((64, 64), 0)
+    planner.out_of_memory((64, 64), 1)
     assert len(planner.choose(rows(6))) == 1
+
+
+def test_a_cap_grows_back_one_row_per_run_of_successful_ticks_and_then_goes() -> None:
+    planner = TickPlanner(max_rows=4)
+    planner.out_of_memory((64, 64), 4)
+    assert planner.cap((64, 64)) == 2
+    for _ in range(GROW_EVERY - 1):
+        planner.succeeded((64, 64), 2)
+    planner.succeeded((64, 64), 1)  # below the cap: says nothing about the cap
+    assert planner.cap((64, 64)) == 2
+    planner.succeeded((64, 64), 2)
+    assert planner.cap((64, 64)) == 3
+    planner.out_of_memory((64, 64), 3)
+    assert planner.cap((64, 64)) == 1, "multiplicative decrease from where it stood"
+    for _ in range(3 * GROW_EVERY):
+        planner.succeeded((64, 64), planner.cap((64, 64)))
+    assert planner.row_caps == {} and planner.cap((64, 64)) == 4
 
 
 def test_the_largest_count_is_measured_again_now_and_then() -> None:

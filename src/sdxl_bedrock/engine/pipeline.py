@@ -22,11 +22,12 @@ The batcher (batching.py) runs the same stages as a continuous batch: `start` (1
 
 from __future__ import annotations
 
-import contextlib
+import collections
+import dataclasses
 import logging
 import threading
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -40,6 +41,7 @@ from sdxl_bedrock.engine.loading import load_model
 from sdxl_bedrock.engine.masking import latent_mask, paste_outside_mask
 from sdxl_bedrock.engine.pixels import images_from_pixels, pixels_from_images
 from sdxl_bedrock.engine.prompt_encoding import PromptEncoder, RowPrompts, styled_prompts
+from sdxl_bedrock.engine.prompts import PromptEmbeddings
 from sdxl_bedrock.engine.rows import (
     Row,
     RowConditioning,
@@ -54,7 +56,9 @@ from sdxl_bedrock.engine.samplers import (
     timestep_to_sigma,
     training_sigmas,
 )
-from sdxl_bedrock.errors import ModelFailure
+from sdxl_bedrock.engine.vae import BudgetedVae, spoil
+from sdxl_bedrock.errors import InvalidRequest, ModelFailure
+from sdxl_bedrock.faults import Faults, FaultStage
 from sdxl_bedrock.schema import (
     FinishReason,
     GeneratedImage,
@@ -64,6 +68,8 @@ from sdxl_bedrock.schema import (
 )
 
 log = logging.getLogger(__name__)
+
+DEFAULT_VAE_BUDGET_BYTES = 6 * 2**30
 
 
 class Engine:
@@ -79,7 +85,11 @@ class Engine:
         clip_guide: ClipGuide | None = None,
         content_filter: ContentFilter | None = None,
         compile_unet: bool = False,
+        vae_budget_bytes: int = DEFAULT_VAE_BUDGET_BYTES,
+        faults: Faults | None = None,
     ) -> None:
+        """`vae_budget_bytes`: the VAE's working memory per call (engine/vae.py); `faults`: fault
+        injection (faults.py), none by default."""
         # A StableDiffusionXLImg2ImgPipeline; diffusers sets its components dynamically, so it is typed Any.
         self.pipe = pipe
         self.device = device
@@ -87,6 +97,10 @@ class Engine:
         self.clip_guide = clip_guide
         self.content_filter = content_filter
         self.unet = UNetRunner(pipe.unet, compile=compile_unet)
+        self.faults = faults or Faults()
+        self.vae = BudgetedVae(pipe.vae, vae_budget_bytes, self.faults)
+        # Images whose decode was not finite, by outcome (redecoded, failed): exported at /metrics.
+        self.non_finite: collections.Counter[str] = collections.Counter()
         self.scheduler_config = dict(self.pipe.scheduler.config)
         self.log_sigmas = training_sigmas(self.pipe.scheduler.alphas_cumprod).log()
         self.vae_scale_factor = int(self.pipe.vae_scale_factor)
@@ -105,6 +119,8 @@ class Engine:
         clip_model: str | None = None,
         content_filter: ContentFilter | None = None,
         compile_unet: bool = False,
+        vae_budget_bytes: int = DEFAULT_VAE_BUDGET_BYTES,
+        faults: Faults | None = None,
     ) -> Engine:
         """`vae_dtype`: see loading.resolve_vae_dtype.
         `clip_model`: a transformers CLIPModel folder, or `tiny` for the tiny random one.
@@ -117,6 +133,8 @@ class Engine:
             clip_guide=loaded.clip_guide,
             content_filter=content_filter,
             compile_unet=compile_unet,
+            vae_budget_bytes=vae_budget_bytes,
+            faults=faults,
         )
 
     def warm_up(self, width: int, height: int, batch_size: int) -> None:
@@ -165,7 +183,8 @@ class Engine:
     ) -> list[GeneratedImage]:
         """One image per request, in order; `on_steps` (one callback or None per request) see progress.
 
-        Raises the first row's failure (ModelFailure for a non-finite image that float32 could not mend)."""
+        Raises the first row's failure (ModelFailure for a non-finite image that the VAE in float32 could
+        not mend, InvalidRequest for what the engine refuses about a request)."""
         with self._lock:
             # 1-4. plan, encode the prompts, starting latents, added conditioning
             rows = self.start(requests, on_steps)
@@ -208,8 +227,11 @@ class Engine:
         ]
         running = [row for row in rows if row.plan.steps > 0]
         if running:
+            spoiled = self.faults.call(FaultStage.ENCODE, [positive_text(row.request) for row in running])
             # 2. encode the prompts
             prompts = self.prompts.encode([row.request for row in running], [row.guided for row in running])
+            if spoiled is not None:
+                prompts = [spoiled_prompts(p) if bad else p for p, bad in zip(prompts, spoiled, strict=True)]
             # 3. starting latents
             self.prepare_latents(running)
             # 4. added conditioning: pooled text embedding and (original size, crop, target size) ids
@@ -220,6 +242,14 @@ class Engine:
         return rows
 
     def planned_row(self, request: GenerationRequest, on_step: RowStepCallback | None) -> Row:
+        """Stage 1. Raises InvalidRequest for what the request itself asks and the engine cannot do (the
+        wires' validation catches these first; this keeps them the client's errors if it does not)."""
+        try:
+            return self._planned_row(request, on_step)
+        except ValueError as error:
+            raise InvalidRequest(str(error)) from error
+
+    def _planned_row(self, request: GenerationRequest, on_step: RowStepCallback | None) -> Row:
         init_image = request.init_image
         resized = init_image is not None and init_image.size != (request.width, request.height)
         if resized and request.mask is not None:
@@ -248,11 +278,10 @@ class Engine:
         for row in rows:
             if row.request.init_image is not None:
                 by_size[row.request.init_image.size].append(row)
-        vae = self.pipe.vae
         for group in by_size.values():
             sources = [row.request.init_image for row in group if row.request.init_image is not None]
-            images = pixels_from_images(sources, self.device, vae.dtype)
-            sampled = vae.encode(images).latent_dist.sample(generator=[row.generator for row in group])
+            images = pixels_from_images(sources, self.device, self.vae.dtype)
+            sampled = self.vae.encode(images, [row.generator for row in group])
             latents = self.to_model_latents(sampled.to(self.dtype))
             for index, row in enumerate(group):
                 encoded = latents[index : index + 1]
@@ -306,17 +335,34 @@ class Engine:
         guided = sum(row.guided for row in ordered)
         inputs = self._tick_batch.inputs(ordered)
         try:
+            spoiled = self.faults.call(FaultStage.UNET, [positive_text(row.request) for row in ordered])
             predicted = self.unet(inputs)
         except torch.OutOfMemoryError:
-            torch.cuda.empty_cache()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
             raise
+        if spoiled is not None:
+            predicted = spoil(predicted, [*spoiled[:guided], *spoiled])
         noise_text = predicted[guided:]
         if guided:
             steered = guide(predicted[:guided], noise_text[:guided], self._tick_batch.cfg_scales(ordered))
             noise_text = torch.cat([steered, noise_text[guided:]])
         for index, row in enumerate(ordered):
             try:
-                row.advance(self.clip_steered(row, noise_text[index : index + 1]))
+                noise = self.clip_steered(row, noise_text[index : index + 1])
+            except torch.OutOfMemoryError as error:
+                # Nothing of the row has moved yet: it waits at the same model call for the next tick,
+                # once; the UNet's part is run again with it.
+                if row.memory_retries > 0:
+                    row.failed, row.pending = error, None
+                else:
+                    row.memory_retries += 1
+                continue
+            except Exception as error:
+                row.failed, row.pending = error, None
+                continue
+            try:
+                row.advance(noise)
             except Exception as error:
                 row.failed, row.pending = error, None
 
@@ -330,7 +376,11 @@ class Engine:
         sigma = timestep_to_sigma(call.timestep, self.log_sigmas).to(noise.dtype)
         clean = call.model_input * (sigma**2 + 1) ** 0.5 - sigma * noise
         gradient = clip_guide.loss_gradient(
-            clean, self.decode_pixels, row.clip_target, guidance, row.generator
+            clean,
+            lambda latents: self.decode_pixels(latents, [positive_text(row.request)]),
+            row.clip_target,
+            guidance,
+            row.generator,
         )
         return noise + sigma * gradient.to(noise.dtype)
 
@@ -347,11 +397,17 @@ class Engine:
 
     @torch.inference_mode()
     def finish(self, rows: Sequence[Row]) -> None:
-        """Stages 6-8 for rows whose run ended: `row.result`, or `row.failed`. Rows of one size decode in one
-        VAE call; a row whose image is not finite is made again alone with every model in float32."""
-        finals = [row for row in rows if row.failed is None and row.final is not None]
-        for row in rows:
-            if row.failed is None and row.final is None:
+        """Stages 6-8 for rows whose run ended: `row.result`, or `row.failed` where the row's own image
+        failed. Rows that already have their result are skipped (the stage runner may call again with some
+        of them after an error). Rows of one size decode together, in slices that fit the VAE's budget
+        (engine/vae.py); a non-finite image is decoded again with the VAE alone in float32, and fails alone
+        if that does not mend it or its latents were not finite already.
+
+        Raises what the VAE raises for the call (an out-of-memory error among them), leaving the rows it
+        did not reach as they were."""
+        pending = [row for row in rows if row.failed is None and row.result is None]
+        for row in pending:
+            if row.final is None:
                 # image_strength 1 (or a window narrower than one step): the source is kept as it is
                 # (resized to the output size where it has another).
                 source = row.request.init_image
@@ -359,63 +415,50 @@ class Engine:
                 size = (row.request.width, row.request.height)
                 row.result = self.screen(row.request, source.resize(size, Image.Resampling.BILINEAR))
         by_size: defaultdict[tuple[int, int], list[Row]] = defaultdict(list)
-        for row in finals:
-            by_size[row.pixel_size].append(row)
+        for row in pending:
+            if row.final is not None:
+                by_size[row.pixel_size].append(row)
         for group in by_size.values():
             # 6. decode
-            pixels = self.decode_pixels(torch.cat([row.final for row in group if row.final is not None]))
+            latents = torch.cat([row.final for row in group if row.final is not None])
+            pixels = self.decode_pixels(latents, [positive_text(row.request) for row in group])
             finite = torch.isfinite(pixels).flatten(1).all(1).tolist()
             images = images_from_pixels(pixels)
-            for row, image, is_finite in zip(group, images, finite, strict=True):
-                if not is_finite:
-                    self.made_again_in_float32(row)
+            for row, decoded, is_finite in zip(group, images, finite, strict=True):
+                image = decoded if is_finite else self.decoded_again(row)
+                if image is None:
                     continue
                 # 7. the original pixels outside the mask
                 image = self.paste_original(row.request, image)
                 # 8. screen with the content filter
                 row.result = self.screen(row.request, image)
 
-    def made_again_in_float32(self, row: Row) -> None:
-        half = self.half_precision_modules()
-        if not half:
-            row.failed = ModelFailure("The model produced a non-finite image.")
-            return
-        names = ", ".join(f"{type(module).__name__} in {module.dtype}" for module in half)
-        log.warning("non-finite output (%s); making the image again in float32", names)
-        with self.in_float32():
-            again = self.start([row.request])
-            self.denoise(again)
-            self.finish(again)
-        row.result, row.failed = again[0].result, again[0].failed
+    def decoded_again(self, row: Row) -> Image.Image | None:
+        """A row whose decode was not finite: its latents decoded again with the VAE alone in float32 (a
+        half-precision VAE overflowed), or `row.failed` where that cannot help or does not."""
+        assert row.final is not None
+        if not bool(torch.isfinite(row.final).all()):
+            self.non_finite["failed"] += 1
+            row.failed = ModelFailure(
+                "The model produced a non-finite image: its latents hold NaN or infinity (the UNet "
+                f"overflowed in {self.dtype}). Try another seed, or serve with --dtype bfloat16 or float32."
+            )
+            return None
+        log.warning("a non-finite decode in %s; decoding it again with the VAE in float32", self.vae.dtype)
+        with self.vae.in_float32():
+            pixels = self.decode_pixels(row.final, [positive_text(row.request)])
+        if not bool(torch.isfinite(pixels).all()):
+            self.non_finite["failed"] += 1
+            row.failed = ModelFailure("The model produced a non-finite image, the VAE in float32 too.")
+            return None
+        self.non_finite["redecoded"] += 1
+        return images_from_pixels(pixels)[0]
 
-    def half_precision_modules(self) -> list[Any]:
-        pipe = self.pipe
-        modules = [pipe.unet, pipe.text_encoder, pipe.text_encoder_2, pipe.vae]
-        return [module for module in modules if module.dtype != torch.float32]
-
-    @contextlib.contextmanager
-    def in_float32(self) -> Iterator[None]:
-        """Every half-precision model in float32 for one retry (half precision overflowed), then back: also
-        when the conversion itself fails halfway, so the engine never believes in dtypes it does not have."""
-        half_modules = {module: module.dtype for module in self.half_precision_modules()}
-        dtype, prompts = self.dtype, self.prompts
-        try:
-            for module in half_modules:
-                module.to(torch.float32)
-            self.dtype, self.prompts = torch.float32, PromptEncoder(self.pipe, self.device, torch.float32)
-            yield
-        finally:
-            for module, module_dtype in half_modules.items():
-                module.to(module_dtype)
-            self.dtype, self.prompts = dtype, prompts
-
-    def decode_pixels(self, latents: torch.Tensor) -> torch.Tensor:
-        """Model latents [B, C, h, w] -> the VAE's pixels in [-1, 1], [B, 3, H, W]."""
-        vae = self.pipe.vae
-        pixels: torch.Tensor = vae.decode(self.from_model_latents(latents.to(vae.dtype)), return_dict=False)[
-            0
-        ]
-        return pixels
+    def decode_pixels(self, latents: torch.Tensor, prompts: Sequence[str] | None = None) -> torch.Tensor:
+        """Model latents [B, C, h, w] -> the VAE's pixels in [-1, 1], [B, 3, H, W], in budgeted slices;
+        `prompts` (one per row) are what fault injection matches."""
+        vae_latents = self.from_model_latents(latents.to(self.vae.dtype))
+        return self.vae.decode(vae_latents, list(prompts) if prompts is not None else [""] * len(latents))
 
     def decode(self, latents: torch.Tensor) -> list[Image.Image]:
         """Model latents -> RGB images (a non-finite image raises NonFiniteOutput)."""
@@ -461,6 +504,21 @@ class Engine:
             return None, None
         as_tensor = lambda values: torch.tensor(values).view(1, -1, 1, 1).to(like.device, like.dtype)  # noqa: E731
         return as_tensor(mean), as_tensor(std)
+
+
+def positive_text(request: GenerationRequest) -> str:
+    """What fault injection's `@TEXT` matches: the request's positive prompts."""
+    return "\n".join(prompt.text for prompt in request.prompts)
+
+
+def spoiled_prompts(prompts: RowPrompts) -> RowPrompts:
+    """Fault injection's `encode=nan`: the positive conditioning made non-finite (a copy: the prompt cache
+    keeps the real one)."""
+    nan = float("nan")
+    positive = PromptEmbeddings(
+        torch.full_like(prompts.positive.tokens, nan), torch.full_like(prompts.positive.pooled, nan)
+    )
+    return dataclasses.replace(prompts, positive=positive)
 
 
 class NonFiniteOutput(Exception):

@@ -11,21 +11,29 @@ A request may carry a `StopSignal` (A1111's interrupt and skip): at the next tic
 that have taken a step end there, answering the image they have so far (`RowEngine.stop`), and on an
 interrupt its other rows are dropped (their callers get `Stopped`).
 
+Admission is per image size: up to `max_batch_size` rows of each size are in flight (and at most
+`MAX_SIZES_IN_FLIGHT` times that in all), so rows waiting for their size's turn never keep another size's
+requests in the queue; jobs of one size join in arrival order, and the oldest row always ticks (the
+planner), so no size starves.
+
 Invariants: every job's future gets one outcome (its image, its own error, or ModelFailure if the loop
-itself fails); a failure is the failing request's alone (a tick that fails is run again row by row, and
-only rows that fail alone get the error; rows whose callers left are not run again). The loop is
-supervised: if it dies, every request waiting on it gets ModelFailure and the loop starts again.
+itself fails); a failure is the failing request's alone: every stage (join, tick, finish) runs through
+the stage runner (stages.py), which splits a group that ran out of memory and runs a group that failed
+otherwise row by row, so that only rows that fail alone get the error; rows whose callers left are not
+run again. The loop is supervised: if it dies, every request waiting on it gets ModelFailure and the loop
+starts again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
 import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +41,7 @@ from typing import Any
 from sdxl_bedrock.errors import ModelFailure, ModelTimeout, ServiceError, ShuttingDown, Throttled
 from sdxl_bedrock.metrics import Metrics
 from sdxl_bedrock.scheduler.planner import TickClock, TickPlanner
+from sdxl_bedrock.scheduler.stages import Stage, StageRunner
 from sdxl_bedrock.scheduler.stops import Stopped, StopSignal
 from sdxl_bedrock.scheduler.types import RowEngine, StepCallback
 from sdxl_bedrock.schema import GeneratedImage, GenerationRequest
@@ -40,6 +49,9 @@ from sdxl_bedrock.schema import GeneratedImage, GenerationRequest
 log = logging.getLogger(__name__)
 
 _SERIALS = itertools.count()
+# Rows in flight hold only their latents and conditioning (well under a MB each at 1024x1024), so several
+# sizes may each have a full tick's rows in flight; this bounds the host-side total.
+MAX_SIZES_IN_FLIGHT = 4
 
 
 @dataclass(eq=False)
@@ -52,6 +64,12 @@ class Job:
     enqueued_at: float = field(default_factory=time.monotonic)
     serial: int = field(default_factory=lambda: next(_SERIALS))  # arrival order: older is smaller
     row: Any = None  # its EngineRow once it joined
+    answered: bool = False  # set on the engine thread when it resolves the job
+
+    @property
+    def request_size(self) -> tuple[int, int]:
+        """(height, width) in pixels, as its row's `pixel_size`: the unit of admission and of ticks."""
+        return (self.request.height, self.request.width)
 
     @property
     def caller_left(self) -> bool:
@@ -61,6 +79,7 @@ class Job:
 
     def resolve(self, outcome: GeneratedImage | BaseException) -> None:
         """Hand the outcome to the caller, from any thread."""
+        self.answered = True
         self.loop.call_soon_threadsafe(_settle, self.future, outcome)
 
 
@@ -105,6 +124,14 @@ class Batcher:
         self._engine_thread = engine_thread or ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._ticking_size: Any = None
+        self._exported_caps: set[str] = set()
+        self.stages = StageRunner(
+            self._failed_in,
+            skip=lambda job: job.caller_left,
+            on_out_of_memory=self._out_of_memory,
+            on_retry=lambda stage, reason: self.metrics.stage_retries.labels(stage.value, reason).inc(),
+        )
 
     @property
     def depth(self) -> int:
@@ -219,37 +246,47 @@ class Batcher:
                     if remaining <= 0:
                         break
                     self._wakeup.wait(remaining)
-            joining: list[Job] = []
-            while self._waiting and len(self._in_flight) + len(joining) < self.max_batch_size:
-                job = self._waiting.popleft()
-                if job.caller_left:
-                    self.metrics.abandoned.labels("queued").inc()
-                    continue
-                if job.stop is not None and job.stop.interrupted:
-                    job.resolve(Stopped("The request was interrupted before this image started."))
-                    continue
-                joining.append(job)
+            joining = self._admitted()
         self.metrics.queue_depth.set(len(self._waiting))
         return joining
 
+    def _admitted(self) -> list[Job]:
+        """Waiting jobs that may join now (called holding `_wakeup`): in arrival order, each while its size
+        has fewer than `max_batch_size` rows in flight and the total is under its bound; jobs whose
+        callers left or were interrupted are answered here."""
+        in_flight = collections.Counter(job.request_size for job in self._in_flight)
+        room = self.max_batch_size * MAX_SIZES_IN_FLIGHT - len(self._in_flight)
+        joining: list[Job] = []
+        kept: deque[Job] = deque()
+        for job in self._waiting:
+            if job.caller_left:
+                self.metrics.abandoned.labels("queued").inc()
+            elif job.stop is not None and job.stop.interrupted:
+                job.resolve(Stopped("The request was interrupted before this image started."))
+            elif len(joining) < room and in_flight[job.request_size] < self.max_batch_size:
+                in_flight[job.request_size] += 1
+                joining.append(job)
+            else:
+                kept.append(job)
+        self._waiting = kept
+        return joining
+
     def _join(self, jobs: list[Job]) -> None:
-        """Stages 1-4 for the joining jobs together; if that fails, for each alone."""
+        """Stages 1-4 for the joining jobs together, through the stage runner."""
         now = time.monotonic()
         for job in jobs:
             self.metrics.queue_wait_seconds.observe(now - job.enqueued_at)
-        try:
-            rows = self.engine.start([job.request for job in jobs], [job.on_step for job in jobs])
-        except Exception as error:
-            if len(jobs) == 1:
-                self._fail(jobs[0], error)
-                return
-            for job in jobs:
-                self._join([job])
-            return
-        for job, row in zip(jobs, rows, strict=True):
-            job.row = row
+        joined: list[Job] = []
+
+        def start(group: Sequence[Job]) -> None:
+            rows = self.engine.start([job.request for job in group], [job.on_step for job in group])
+            for job, row in zip(group, rows, strict=True):
+                job.row = row
+            joined.extend(group)
+
+        self.stages.run(Stage.JOIN, jobs, start)
         with self._wakeup:
-            self._in_flight.extend(jobs)
+            self._in_flight.extend(joined)
             self._in_flight.sort(key=lambda job: job.serial)
 
     def _drop_left(self) -> None:
@@ -293,31 +330,40 @@ class Batcher:
         self.metrics.queue_depth.set(len(self._waiting))
 
     def _tick(self, jobs: list[Job]) -> None:
-        rows = [job.row for job in jobs]
-        started = self.clock.start()
-        try:
+        """One model call of each of these rows (one size), through the stage runner: a tick that ran out
+        of memory runs again in halves this very tick (and lowers the size's cap), one that failed
+        otherwise row by row."""
+
+        def tick(group: Sequence[Job]) -> None:
+            rows = [job.row for job in group]
+            started = self.clock.start()
             self.engine.tick(rows)
-        except Exception as error:
-            if _out_of_memory(error) and len(jobs) > 1:
-                self.planner.cap(rows[0].pixel_size, len(jobs) // 2)
-                log.warning(
-                    "out of memory in a tick of %d rows; ticks at this size take at most %d",
-                    len(jobs),
-                    len(jobs) // 2,
-                )
-                return
-            self.metrics.engine_failures.inc()
-            if len(jobs) == 1:
-                self._fail(jobs[0], error)
-                self._keep(lambda job: job is not jobs[0])
-                return
-            log.warning("a tick of %d rows failed (%s); running them one by one", len(jobs), error)
-            for job in jobs:
-                if not job.caller_left:
-                    self._tick([job])
-            return
-        self.clock.stop(started, (rows[0].pixel_size, sum(row.unet_rows for row in rows)))
-        self.metrics.rows_per_tick.observe(len(rows))
+            self.clock.stop(started, (rows[0].pixel_size, sum(row.unet_rows for row in rows)))
+            self.metrics.rows_per_tick.observe(len(rows))
+            self.planner.succeeded(rows[0].pixel_size, len(rows))
+
+        self._ticking_size = jobs[0].row.pixel_size
+        self.stages.run(Stage.TICK, jobs, tick)
+        self._keep(lambda job: not job.answered)
+        self._export_caps()
+
+    def _out_of_memory(self, stage: Stage, rows: int) -> None:
+        if stage is Stage.TICK:
+            # Only a tick's group is the planner's choice; a join's or a finish's is whatever arrived.
+            size = self._ticking_size
+            self.planner.out_of_memory(size, rows)
+            log.warning(
+                "out of memory in a tick of %d rows; ticks at this size take at most %d for now",
+                rows,
+                self.planner.cap(size),
+            )
+
+    def _export_caps(self) -> None:
+        for size, cap in self.planner.row_caps.items():
+            self.metrics.row_cap.labels(_size_label(size)).set(cap)
+        for label in self._exported_caps - {_size_label(size) for size in self.planner.row_caps}:
+            self.metrics.row_cap.remove(label)
+        self._exported_caps = {_size_label(size) for size in self.planner.row_caps}
 
     def _learn_costs(self) -> None:
         for (size, unet_rows), seconds in self.clock.measured():
@@ -325,28 +371,36 @@ class Batcher:
             self.metrics.tick_seconds.observe(seconds)
 
     def _finish_ended(self) -> None:
+        """Stages 6-8 for the rows whose runs ended, through the stage runner; each answered."""
         ended = [job for job in self._in_flight if job.row.done]
         if not ended:
             return
         self._keep(lambda job: not job.row.done)
-        try:
-            self.engine.finish([job.row for job in ended if job.row.failed is None])
-        except Exception as error:
-            for job in ended:
-                self._fail(job, error)
-            return
+        self.stages.run(Stage.FINISH, [job for job in ended if job.row.failed is None], self._finish)
         for job in ended:
+            if job.answered or job.caller_left:
+                continue
             if job.row.failed is not None:
-                self._fail(job, job.row.failed)
+                self._failed_in(Stage.FINISH, job, job.row.failed)
             elif job.row.result is not None:
                 self.metrics.images.labels(job.row.result.finish_reason.value).inc()
                 job.resolve(job.row.result)
             else:
                 self._fail(job, ModelFailure("the engine made no image for a request"))
 
+    def _finish(self, group: Sequence[Job]) -> None:
+        self.engine.finish([job.row for job in group])
+
     def _keep(self, keep: Callable[[Job], bool]) -> None:
         with self._wakeup:
             self._in_flight = [job for job in self._in_flight if keep(job)]
+
+    def _failed_in(self, stage: Stage, job: Job, error: BaseException) -> None:
+        """A row that failed alone in `stage` (or whose own part of a stage failed)."""
+        self.metrics.rows_failed.labels(stage.value, type(error).__name__).inc()
+        if job.row is not None and job.row.failed is None:
+            job.row.failed = error
+        self._fail(job, error)
 
     def _fail(self, job: Job, error: BaseException) -> None:
         if not isinstance(error, ServiceError):
@@ -355,5 +409,6 @@ class Batcher:
         job.resolve(error)
 
 
-def _out_of_memory(error: BaseException) -> bool:
-    return type(error).__name__ == "OutOfMemoryError"
+def _size_label(size: Any) -> str:
+    height, width = size
+    return f"{width}x{height}"

@@ -31,6 +31,10 @@ SMOOTHING = 0.3
 # A measurement at this ratio of UNet rows or closer counts as one for another count.
 NEAR = 1.25
 REFRESH_EVERY = 50
+# A size's row cap after an out-of-memory error grows back by one row per this many ticks that succeed at
+# the cap (additive increase, multiplicative decrease, as TCP's congestion window): a transient shortage
+# costs a few hundred ticks of smaller batches, not the rest of the process's life.
+GROW_EVERY = 20
 
 
 class PlannedRow(Protocol):
@@ -78,12 +82,13 @@ class TickPlanner:
         self.costs: dict[Size, SizeCosts] = {}
         # Sizes where a tick of more rows failed for lack of memory: no tick there takes more than this.
         self.row_caps: dict[Size, int] = {}
+        self._at_cap: dict[Size, int] = {}  # ticks that succeeded at the cap since it last moved
 
     def choose(self, rows_oldest_first: Sequence[Any]) -> list[Any]:
         """The rows of the next tick, from rows in flight (oldest first, each waiting for a model call)."""
         size = rows_oldest_first[0].pixel_size
         candidates = [row for row in rows_oldest_first if row.pixel_size == size]
-        candidates = candidates[: min(self.max_rows, self.row_caps.get(size, self.max_rows))]
+        candidates = candidates[: self.cap(size)]
         costs = self.costs.setdefault(size, SizeCosts())
         unet_rows = [0]
         for row in candidates:
@@ -104,9 +109,30 @@ class TickPlanner:
         costs.record(unet_rows, seconds)
         costs.ticks += 1
 
-    def cap(self, size: Size, rows: int) -> None:
-        """No tick at `size` takes more than `rows` rows (at least 1): a larger one ran out of memory."""
-        self.row_caps[size] = max(1, min(rows, self.row_caps.get(size, rows)))
+    def out_of_memory(self, size: Size, rows: int) -> None:
+        """A tick of `rows` rows at `size` ran out of memory: no tick there takes more than half of them
+        (at least 1) until ticks succeed again (`succeeded`)."""
+        self.row_caps[size] = max(1, min(rows // 2, self.row_caps.get(size, rows)))
+        self._at_cap[size] = 0
+
+    def succeeded(self, size: Size, rows: int) -> None:
+        """A tick of `rows` rows at `size` succeeded: every `GROW_EVERY` such ticks at the cap raise it by
+        one row, and a cap that reaches `max_rows` is gone."""
+        cap = self.row_caps.get(size)
+        if cap is None or rows < cap:
+            return
+        self._at_cap[size] = self._at_cap.get(size, 0) + 1
+        if self._at_cap[size] < GROW_EVERY:
+            return
+        self._at_cap[size] = 0
+        if cap + 1 >= self.max_rows:
+            del self.row_caps[size]
+        else:
+            self.row_caps[size] = cap + 1
+
+    def cap(self, size: Size) -> int:
+        """The most rows a tick at `size` takes now."""
+        return min(self.max_rows, self.row_caps.get(size, self.max_rows))
 
 
 class TickClock:
