@@ -76,13 +76,16 @@ clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info
 
 # Wheels the GPU machine (Python 3.12, CUDA torch, no network) lacks, for bench/gpu/run.sh there: see
-# bench/gpu/README.md. Downloads, checks the set is complete, prints its size (carry [".gpu-wheels"]).
-# Only the venv's python is needed (not the JS SDK or the old botocore that `install` also brings).
+# bench/gpu/README.md. The set is derived from pyproject.toml's runtime dependencies at the venv's versions,
+# which is why it needs the venv stamp: a dependency added to pyproject.toml is installed, then carried.
+# Downloads, checks the set is complete, prints its size (carry [".gpu-wheels"]). Only the venv's python is
+# needed (not the JS SDK or the old botocore that `install` also brings).
 gpu-wheels: $(STAMP)
 	$(BIN)/python bench/gpu/wheels.py --dest .gpu-wheels
 
-# The CPU rehearsal of bench/gpu/run.sh: a 3.11 stand-in for the machine's python3 with the carried wheels,
-# every stage at tiny numbers (SDXL_GPU_DRYRUN=1), then the call cut during each stage in turn and one
-# stage past its cap (bench/gpu/rehearse.py). Minutes; writes to bench/out/gpu-dryrun.
+# The CPU rehearsal of bench/gpu/run.sh: a 3.11 stand-in for the machine's python3 (its packages that the
+# derived set relies on) with the set's wheels for cp311, every stage at tiny numbers (SDXL_GPU_DRYRUN=1),
+# then the call cut during each stage in turn and one stage past its cap (bench/gpu/rehearse.py). Minutes;
+# downloads from PyPI; writes to /tmp/sdxl-gpu-sim and bench/out/gpu-dryrun.
 gpu-check: $(STAMP)
 	bash bench/gpu/simulate.sh

@@ -6,11 +6,12 @@
 #     bash bench/gpu/simulate.sh [all|full|cuts]      (default all: full, then cuts)
 #
 # The stand-in ($SIM/device, a venv of python3.11: this box has no CUDA torch and no cp312 CPU torch) holds
-# torch 2.13.0+cpu and the machine's own packages at its versions where PyPI has them (huggingface-hub 1.33.0,
-# tokenizers 0.23.2, transformers 5.17.0, accelerate 1.15.0, safetensors 0.8.0; numpy 2.5.2 is not on PyPI:
-# the newest is used), a deliberately old typing-extensions, and NONE of the carried packages. The wheels are
-# bench/gpu/requirements.txt fetched for cp311 (bench/gpu/wheels.py --python 3.11) into $SIM, not
-# .gpu-wheels.
+# torch 2.13.0+cpu and the machine's own packages that the wheel set relies on or shadows
+# (`bench/gpu/wheels.py --python 3.11 --list machine`), at the machine's versions where known and on PyPI
+# (transformers 5.17.0, huggingface-hub 1.33.0, ...; numpy 2.5.2 is not on PyPI: the newest is used), a
+# deliberately old typing-extensions, and NONE of the packages carried because the machine lacks them. It is
+# made again whenever that list changes. The wheels are the set bench/gpu/wheels.py derives, for cp311, in
+# $SIM, not .gpu-wheels.
 #   full: run.sh with every stage, SDXL_GPU_DRYRUN=1 (cpu, tiny model, 128x128, 2 requests, one compiled
 #         shape), offline (PIP_NO_INDEX=1), the tests stage on tests/gpu (collected, skipped without CUDA)
 #         and tests/test_codecs.py, into bench/out/gpu-dryrun/full; it must exit 0. The mixed stage runs
@@ -33,23 +34,26 @@ case "$WHAT" in all | full | cuts) ;; *)
 esac
 mkdir -p "$SIM"
 
+DERIVE=("$ROOT/.venv/bin/python" bench/gpu/wheels.py --python 3.11)
 # The carried packages that the machine does not have at all (not those carried to replace its version).
-CARRIED=$(grep -v '^#' bench/gpu/requirements.txt | sed 's/[=<>!~ ].*//' | grep -v '^$' |
-    grep -vxFf <(grep -v '^#' bench/gpu/device-packages.txt))
-if [ ! -e "$SIM/device/.ready" ]; then
+CARRIED=$("${DERIVE[@]}" --list absent | xargs)
+# numpy 2.5.2, the machine's, is not on PyPI.
+MACHINE=$("${DERIVE[@]}" --list machine | sed -E 's/^numpy==.*/numpy/' | xargs)
+# The machine has these too, and they act without being imported: hypothesis is a pytest plugin, and
+# granian's event loop is uvloop wherever uvloop is installed.
+ACTING_UNIMPORTED="hypothesis uvloop"
+STAND_IN="torch==2.13.0 $MACHINE $ACTING_UNIMPORTED typing-extensions==4.12.2 -- without: $CARRIED"
+if [ "$(cat "$SIM/device/.ready" 2>/dev/null)" != "$STAND_IN" ]; then
     rm -rf "$SIM/device"
     "$PYTHON" -m venv "$SIM/device"
     "$SIM/device/bin/pip" install --quiet torch==2.13.0
-    "$SIM/device/bin/pip" install --quiet torch==2.13.0 huggingface-hub==1.33.0 tokenizers==0.23.2 \
-        transformers==5.17.0 accelerate==1.15.0 safetensors==0.8.0 'numpy<2.6' typing-extensions==4.12.2 \
-        anyio annotated-doc certifi click filelock fsspec h11 hf-xet httpcore httpx hypothesis idna jinja2 \
-        packaging pillow prometheus-client psutil pytest pytest-timeout python-dateutil pyyaml regex requests \
-        rich scipy shellingham six tqdm typer urllib3 uvloop zipp
+    # shellcheck disable=SC2086
+    "$SIM/device/bin/pip" install --quiet torch==2.13.0 $MACHINE $ACTING_UNIMPORTED
     # Whatever the resolver pulled in that the machine lacks goes: the carried wheels must bring it.
     # shellcheck disable=SC2086
     "$SIM/device/bin/pip" uninstall --quiet -y $CARRIED 2>/dev/null || true
     "$SIM/device/bin/pip" install --quiet --force-reinstall --no-deps typing-extensions==4.12.2
-    touch "$SIM/device/.ready"
+    echo "$STAND_IN" >"$SIM/device/.ready"
 fi
 echo "stand-in python: $("$SIM/device/bin/python" -c 'import sys, torch, transformers, typing_extensions as t
 print(sys.version.split()[0], "torch", torch.__version__, "transformers", transformers.__version__)')"
@@ -60,7 +64,7 @@ for name in $CARRIED; do
     fi
 done
 
-"$ROOT/.venv/bin/python" bench/gpu/wheels.py --python 3.11 --dest "$SIM/wheels-cp311"
+"${DERIVE[@]}" --dest "$SIM/wheels-cp311"
 
 BASE=${OUT:-$ROOT/bench/out/gpu-dryrun}
 RECORDED=$SIM/recorded
