@@ -39,10 +39,11 @@ from sdxl_bedrock.api.guards import listens_on_loopback
 from sdxl_bedrock.config import Settings
 from sdxl_bedrock.errors import Overloaded
 from sdxl_bedrock.logs import configure_logging, survive_closed_output
-from sdxl_bedrock.serve.front import Front, server_tls_context
+from sdxl_bedrock.serve.front import ClientAddress, Front, server_tls_context
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
+    from starlette.types import ASGIApp
 
     from sdxl_bedrock.runtime import Runtime
 
@@ -51,6 +52,11 @@ BACKLOG = 1024
 # Streams one HTTP/2 connection may have open at once (granian's default is 200).
 MAX_STREAMS_PER_CONNECTION = 100
 OVERLOADED = "The server has too many open connections; retry shortly."
+# A Unix socket's path holds 107 bytes on Linux (108 with its NUL); the longest name the front gives a
+# client's socket is `[`, an IPv6 address (39: one with an IPv4 tail is IPv4-mapped, and shorter), `%`, an
+# interface name (15), `]:` and a port (5).
+SOCKET_PATH_MAX = 107
+LONGEST_CLIENT_NAME = 63
 
 
 class PortUnavailable(Exception):
@@ -115,7 +121,7 @@ def refusal_bytes(app: FastAPI) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + bytes(response.body)
 
 
-def granian_server(app: FastAPI, settings: Settings, upstream: Path) -> Server:
+def granian_server(app: ASGIApp, settings: Settings, upstream: Path) -> Server:
     idle_ms = int(settings.idle_timeout_s * 1000)
     return Server(
         app,
@@ -135,6 +141,16 @@ def granian_server(app: FastAPI, settings: Settings, upstream: Path) -> Server:
         ),
         log_enabled=False,
     )
+
+
+def private_folder() -> Path:
+    """A new folder only this user can enter, its path short enough for every socket the front names in it
+    (a TMPDIR may be long; /tmp is not)."""
+    folder = Path(tempfile.mkdtemp(prefix="sdxl-bedrock-"))
+    if len(os.fsencode(folder)) + 1 + LONGEST_CLIENT_NAME > SOCKET_PATH_MAX:
+        folder.rmdir()
+        folder = Path(tempfile.mkdtemp(prefix="sdxl-bedrock-", dir="/tmp"))
+    return folder
 
 
 async def until_exists(path: Path) -> None:
@@ -188,16 +204,18 @@ async def _serve(settings: Settings, listener: socket.socket) -> int:
 
     app = create_app(settings, on_ready=announce, on_load_failed=give_up)
     runtime: Runtime = app.state.runtime
-    # granian's socket, where only this user can reach it: every client comes through the front.
-    socket_folder = Path(tempfile.mkdtemp(prefix="sdxl-bedrock-"))
+    # granian's socket, and the front's sockets towards it (each named for its client), where only this
+    # user can reach them: every client comes through the front.
+    socket_folder = private_folder()
     upstream = socket_folder / "http.sock"
-    server = granian_server(app, settings, upstream)
+    server = granian_server(ClientAddress(app, clients=socket_folder), settings, upstream)
     front = Front(
         upstream,
         max_connections=settings.max_connections,
         deadline_s=settings.idle_timeout_s,
         refusal=lambda: refusal_bytes(app),
         metrics=runtime.metrics,
+        clients=socket_folder,
     )
     tls = (
         server_tls_context(settings.tls_cert, settings.tls_key)
