@@ -21,7 +21,7 @@ from sdxl_bedrock.api.guards import CLIENT_CLOSED, CLIENT_CLOSED_REQUEST, BodyGu
 from sdxl_bedrock.api.private_routes import PrivateRoutes
 from sdxl_bedrock.config import Settings
 from sdxl_bedrock.errors import InvalidRequest, MethodNotAllowed, NotFound, ServiceError
-from sdxl_bedrock.logs import request_id_var
+from sdxl_bedrock.logs import address_text, client_var, request_id_var
 from sdxl_bedrock.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -32,9 +32,10 @@ OnLoadFailed = Callable[[BaseException], None]
 
 
 class RequestMiddleware:
-    """Per request: an id (x-amzn-RequestId on every response, Bedrock's way), the in-flight count that a
-    graceful shutdown waits on, the request metrics, and one access-log line. Every response says
-    `X-Content-Type-Options: nosniff`: a browser must not read an error's JSON as a page or a script."""
+    """Per request: an id (x-amzn-RequestId on every response, Bedrock's way) and the client's address for
+    every line it logs, the in-flight count that a graceful shutdown waits on, the request metrics, and one
+    access-log line. Every response says `X-Content-Type-Options: nosniff`: a browser must not read an
+    error's JSON as a page or a script."""
 
     def __init__(self, app: ASGIApp, runtime: Runtime) -> None:
         self.app = app
@@ -47,6 +48,7 @@ class RequestMiddleware:
         request_id = str(uuid.uuid4())
         scope.setdefault("state", {})["request_id"] = request_id
         token = request_id_var.set(request_id)
+        client_token = client_var.set(address_text(scope.get("client")))
         started = time.monotonic()
         status = 500
 
@@ -90,6 +92,7 @@ class RequestMiddleware:
                     "seconds": round(seconds, 4),
                 },
             )
+            client_var.reset(client_token)
             request_id_var.reset(token)
 
 

@@ -137,6 +137,13 @@ class Settings(BaseSettings):
         description="open connections beyond which a new one is refused at once "
         "(ServiceUnavailableException, 503, then closed)",
     )
+    front: bool = Field(
+        default=True,
+        description="accept connections in the front (serve/front.py), which holds them to "
+        "--max-connections and to the first bytes' and TLS handshake's --idle-timeout; --no-front: "
+        "granian serves the port itself, and those are the job of a reverse proxy in front "
+        "(docs/SECURITY.md)",
+    )
     max_body_bytes_in_flight: Annotated[int, Flag(metavar="BYTES")] = Field(
         default=256_000_000,
         ge=BODY_LIMIT_BYTES,

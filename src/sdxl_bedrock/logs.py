@@ -1,8 +1,9 @@
-"""Logging: a request id on every line (from a context variable), plain text or JSON lines.
+"""Logging: a request's id and its client's address on every line it logs (from context variables), plain
+text or JSON lines.
 
-Request content (prompts, images) is never logged; a request is one line with its id, route, status, time.
-What a client chose (a path, a header) is logged with its control characters escaped: a `%1b` or a `%0d`
-in a path must neither drive the terminal that shows the log nor start a forged line.
+Request content (prompts, images) is never logged; a request is one line with its id, its client, route,
+status and time. What a client chose (a path, a header) is logged with its control characters escaped: a
+`%1b` or a `%0d` in a path must neither drive the terminal that shows the log nor start a forged line.
 """
 
 from __future__ import annotations
@@ -15,15 +16,27 @@ import os
 import re
 import sys
 import time
+from collections.abc import Sequence
 from typing import Any, TextIO
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+# The request's client as `HOST:PORT` (`[HOST]:PORT` for IPv6), or "-".
+client_var: contextvars.ContextVar[str] = contextvars.ContextVar("client", default="-")
 
 
 class RequestIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = request_id_var.get()
+        record.client = client_var.get()
         return True
+
+
+def address_text(client: Sequence[Any] | None) -> str:
+    """An ASGI scope's `client`, (host, port), as `HOST:PORT` (`[HOST]:PORT` for IPv6); "-" when unknown."""
+    if not client or not client[0]:
+        return "-"
+    host, port = str(client[0]), client[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -53,6 +66,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
             "request_id": getattr(record, "request_id", "-"),
+            "client": getattr(record, "client", "-"),
             "message": record.getMessage(),
         }
         line.update({field: getattr(record, field) for field in self.FIELDS if hasattr(record, field)})
@@ -68,7 +82,7 @@ def configure_logging(*, json_lines: bool, verbose: bool = False) -> None:
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(
-            TextFormatter("%(asctime)s %(levelname)s [%(request_id)s] %(name)s: %(message)s")
+            TextFormatter("%(asctime)s %(levelname)s [%(request_id)s %(client)s] %(name)s: %(message)s")
         )
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -1,6 +1,7 @@
 """docs/SECURITY.md's nginx configuration, as written but for its ports, certificate and file paths, in front
-of a server with auth on: boto3 through it over TLS and HTTP/2 (SigV4 signs the Host nginx passes on), the
-response stream unbuffered, and Bedrock's answer to a body over the limit."""
+of a server with auth on and, as the configuration says, without the front (`--no-front`): boto3 through it
+over TLS and HTTP/2 (SigV4 signs the Host nginx passes on), the response stream unbuffered, Bedrock's answer
+to a body over the limit, and the server's log naming nginx's connection whatever the client claims."""
 
 from __future__ import annotations
 
@@ -8,10 +9,12 @@ import base64
 import json
 import os
 import pwd
+import re
 import shutil
 import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -24,13 +27,16 @@ from botocore.exceptions import ClientError
 from tests.conftest import (
     AUTH_KEY_ID,
     AUTH_SECRET,
+    AUTH_SERVER_ARGS,
     REPO,
     RunningServer,
     TlsFiles,
     free_port,
     gradient_png,
+    start_server,
 )
 from tests.e2e.test_callers_who_left import TOO_LARGE_MESSAGE, oversized_body
+from tests.e2e.test_client_address import SPOOFED, client_named, lines_of
 
 NGINX = "/usr/sbin/nginx"
 MODEL = "stability.stable-diffusion-xl-v1"
@@ -56,14 +62,23 @@ def local_config(documented: str, *, port: int, upstream_port: int, tls: TlsFile
 
 
 @pytest.fixture(scope="module")
+def proxied_server(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Iterator[RunningServer]:
+    """auth_server's options, started as the configuration's upstream comment says: `--no-front`."""
+    assert "--no-front" in documented_config()
+    running = start_server(tmp_path_factory.mktemp("logs"), *AUTH_SERVER_ARGS, "--no-front")
+    yield running
+    assert running.stop() == 0, running.log()
+
+
+@pytest.fixture(scope="module")
 def proxy(
-    auth_server: RunningServer, tls_files: TlsFiles, tmp_path_factory: pytest.TempPathFactory
+    proxied_server: RunningServer, tls_files: TlsFiles, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
     if shutil.which(NGINX) is None and shutil.which("nginx") is None:
         pytest.fail("nginx is missing: run `make install` (Debian's nginx-light)")
     folder = tmp_path_factory.mktemp("nginx")
     port = free_port()
-    upstream_port = urlsplit(auth_server.url).port
+    upstream_port = urlsplit(proxied_server.url).port
     assert upstream_port is not None
     server_block = local_config(documented_config(), port=port, upstream_port=upstream_port, tls=tls_files)
     temp = {name: folder / name for name in ("body", "proxy", "fastcgi", "uwsgi", "scgi")}
@@ -162,3 +177,16 @@ def test_a_body_over_the_limit_gets_bedrocks_answer_through_the_proxy(
 def test_the_documented_config_passes_the_host_the_client_signed() -> None:
     assert "proxy_set_header Host $http_host;" in documented_config()
     assert "proxy_buffering off;" in documented_config()
+
+
+def test_the_log_names_the_proxys_connection_whatever_the_client_claims(
+    proxy: str, proxied_server: RunningServer, tls_files: TlsFiles
+) -> None:
+    """The server's peer is nginx, on loopback; the client's own address is in nginx's log (the
+    configuration sends no X-Forwarded-For, and the server would not read one)."""
+    with httpx.Client(http2=True, verify=tls_files.context(), timeout=60) as http2:
+        response = http2.get(proxy + "/ping", headers=SPOOFED)
+    assert response.status_code == 200
+    [line] = lines_of(proxied_server, response.headers["x-amzn-RequestId"])
+    assert re.fullmatch(r"127\.0\.0\.1:\d+", client_named(line)), line
+    assert "198.51.100." not in line

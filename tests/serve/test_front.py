@@ -1,6 +1,7 @@
 """The front (front.py) over a stand-in upstream, an echo server on a Unix socket: first bytes under a
-deadline, the connection limit, relaying both ways with closes passed on. The server-level tests are in
-tests/e2e/test_hostile_clients.py."""
+deadline, the connection limit, relaying both ways with closes passed on, the client's address passed on
+in the name of the socket it connects from. The server-level tests are in tests/e2e/test_hostile_clients.py
+and tests/e2e/test_client_address.py."""
 
 from __future__ import annotations
 
@@ -10,11 +11,21 @@ import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
+from starlette.types import Receive, Scope, Send
 
 from sdxl_bedrock.metrics import Metrics
-from sdxl_bedrock.serve.front import H2_PREFACE, ClientSide, Front, UpstreamSide, protocol_decided
+from sdxl_bedrock.serve.front import (
+    H2_PREFACE,
+    ClientAddress,
+    ClientSide,
+    Front,
+    UpstreamSide,
+    client_of_name,
+    protocol_decided,
+)
 
 REFUSAL = b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
 
@@ -52,7 +63,7 @@ Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]
 
 @asynccontextmanager
 async def front_over_echo(
-    tmp_path: Path, handler: Handler = echo, **options: float
+    tmp_path: Path, handler: Handler = echo, clients: Path | None = None, **options: float
 ) -> AsyncIterator[tuple[int, Front]]:
     upstream = tmp_path / "echo.sock"
     echo_server = await asyncio.start_unix_server(handler, str(upstream))
@@ -63,6 +74,7 @@ async def front_over_echo(
         deadline_s=options.get("deadline_s", 5.0),
         refusal=lambda: REFUSAL,
         metrics=Metrics(),
+        clients=clients,
     )
     await front.start(listener, None, 16)
     try:
@@ -280,3 +292,70 @@ def test_an_answer_sent_before_the_upstream_closed_survives_a_failed_write(tmp_p
         upstream.close()
 
     asyncio.run(main())
+
+
+def test_each_relayed_connection_comes_from_a_socket_named_for_its_client(tmp_path: Path) -> None:
+    """What granian reports as the peer names the client's address and port; no name stays behind."""
+    clients = tmp_path / "clients"
+    clients.mkdir()
+    peers: list[str] = []
+
+    async def record_peer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peers.append(writer.get_extra_info("peername"))
+        await echo(reader, writer)
+
+    async def main() -> None:
+        async with front_over_echo(tmp_path, record_peer, clients=clients) as (port, _):
+            local_ports = []
+            for _ in range(3):
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                local_ports.append(writer.get_extra_info("sockname")[1])
+                writer.write(b"GET / HTTP/1.1\r\n\r\n")
+                writer.write_eof()
+                assert (await asyncio.wait_for(reader.read(), 30)).endswith(b"bye")
+                writer.close()
+        assert peers == [f"{clients}/127.0.0.1:{local}" for local in local_ports]
+        assert list(clients.iterdir()) == []
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize(
+    ("name", "client"),
+    [
+        ("203.0.113.7:51234", ("203.0.113.7", 51234)),
+        ("[2001:db8::1]:443", ("2001:db8::1", 443)),
+        ("[fe80::1%eth0]:8080", ("fe80::1%eth0", 8080)),
+        ("http.sock", None),
+        ("evil.example.com:80", None),
+        ("203.0.113.7:port", None),
+    ],
+)
+def test_a_socket_name_is_read_back_as_the_address_it_spells(name: str, client: object) -> None:
+    assert client_of_name(name) == client
+
+
+def client_seen(clients: Path | None, peer: tuple[str, str]) -> object:
+    """The `client` an app behind ClientAddress sees, where granian reports `peer`."""
+    seen: list[object] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        seen.append(scope["client"])
+
+    async def nothing(*_: object) -> Any:
+        raise AssertionError("the middleware neither receives nor sends")
+
+    asyncio.run(ClientAddress(app, clients=clients)({"type": "http", "client": peer}, nothing, nothing))
+    return seen[0]
+
+
+def test_only_a_name_in_the_fronts_folder_is_read_as_a_client(tmp_path: Path) -> None:
+    assert client_seen(tmp_path, (f"{tmp_path}/203.0.113.7:51234", "0")) == ("203.0.113.7", 51234)
+    # Anything else granian could report is no client's address: an unnamed socket, a name elsewhere, a
+    # name in a folder below, and a TCP peer (which only a server without the front has).
+    assert client_seen(tmp_path, ("", "0")) is None
+    assert client_seen(tmp_path, ("/tmp/203.0.113.7:51234", "0")) is None
+    assert client_seen(tmp_path, (f"{tmp_path}/x/203.0.113.7:51234", "0")) is None
+    assert client_seen(tmp_path, ("203.0.113.7", "51234")) is None
+    # Without the front granian's peer is the client; granian gives its port as text, ASGI as an int.
+    assert client_seen(None, ("203.0.113.7", "51234")) == ("203.0.113.7", 51234)

@@ -24,18 +24,31 @@ the app, api/guards.py), and this front adds what it lacks:
 Bytes are relayed as they come, both ways, with flow control (a side that cannot keep up pauses the other's
 reading), and a close or half-close on either side is passed on: granian sees a client that disconnects as
 the ASGI `http.disconnect` it needs to drop that client's work.
+
+The client's address goes along beside the bytes, not in them: granian's peer is the Unix socket the front
+connects from, and the front binds that socket to a name that spells the client's address
+(`203.0.113.7:51234`, `[2001:db8::1]:51234`) in the private folder, which granian reports as the
+connection's peer and `ClientAddress` reads back into the ASGI scope. granian (2.8) reads no PROXY
+protocol, and a header would mean rewriting request heads in the relay (HPACK-coded ones, for HTTP/2);
+this way no byte a client sends can name another address, whatever the protocol.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ipaddress
 import logging
 import socket
 import ssl
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from sdxl_bedrock.logs import address_text
 from sdxl_bedrock.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -62,7 +75,8 @@ class Front:
     """Accepts on a listening socket and relays each connection to the Unix socket at `upstream`.
 
     `refusal()` gives the bytes a connection beyond `max_connections` is answered with (an HTTP/1.1
-    response that closes the connection)."""
+    response that closes the connection). With `clients` (a folder only this user can enter), each relayed
+    connection comes from a socket named there for its client (`ClientAddress`)."""
 
     def __init__(
         self,
@@ -72,12 +86,14 @@ class Front:
         deadline_s: float,
         refusal: Callable[[], bytes],
         metrics: Metrics,
+        clients: Path | None = None,
     ) -> None:
         self.upstream = upstream
         self.max_connections = max_connections
         self.deadline_s = deadline_s
         self.refusal = refusal
         self.metrics = metrics
+        self.clients = clients
         self.open: set[ClientSide] = set()
         self.server: asyncio.Server | None = None
         self._last_refusal_log = 0.0
@@ -100,6 +116,31 @@ class Front:
         """Close every connection still open (once granian has answered what it will)."""
         for client in list(self.open):
             client.transport.close()
+
+    async def upstream_socket(self, peer: Any) -> socket.socket:
+        """A socket connected to granian's, named first for `peer` (the client's address) in `clients`."""
+        loop = asyncio.get_running_loop()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        name = None
+        try:
+            sock.setblocking(False)
+            if self.clients is not None and peer:
+                name = self.clients / address_text(peer)
+                # The socket keeps its address once the name is gone, so a name lasts only while its
+                # connection is made; one still there is that of a connection from the same address and
+                # port being made (a client that reuses its port at once), and binding needs it gone.
+                with contextlib.suppress(FileNotFoundError):
+                    name.unlink()
+                sock.bind(str(name))
+            await loop.sock_connect(sock, str(self.upstream))
+        except BaseException:
+            sock.close()
+            raise
+        finally:
+            if name is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    name.unlink()
+        return sock
 
     def refused(self) -> None:
         self.metrics.connections_refused.inc()
@@ -208,9 +249,8 @@ class ClientSide(asyncio.Protocol):
     async def connect(self) -> None:
         loop = asyncio.get_running_loop()
         try:
-            upstream, _ = await loop.create_unix_connection(
-                lambda: UpstreamSide(self), str(self.front.upstream)
-            )
+            sock = await self.front.upstream_socket(self.transport.get_extra_info("peername"))
+            upstream, _ = await loop.create_unix_connection(lambda: UpstreamSide(self), sock=sock)
         except OSError as error:
             log.warning("could not reach the HTTP server behind the front: %s", error)
             self.transport.abort()
@@ -335,3 +375,43 @@ def protocol_decided(head: bytes | bytearray) -> bool:
     until it can tell, without a deadline, so it gets the connection only once it can."""
     known = min(len(head), len(H2_PREFACE))
     return known == len(H2_PREFACE) or head[:known] != H2_PREFACE[:known]
+
+
+def client_of_name(name: str) -> tuple[str, int] | None:
+    """The (host, port) a name of `Front.upstream_socket` spells, or None for any other name."""
+    host, _, port = name.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    try:
+        ipaddress.ip_address(host.partition("%")[0])
+        return host, int(port)
+    except ValueError:
+        return None
+
+
+class ClientAddress:
+    """ASGI middleware, outermost: `scope["client"]` is the client's (host, port) as it connected.
+
+    Behind the front (`clients` given, the folder where the front names its sockets) granian's peer is one
+    of those names, read back into an address; a peer anywhere else is no client's address. Without the
+    front, granian's peer is the client. Either way the port is an int, as ASGI has it (granian's is text).
+    """
+
+    def __init__(self, app: ASGIApp, clients: Path | None) -> None:
+        self.app = app
+        self.prefix = None if clients is None else f"{clients}/"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            scope["client"] = self.client_of(scope.get("client"))
+        await self.app(scope, receive, send)
+
+    def client_of(self, peer: Any) -> tuple[str, int] | None:
+        if not peer or not peer[0]:
+            return None
+        host = str(peer[0])
+        if self.prefix is None:
+            return host, int(peer[1])
+        name = host.removeprefix(self.prefix)
+        if name == host or "/" in name:
+            return None
+        return client_of_name(name)

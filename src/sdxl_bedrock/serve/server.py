@@ -3,12 +3,14 @@ behind a front (front.py) that holds connections to a limit and to deadlines gra
 
 The port is this server's alone: it is bound here, before the model loads (so a busy port fails at once),
 without SO_REUSEPORT (so no second server can bind it and take part of the traffic), and accepted on by the
-front, which relays each connection to granian on a Unix socket in a folder only this user can enter.
+front, which relays each connection to granian on a Unix socket in a folder only this user can enter. With
+`--no-front` granian accepts on the port's socket itself (behind a reverse proxy, which holds connections to
+their limits and deadlines, the relay would only double the bytes' way).
 
-Deadlines, each `--idle-timeout` long: a TLS handshake and a connection's first bytes (the front); each
-HTTP/1.1 request head, and the wait for the next one on a kept-alive connection (granian's
-`header_read_timeout`); an HTTP/2 peer that stops answering pings (granian's keep-alive). A body's is
-`--body-timeout` (api/guards.py).
+Deadlines, each `--idle-timeout` long: a TLS handshake and a connection's first bytes (the front; with
+`--no-front`, none); each HTTP/1.1 request head, and the wait for the next one on a kept-alive connection
+(granian's `header_read_timeout`); an HTTP/2 peer that stops answering pings (granian's keep-alive). A
+body's is `--body-timeout` (api/guards.py).
 """
 
 from __future__ import annotations
@@ -27,9 +29,10 @@ import time
 import uuid
 from http import HTTPStatus
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from granian.constants import HTTPModes, Interfaces
+from granian._granian import SocketHolder
+from granian.constants import HTTPModes, Interfaces, SSLProtocols
 from granian.http import HTTP1Settings, HTTP2Settings
 from granian.server.embed import Server
 from starlette.responses import Response
@@ -39,10 +42,11 @@ from sdxl_bedrock.api.guards import listens_on_loopback
 from sdxl_bedrock.config import Settings
 from sdxl_bedrock.errors import Overloaded
 from sdxl_bedrock.logs import configure_logging, survive_closed_output
-from sdxl_bedrock.serve.front import Front, server_tls_context
+from sdxl_bedrock.serve.front import ClientAddress, Front, server_tls_context
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
+    from starlette.types import ASGIApp
 
     from sdxl_bedrock.runtime import Runtime
 
@@ -51,6 +55,11 @@ BACKLOG = 1024
 # Streams one HTTP/2 connection may have open at once (granian's default is 200).
 MAX_STREAMS_PER_CONNECTION = 100
 OVERLOADED = "The server has too many open connections; retry shortly."
+# A Unix socket's path holds 107 bytes on Linux (108 with its NUL); the longest name the front gives a
+# client's socket is `[`, an IPv6 address (39: one with an IPv4 tail is IPv4-mapped, and shorter), `%`, an
+# interface name (15), `]:` and a port (5).
+SOCKET_PATH_MAX = 107
+LONGEST_CLIENT_NAME = 63
 
 
 class PortUnavailable(Exception):
@@ -115,17 +124,33 @@ def refusal_bytes(app: FastAPI) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + bytes(response.body)
 
 
-def granian_server(app: FastAPI, settings: Settings, upstream: Path) -> Server:
+class ListenerServer(Server):
+    """granian accepting on a socket already listening (granian's own TCP listener would set SO_REUSEPORT,
+    which lets a second server share the port)."""
+
+    def __init__(self, app: ASGIApp, listener: socket.socket, **options: Any) -> None:
+        super().__init__(app, **options)
+        self.listener = listener
+
+    def _init_shared_socket(self) -> None:
+        # granian (2.8) has no option for a socket bound elsewhere; its workers accept on `_shd` when `_ssp`
+        # (the address each would bind itself) is unset. The descriptor is granian's from here: it closes it.
+        self.listener.setblocking(False)
+        self._ssp = None
+        self._shd = SocketHolder(self.listener.detach(), False, BACKLOG)  # type: ignore[call-arg,assignment]
+
+
+def granian_server(app: ASGIApp, settings: Settings, bind: Path | socket.socket) -> Server:
+    """granian on the Unix socket at `bind` (behind the front), or accepting on the listening socket `bind`
+    (`--no-front`: TLS, when configured, is granian's then)."""
     idle_ms = int(settings.idle_timeout_s * 1000)
-    return Server(
-        app,
-        uds=upstream,
+    options: dict[str, Any] = dict(
         interface=Interfaces.ASGI,
         http=HTTPModes.auto,
         websockets=False,
         backlog=BACKLOG,
         # The front holds the connection limit: granian's own (a cap past which it stops accepting) is no
-        # lower.
+        # lower. Without the front it is the only one.
         backpressure=settings.max_connections,
         http1_settings=HTTP1Settings(header_read_timeout=idle_ms),
         http2_settings=HTTP2Settings(
@@ -135,6 +160,24 @@ def granian_server(app: FastAPI, settings: Settings, upstream: Path) -> Server:
         ),
         log_enabled=False,
     )
+    if isinstance(bind, Path):
+        return Server(app, uds=bind, **options)
+    if settings.tls_cert and settings.tls_key:
+        # The front's floor (server_tls_context); granian's own default would refuse TLS 1.2 clients.
+        options.update(
+            ssl_cert=settings.tls_cert, ssl_key=settings.tls_key, ssl_protocol_min=SSLProtocols.tls12
+        )
+    return ListenerServer(app, bind, address=settings.host, port=settings.port, **options)
+
+
+def private_folder() -> Path:
+    """A new folder only this user can enter, its path short enough for every socket the front names in it
+    (a TMPDIR may be long; /tmp is not)."""
+    folder = Path(tempfile.mkdtemp(prefix="sdxl-bedrock-"))
+    if len(os.fsencode(folder)) + 1 + LONGEST_CLIENT_NAME > SOCKET_PATH_MAX:
+        folder.rmdir()
+        folder = Path(tempfile.mkdtemp(prefix="sdxl-bedrock-", dir="/tmp"))
+    return folder
 
 
 async def until_exists(path: Path) -> None:
@@ -188,17 +231,24 @@ async def _serve(settings: Settings, listener: socket.socket) -> int:
 
     app = create_app(settings, on_ready=announce, on_load_failed=give_up)
     runtime: Runtime = app.state.runtime
-    # granian's socket, where only this user can reach it: every client comes through the front.
-    socket_folder = Path(tempfile.mkdtemp(prefix="sdxl-bedrock-"))
-    upstream = socket_folder / "http.sock"
-    server = granian_server(app, settings, upstream)
-    front = Front(
-        upstream,
-        max_connections=settings.max_connections,
-        deadline_s=settings.idle_timeout_s,
-        refusal=lambda: refusal_bytes(app),
-        metrics=runtime.metrics,
-    )
+    front: Front | None = None
+    socket_folder: Path | None = None
+    if settings.front:
+        # granian's socket, and the front's sockets towards it (each named for its client), where only this
+        # user can reach them: every client comes through the front.
+        socket_folder = private_folder()
+        upstream = socket_folder / "http.sock"
+        server = granian_server(ClientAddress(app, clients=socket_folder), settings, upstream)
+        front = Front(
+            upstream,
+            max_connections=settings.max_connections,
+            deadline_s=settings.idle_timeout_s,
+            refusal=lambda: refusal_bytes(app),
+            metrics=runtime.metrics,
+            clients=socket_folder,
+        )
+    else:
+        server = granian_server(ClientAddress(app, clients=None), settings, listener)
     tls = (
         server_tls_context(settings.tls_cert, settings.tls_key)
         if settings.tls_cert and settings.tls_key
@@ -207,7 +257,8 @@ async def _serve(settings: Settings, listener: socket.socket) -> int:
     stopping: list[asyncio.Task[None]] = []
 
     def stop() -> None:
-        front.stop_accepting()
+        if front is not None:
+            front.stop_accepting()
         assert server is not None
         server.stop()
 
@@ -224,14 +275,15 @@ async def _serve(settings: Settings, listener: socket.socket) -> int:
         print("sdxl-bedrock: shutting down, finishing accepted requests", file=sys.stderr, flush=True)
 
     async def open_front() -> None:
-        await until_exists(upstream)
-        await front.start(listener, tls, BACKLOG)
+        if front is not None:
+            await until_exists(front.upstream)
+            await front.start(listener, tls, BACKLOG)
 
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal)
     # The app's lifespan starts loading as soon as granian runs it, below; clients wait in the listen backlog
-    # until granian's socket is there.
+    # until granian's socket is there (or, without the front, until granian accepts).
     print(f"sdxl-bedrock: loading model {settings.model} ...", flush=True)
     loading_since = time.monotonic()
     opening = loop.create_task(open_front())
@@ -239,9 +291,11 @@ async def _serve(settings: Settings, listener: socket.socket) -> int:
         await server.serve()
     finally:
         opening.cancel()
-        front.stop_accepting()
-        front.close_all()
-        shutil.rmtree(socket_folder, ignore_errors=True)
+        if front is not None:
+            front.stop_accepting()
+            front.close_all()
+        if socket_folder is not None:
+            shutil.rmtree(socket_folder, ignore_errors=True)
     return exit_code
 
 
