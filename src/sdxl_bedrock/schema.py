@@ -142,9 +142,10 @@ class GenerationRequest:
     """One image to make.
 
     `denoise_from` / `denoise_to` are the fraction of the noise schedule the sampler runs, 1 being pure
-    noise and 0 a clean image: image-to-image at strength `s` denoises from `1 - s` to 0. `init_image` is
-    RGB; `mask` an "L" image of the same size, 255 where pixels are regenerated. `samples` images are made,
-    with the seeds `seed`, `seed + 1`, ...
+    noise and 0 a clean image: image-to-image at diffusers' strength `s` denoises from `s` to 0 (strength.py
+    makes each wire's strength a window, and a window its steps). `init_image` is RGB; `mask` an "L" image
+    of the same size, 255 where pixels are regenerated. `samples` images are made, with the seeds `seed`,
+    `seed + 1`, ...
 
     An init image of another size than `width` x `height` is encoded at its own size and its latents
     resized (bilinear) to the output's latent grid (A1111's "latent upscale"); it then takes no mask.

@@ -50,12 +50,7 @@ from sdxl_bedrock.engine.rows import (
     TickBatch,
     guide,
 )
-from sdxl_bedrock.engine.samplers import (
-    denoising_window,
-    plan_sampling,
-    timestep_to_sigma,
-    training_sigmas,
-)
+from sdxl_bedrock.engine.samplers import plan_sampling, timestep_to_sigma, training_sigmas
 from sdxl_bedrock.engine.vae import BudgetedVae, spoil
 from sdxl_bedrock.errors import InvalidRequest, ModelFailure
 from sdxl_bedrock.faults import Faults, FaultStage
@@ -66,6 +61,7 @@ from sdxl_bedrock.schema import (
     Sampler,
     WeightedPrompt,
 )
+from sdxl_bedrock.strength import window_steps
 
 log = logging.getLogger(__name__)
 
@@ -255,7 +251,7 @@ class Engine:
         if resized and request.mask is not None:
             raise ValueError("an init image resized in latent space takes no mask")
         generator = torch.Generator("cpu").manual_seed(request.seed)
-        window = denoising_window(request.steps, request.denoise_from, request.denoise_to)
+        window = window_steps(request.steps, request.denoise_from, request.denoise_to)
         plan = plan_sampling(
             request.sampler,
             self.scheduler_config,

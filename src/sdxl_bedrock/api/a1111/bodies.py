@@ -45,6 +45,7 @@ from sdxl_bedrock.api.validation import (
 from sdxl_bedrock.errors import Location, ProblemKind
 from sdxl_bedrock.presets import STYLE_PRESETS
 from sdxl_bedrock.schema import SAMPLERS_WITH_ETA, GenerationRequest, Sampler
+from sdxl_bedrock.strength import FULL_SCHEDULE, DenoiseWindow, from_strength
 
 SIZE_STEP, SIZE_MIN, SIZE_MAX = 8, 64, 2048
 MAX_STEPS = 150
@@ -239,10 +240,10 @@ def parse_img2img(
             value=3,
         )
     width, height = body.width, body.height
-    denoise = body.denoising_strength
+    denoise = from_strength(body.denoising_strength)
     if mask is None:
         source = init if body.resize_mode == 3 else images.resize_image(body.resize_mode, init, width, height)
-        return plan(body, width, height, init_image=source, denoise_from=denoise, random_seed=random_seed)
+        return plan(body, width, height, init_image=source, denoise=denoise, random_seed=random_seed)
     if mask.size != init.size:
         mask = images.resize_image(0, mask, *init.size)  # our rule: a mask of another size is stretched
     if body.inpainting_mask_invert:
@@ -252,7 +253,7 @@ def parse_img2img(
     if body.inpaint_full_res and region is None:
         # A1111: an empty mask with "only masked" falls back to plain img2img.
         source = images.resize_image(body.resize_mode, init, width, height)
-        return plan(body, width, height, init_image=source, denoise_from=denoise, random_seed=random_seed)
+        return plan(body, width, height, init_image=source, denoise=denoise, random_seed=random_seed)
     if region is not None:
         x1, y1, x2, y2 = images.expand_crop_region(region, width, height, *mask.size)
         engine_mask = images.resize_image(2, mask.crop((x1, y1, x2, y2)), width, height)
@@ -270,7 +271,7 @@ def parse_img2img(
         height,
         init_image=source,
         mask=engine_mask,
-        denoise_from=denoise,
+        denoise=denoise,
         overlay=overlay,
         random_seed=random_seed,
     )
@@ -336,7 +337,7 @@ def plan(
     *,
     init_image: Image.Image | None = None,
     mask: Image.Image | None = None,
-    denoise_from: float = 1.0,
+    denoise: DenoiseWindow = FULL_SCHEDULE,
     overlay: images.Overlay | None = None,
     random_seed: RandomSeed | None = None,
 ) -> Plan:
@@ -355,7 +356,8 @@ def plan(
         steps=body.steps,
         cfg_scale=body.cfg_scale,
         sampler=resolved.sampler.sampler,
-        denoise_from=denoise_from,
+        denoise_from=denoise.denoise_from,
+        denoise_to=denoise.denoise_to,
         init_image=init_image,
         mask=mask,
         samples=body.batch_size * body.n_iter,

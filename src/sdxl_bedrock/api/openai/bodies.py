@@ -71,6 +71,7 @@ from sdxl_bedrock.api.validation import (
 from sdxl_bedrock.codecs import decode_image_bytes
 from sdxl_bedrock.errors import MalformedBody, Problem, ProblemKind
 from sdxl_bedrock.schema import GenerationRequest, WeightedPrompt
+from sdxl_bedrock.strength import from_strength
 
 if TYPE_CHECKING:
     QualityName: TypeAlias = str
@@ -301,7 +302,7 @@ def parse_edit(
     width, height = output_size(body.size, relaxed=relaxed_sizes, default=image.size)
     image, mask = resized(image, mask, (width, height))
     default_strength = EDIT_STRENGTH if mask is None else MASKED_EDIT_STRENGTH
-    strength = body.strength if body.strength is not None else default_strength
+    window = from_strength(body.strength if body.strength is not None else default_strength)
     quality = body.quality or DEFAULT_QUALITY
     generation = GenerationRequest(
         prompts=(WeightedPrompt(body.prompt, 1.0),),
@@ -312,7 +313,8 @@ def parse_edit(
         steps=QUALITY_STEPS[quality],
         cfg_scale=CFG_SCALE,
         sampler=SAMPLER,
-        denoise_from=strength,
+        denoise_from=window.denoise_from,
+        denoise_to=window.denoise_to,
         init_image=image.convert("RGB"),
         mask=mask,
         samples=body.n or 1,
@@ -334,6 +336,7 @@ def parse_variation(
     image = decode_file(one_image(files), "image")
     width, height = output_size(body.size, relaxed=relaxed_sizes, default=image.size)
     image, _ = resized(image, None, (width, height))
+    window = from_strength(body.strength if body.strength is not None else VARIATION_STRENGTH)
     generation = GenerationRequest(
         prompts=(WeightedPrompt("", 1.0),),
         negative_prompts=(),
@@ -343,7 +346,8 @@ def parse_variation(
         steps=QUALITY_STEPS[DEFAULT_QUALITY],
         cfg_scale=CFG_SCALE,
         sampler=SAMPLER,
-        denoise_from=body.strength if body.strength is not None else VARIATION_STRENGTH,
+        denoise_from=window.denoise_from,
+        denoise_to=window.denoise_to,
         init_image=image.convert("RGB"),
         samples=body.n or 1,
     )
