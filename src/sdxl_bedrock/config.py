@@ -193,6 +193,14 @@ class Settings(BaseSettings):
         validate_default=True,
         description="sizes and batch sizes to run once before serving, e.g. '1024x1024:1,2,4,8;832x1216:1'",
     )
+    # Each doubling of it is one more graph per warmed size (engine/acceleration.py's chunk_buckets).
+    warmup_prompt_chunks: Annotated[int, Flag(metavar="N")] = Field(
+        default=32,
+        ge=1,
+        description="with --compile, prompts of up to N chunks of 77 tokens run compiled: each --warmup "
+        "size is also warmed (at batch 1) with prompts of 2, 4, 8, ... and N chunks, and a prompt runs "
+        "padded to the next of these; longer ones run eager (docs/BATCHING.md)",
+    )
     log_json: bool = Field(default=False, description="log JSON lines, one per request")
     tls_cert: Annotated[Path | None, Flag(metavar="FILE")] = Field(
         default=None, description="serve HTTPS with this PEM certificate and --tls-key"

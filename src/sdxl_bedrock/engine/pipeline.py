@@ -58,6 +58,7 @@ from sdxl_bedrock.schema import (
     FinishReason,
     GeneratedImage,
     GenerationRequest,
+    PromptSpan,
     Sampler,
     WeightedPrompt,
 )
@@ -133,10 +134,13 @@ class Engine:
             faults=faults,
         )
 
-    def warm_up(self, width: int, height: int, batch_size: int) -> None:
-        """One small text-to-image batch of this shape: compiles (and captures CUDA graphs) off the clock."""
+    def warm_up(self, width: int, height: int, batch_size: int, prompt_chunks: int = 1) -> None:
+        """One small text-to-image batch of this shape, its prompts `prompt_chunks` chunks of 77 tokens
+        long: compiles (and captures CUDA graphs) off the clock."""
+        # Chunk breaks make the length exact whatever the checkpoint's tokenizer.
+        spans = tuple(PromptSpan("warm-up", starts_chunk=index > 0) for index in range(prompt_chunks))
         request = GenerationRequest(
-            prompts=(WeightedPrompt("warm-up", 1.0),),
+            prompts=(WeightedPrompt("warm-up" * prompt_chunks, 1.0, spans),),
             negative_prompts=(),
             width=width,
             height=height,
