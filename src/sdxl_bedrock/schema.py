@@ -175,6 +175,10 @@ class GenerationRequest:
     `sigma_schedule` spaces the sampler's noise levels; `eta` scales the fresh noise of the samplers in
     SAMPLERS_WITH_ETA (None: the sampler's own default).
 
+    `first_encoder_layer` picks the hidden state of the first text encoder (CLIP ViT-L) the UNet is
+    conditioned on, counted from its output: 1 the last layer's, 2 the penultimate (SDXL's own, as None);
+    taken without the final layer norm. The second encoder always gives its penultimate.
+
     `return_latents` asks for the final latents on the GeneratedImage, for a later request's
     `init_latents`, which starts image-to-image from them instead of from `init_image` (no VAE encode).
     """
@@ -196,6 +200,7 @@ class GenerationRequest:
     samples: int = 1
     sigma_schedule: SigmaSchedule = SigmaSchedule.DEFAULT
     eta: float | None = None
+    first_encoder_layer: int | None = None
     return_latents: bool = False
     init_latents: InitLatents | None = None
 
