@@ -12,14 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import PurePath
 from typing import Any
 
 from sdxl_bedrock.api.validation import malformed, shown
-from sdxl_bedrock.config import Settings
+from sdxl_bedrock.config import Settings, checkpoint_name, checkpoint_names, checkpoint_title
 from sdxl_bedrock.errors import Location, ProblemKind
-
-CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt")
 
 
 @dataclass(frozen=True)
@@ -32,16 +29,11 @@ class ServedModel:
 
     @classmethod
     def of(cls, settings: Settings) -> ServedModel:
-        filename = settings.model
-        title = PurePath(filename).name or filename
-        model_name = title
-        for suffix in CHECKPOINT_SUFFIXES:
-            model_name = model_name.removesuffix(suffix)
-        return cls(title, model_name, filename)
+        return cls(checkpoint_title(settings.model), checkpoint_name(settings.model), settings.model)
 
     @property
     def names(self) -> frozenset[str]:
-        return frozenset({self.title, self.model_name, self.filename})
+        return checkpoint_names(self.filename)
 
 
 # What each means here: the model's own VAE; no clip skip (SDXL's penultimate layers); PNG answers without
