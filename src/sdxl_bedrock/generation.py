@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections.abc import Sequence
 
 from sdxl_bedrock.codecs import encode_png
 from sdxl_bedrock.config import Settings
@@ -71,6 +72,22 @@ class Generations:
                 job.cancel()
         images = [image for image in outcomes if image is not None]
         return list(await asyncio.gather(*(self.workers.on_host(to_artifact, image) for image in images)))
+
+    async def generate_all(
+        self,
+        requests: Sequence[GenerationRequest],
+        on_step: StepCallback | None = None,
+        stop: StopSignal | None = None,
+    ) -> list[Artifact]:
+        """The artifacts of several requests run side by side (an edit's images, the hires fix's second
+        passes), in the requests' order; when one fails (or the caller goes away) the others are dropped."""
+        jobs = [asyncio.ensure_future(self.generate(request, on_step, stop)) for request in requests]
+        try:
+            results = await asyncio.gather(*jobs)
+        finally:
+            for job in jobs:
+                job.cancel()
+        return [artifact for artifacts in results for artifact in artifacts]
 
 
 def sample_requests(request: GenerationRequest) -> list[GenerationRequest]:

@@ -23,6 +23,7 @@ from sdxl_bedrock.api.a1111.options import ADJUSTABLE_DEFAULTS, ServedModel, che
 from sdxl_bedrock.config import Settings
 from sdxl_bedrock.errors import MalformedBody
 from sdxl_bedrock.schema import Sampler, SigmaSchedule
+from tests.frontends import SILLYTAVERN_TXT2IMG
 
 SETTINGS = Settings(model="/models/sd_xl_base_1.0.safetensors")
 SERVED = ServedModel.of(SETTINGS)
@@ -305,36 +306,6 @@ def test_the_wire_does_not_import_torch() -> None:
 
 
 # -- what other front-ends send ------------------------------------------------------------------------------
-
-# SillyTavern's txt2img body for its AUTOMATIC1111 source with its default settings: generateAutoImage in
-# public/scripts/extensions/stable-diffusion/index.js, sent on by src/endpoints/stable-diffusion.js
-# (`/generate` posts `request.body` itself, its `url` and `auth` included), at SillyTavern/SillyTavern
-# ba6f7b7a98cf7a5eaf4f0e81da9779a9a668ced4. `seed: undefined` and `sd_vae: undefined` leave the JSON.
-SILLYTAVERN_TXT2IMG: dict[str, Any] = {
-    "url": "http://localhost:7860",
-    "auth": "",
-    "prompt": "best quality, absurdres, aesthetic, a castle on a hill",
-    "negative_prompt": "lowres, bad anatomy, bad hands, text, error, cropped, worst quality, low quality",
-    "sampler_name": "DDIM",
-    "scheduler": "normal",
-    "steps": 20,
-    "cfg_scale": 7,
-    "width": 512,
-    "height": 512,
-    "restore_faces": False,
-    "enable_hr": False,
-    "hr_upscaler": "Latent",
-    "hr_scale": 2.0,
-    "denoising_strength": 0.7,
-    "hr_second_pass_steps": 0,
-    "override_settings": {"CLIP_stop_at_last_layers": 1},
-    "override_settings_restore_afterwards": True,
-    "clip_skip": 1,
-    "save_images": True,
-    "send_images": True,
-    "do_not_save_grid": False,
-    "do_not_save_samples": False,
-}
 
 
 def test_sillytaverns_default_txt2img_is_taken_its_own_keys_ignored() -> None:

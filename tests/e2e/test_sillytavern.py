@@ -33,12 +33,12 @@ from sdxl_bedrock.engine.pipeline import Engine
 from sdxl_bedrock.engine.samplers import denoising_window
 from sdxl_bedrock.schema import GenerationRequest, InitLatents, Sampler, WeightedPrompt
 from tests.conftest import RunningServer, start_server
+from tests.frontends import SILLYTAVERN_TXT2IMG
 
 # getBasicAuthHeader('') in src/util.js is `Basic `; HTTP strips a value's trailing whitespace (RFC 9110's
 # OWS), and httpx refuses to send it, so the calls here send `Basic` (the interrupt sends the bytes).
 NO_AUTH = {"Authorization": "Basic"}
-PROMPT = "a castle on a hill"
-NEGATIVE = "lowres, bad anatomy"
+PROMPT, NEGATIVE = SILLYTAVERN_TXT2IMG["prompt"], SILLYTAVERN_TXT2IMG["negative_prompt"]
 
 
 @pytest.fixture(scope="module")
@@ -69,32 +69,7 @@ def sd_get(server: RunningServer, path: str) -> Any:
 def generate_body(**settings: Any) -> dict[str, Any]:
     """generateAutoImage's body with extension_settings.sd's defaults (`seed: undefined` and
     `sd_vae: undefined` drop out of the JSON), `settings` replacing some."""
-    body: dict[str, Any] = {
-        "url": "http://localhost:7860",
-        "auth": "",
-        "prompt": PROMPT,
-        "negative_prompt": NEGATIVE,
-        "sampler_name": "DDIM",
-        "scheduler": "normal",
-        "steps": 20,
-        "cfg_scale": 7,
-        "width": 512,
-        "height": 512,
-        "restore_faces": False,
-        "enable_hr": False,
-        "hr_upscaler": "Latent",
-        "hr_scale": 2.0,
-        "denoising_strength": 0.7,
-        "hr_second_pass_steps": 0,
-        "override_settings": {"CLIP_stop_at_last_layers": 1},
-        "override_settings_restore_afterwards": True,
-        "clip_skip": 1,
-        "save_images": True,
-        "send_images": True,
-        "do_not_save_grid": False,
-        "do_not_save_samples": False,
-    }
-    return {**body, **settings}
+    return {**SILLYTAVERN_TXT2IMG, **settings}
 
 
 def generate(server: RunningServer, body: dict[str, Any]) -> dict[str, Any]:

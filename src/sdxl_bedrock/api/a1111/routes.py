@@ -8,10 +8,9 @@ requests in progress (progress.py); the listing routes describe this server in A
 
 from __future__ import annotations
 
-import asyncio
 import io
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -27,7 +26,7 @@ from sdxl_bedrock.api.a1111.errors import A1111Refusal
 from sdxl_bedrock.api.a1111.hires import LATENT_MODES, PIXEL_UPSCALERS, UPSCALER_SCALE
 from sdxl_bedrock.api.a1111.names import SAMPLERS, SCHEDULERS
 from sdxl_bedrock.api.a1111.options import Adjustable, ServedModel, check_settings, options
-from sdxl_bedrock.api.a1111.progress import Preview, Task, Tasks
+from sdxl_bedrock.api.a1111.progress import Preview, Tasks
 from sdxl_bedrock.api.a1111.responses import (
     Empty,
     GenerationResponse,
@@ -53,7 +52,7 @@ from sdxl_bedrock.api.validation import load_json_object
 from sdxl_bedrock.codecs import encode_png, png_to_base64, with_png_text
 from sdxl_bedrock.presets import STYLE_PRESETS
 from sdxl_bedrock.runtime import Runtime
-from sdxl_bedrock.schema import Artifact, GenerationRequest
+from sdxl_bedrock.schema import Artifact
 
 router = APIRouter(prefix="/sdapi/v1")
 ANY_JSON: TypeAdapter[Any] = TypeAdapter(Any)
@@ -108,25 +107,12 @@ async def generate(request: Request, runtime: Runtime, job: str, parse: Parser) 
         if hires is not None and artifacts and not task.stop.interrupted:
             # A1111's sample_hr_pass: an interrupt during the first pass answers the first pass's images.
             seconds = await runtime.workers.on_host(lambda: [hires.fix.second_pass(a) for a in artifacts])
-            artifacts = await all_generated(runtime, seconds, task)
+            artifacts = await runtime.generations.generate_all(seconds, task.on_step, task.stop)
         stopped = task.stop.interrupted or task.skipped
     body = await runtime.workers.on_host(
         answer, plan, artifacts, ServedModel.of(runtime.settings), job, runtime.settings.outputs_dir, stopped
     )
     return Response(body, media_type=JSON)
-
-
-async def all_generated(
-    runtime: Runtime, requests: Sequence[GenerationRequest], task: Task
-) -> list[Artifact]:
-    """The artifacts of several requests that run side by side; one's failure drops the others."""
-    jobs = [asyncio.ensure_future(runtime.generations.generate(r, task.on_step, task.stop)) for r in requests]
-    try:
-        results = await asyncio.gather(*jobs)
-    finally:
-        for job in jobs:
-            job.cancel()
-    return [artifact for artifacts in results for artifact in artifacts]
 
 
 def answer(

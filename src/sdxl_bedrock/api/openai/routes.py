@@ -8,7 +8,6 @@ key and a wrong one are both OpenAI's 401.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import logging
 import time
@@ -107,7 +106,7 @@ CHECKPOINT_HEADER = "X-Checkpoint"
 async def answer(request: Request, runtime: Runtime, images: ImagesRequest) -> Response:
     if images.user_id is not None:
         log.info("images for user %s", images.user_id)
-    artifacts = await all_generated(runtime, images)
+    artifacts = await runtime.generations.generate_all(images.generations)
     files = await runtime.workers.on_host(encode_all, artifacts, images)
     output = images.output
     if output.response_format == "url":
@@ -134,17 +133,6 @@ async def answer(request: Request, runtime: Runtime, images: ImagesRequest) -> R
     )
     headers = {CHECKPOINT_HEADER: ModelNames.of(runtime.settings).checkpoint}
     return Response(body.model_dump_json(exclude_none=True), media_type=JSON, headers=headers)
-
-
-async def all_generated(runtime: Runtime, images: ImagesRequest) -> list[Artifact]:
-    """The artifacts of every image the request starts from, in order; one's failure drops the others."""
-    jobs = [asyncio.ensure_future(runtime.generations.generate(g)) for g in images.generations]
-    try:
-        results = await asyncio.gather(*jobs)
-    finally:
-        for job in jobs:
-            job.cancel()
-    return [artifact for artifacts in results for artifact in artifacts]
 
 
 def base64_data(files: list[bytes], artifacts: list[Artifact], revised_prompt: str | None) -> list[ImageData]:
