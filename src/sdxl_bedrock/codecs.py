@@ -119,5 +119,17 @@ def _png_chunk(kind: bytes, payload: bytes) -> bytes:
     return b"".join((struct.pack(">I", len(payload)), kind, payload, struct.pack(">I", checksum)))
 
 
+def with_png_text(png: bytes, key: str, text: str) -> bytes:
+    """`png` with a text chunk after its header, as Pillow's PngInfo.add_text writes one: tEXt when the
+    text is Latin-1, else iTXt (UTF-8, uncompressed). The pixels are not encoded again."""
+    header_end = len(_PNG_SIGNATURE) + 8 + struct.unpack(">I", png[8:12])[0] + 4
+    name = key.encode("latin-1")
+    try:
+        chunk = _png_chunk(b"tEXt", name + b"\0" + text.encode("latin-1"))
+    except UnicodeEncodeError:
+        chunk = _png_chunk(b"iTXt", name + b"\0\0\0\0\0" + text.encode("utf-8"))
+    return png[:header_end] + chunk + png[header_end:]
+
+
 def png_to_base64(png: bytes) -> str:
     return base64.b64encode(png).decode("ascii")

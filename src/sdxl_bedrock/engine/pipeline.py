@@ -58,6 +58,7 @@ from sdxl_bedrock.schema import (
     FinishReason,
     GeneratedImage,
     GenerationRequest,
+    InitLatents,
     PromptSpan,
     Sampler,
     WeightedPrompt,
@@ -266,6 +267,8 @@ class Engine:
             request.sigma_schedule,
             request.eta,
         )
+        if request.init_latents is not None and (plan.steps == 0 or request.init_image is not None):
+            raise ValueError("init latents take no init image, and a window of at least one step")
         return Row(request, generator, plan, on_step)
 
     def prepare_latents(self, rows: Sequence[Row]) -> None:
@@ -289,6 +292,9 @@ class Engine:
                 if tuple(encoded.shape[-2:]) != grid:
                     encoded = torch.nn.functional.interpolate(encoded, size=grid, mode="bilinear")
                 clean[row.serial] = encoded
+        for row in rows:
+            if row.request.init_latents is not None:
+                clean[row.serial] = self.given_latents(row.request.init_latents, row.pixel_size)
         channels = self.pipe.unet.config.in_channels
         for row in rows:
             height, width = (side // self.vae_scale_factor for side in row.pixel_size)
@@ -301,6 +307,20 @@ class Engine:
                 row.start = StartingLatents(row.plan.noised(source, noise, 0), noise, source)
             if row.request.mask is not None and source is not None:
                 row.mask = latent_mask([row.request.mask], self.vae_scale_factor, source)
+
+    def given_latents(self, given: InitLatents, pixel_size: tuple[int, int]) -> torch.Tensor:
+        """A request's init latents on the model's device, resized to the grid of `given.resize_to` and cut
+        to the row's grid around the centre."""
+        latents = torch.as_tensor(given.latents).to(self.device, self.dtype)
+        height, width = (side // self.vae_scale_factor for side in pixel_size)
+        resize_width, resize_height = given.resize_to or (pixel_size[1], pixel_size[0])
+        grid = (resize_height // self.vae_scale_factor, resize_width // self.vae_scale_factor)
+        if tuple(latents.shape[-2:]) != grid:
+            latents = torch.nn.functional.interpolate(
+                latents, size=grid, mode=given.resize.value, antialias=given.antialias
+            )
+        top, left = (grid[0] - height) // 2, (grid[1] - width) // 2
+        return latents[:, :, top : top + height, left : left + width]
 
     def row_conditioning(self, request: GenerationRequest, prompts: RowPrompts) -> RowConditioning:
         size_ids = [request.height, request.width, 0, 0, request.height, request.width]
@@ -432,6 +452,12 @@ class Engine:
                 image = self.paste_original(row.request, image)
                 # 8. screen with the content filter
                 row.result = self.screen(row.request, image)
+        for row in pending:
+            result = row.result
+            if row.request.return_latents and row.final is not None and result is not None:
+                # Host memory: a later request may run on another device, and the wire holds them opaque.
+                latents = row.final.detach().to("cpu", torch.float32)
+                row.result = dataclasses.replace(result, latents=latents)
 
     def decoded_again(self, row: Row) -> Image.Image | None:
         """A row whose decode was not finite: its latents decoded again with the VAE alone in float32 (a

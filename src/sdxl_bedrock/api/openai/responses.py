@@ -12,11 +12,11 @@ from pydantic import BaseModel, Field
 from sdxl_bedrock.api.openai.bodies import Output
 from sdxl_bedrock.api.openai.mapping import (
     MODEL_CREATED,
-    MODEL_ID,
     MODEL_OWNER,
     OutputFormat,
     ReportedQuality,
 )
+from sdxl_bedrock.codecs import encode_png
 
 _PILLOW_FORMATS = {"jpeg": "JPEG", "webp": "WEBP"}
 
@@ -35,14 +35,17 @@ class ImageData(BaseModel):
 
 
 class ImagesResponse(BaseModel):
-    """One entry of `data` per image, in the order of their seeds."""
+    """One entry of `data` per image, in the order of their seeds. DALL·E's answers carry only `created` and
+    `data`, as OpenAI's do."""
 
     created: Annotated[int, Field(description="Unix time, seconds.")]
-    data: Annotated[list[ImageData], Field(min_length=1, max_length=10)]
-    background: Literal["opaque"]
-    output_format: OutputFormat
-    quality: Annotated[ReportedQuality | None, Field(description="Absent for variations.")] = None
-    size: Annotated[str, Field(pattern="^[0-9]+x[0-9]+$", description="WIDTHxHEIGHT.")]
+    data: Annotated[list[ImageData], Field(min_length=1, max_length=160)]
+    background: Annotated[Literal["opaque"] | None, Field(description="Absent for DALL·E.")] = None
+    output_format: Annotated[OutputFormat | None, Field(description="Absent for DALL·E.")] = None
+    quality: Annotated[ReportedQuality | None, Field(description="Absent for variations and DALL·E.")] = None
+    size: Annotated[
+        str | None, Field(pattern="^[0-9]+x[0-9]+$", description="WIDTHxHEIGHT; absent for DALL·E.")
+    ] = None
 
 
 class Model(BaseModel):
@@ -59,15 +62,26 @@ class ModelList(BaseModel):
     data: list[Model]
 
 
-MODEL = Model(id=MODEL_ID, created=MODEL_CREATED, owned_by=MODEL_OWNER)
-MODELS = ModelList(data=[MODEL])
+def model_list(names: list[str]) -> ModelList:
+    """The ids this wire takes, each served by the one checkpoint."""
+    return ModelList(data=[model_of(name) for name in names])
+
+
+def model_of(name: str) -> Model:
+    return Model(id=name, created=MODEL_CREATED, owned_by=MODEL_OWNER)
 
 
 def encoded(png: bytes, output: Output) -> bytes:
-    """A PNG artifact in `output`'s format: the PNG itself, or JPEG / WebP at its quality."""
-    if output.output_format == "png":
+    """A PNG artifact in `output`'s format (the PNG itself, or JPEG / WebP at its quality), resized
+    (Lanczos) to the size asked for where it was made at another."""
+    if output.output_format == "png" and output.resize_to is None:
         return png
     with Image.open(io.BytesIO(png)) as image:
-        buffer = io.BytesIO()
-        image.convert("RGB").save(buffer, _PILLOW_FORMATS[output.output_format], quality=output.compression)
+        picture = image.convert("RGB")
+    if output.resize_to is not None:
+        picture = picture.resize(output.resize_to, Image.Resampling.LANCZOS)
+        if output.output_format == "png":
+            return encode_png(picture)
+    buffer = io.BytesIO()
+    picture.save(buffer, _PILLOW_FORMATS[output.output_format], quality=output.compression)
     return buffer.getvalue()
