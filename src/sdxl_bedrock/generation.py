@@ -88,4 +88,6 @@ def sample_requests(request: GenerationRequest) -> list[GenerationRequest]:
 
 
 def to_artifact(generated: GeneratedImage) -> Artifact:
-    return Artifact(encode_png(generated.image), generated.seed, generated.finish_reason)
+    return Artifact(
+        encode_png(generated.image), generated.seed, generated.finish_reason, generated.filtered_by
+    )

@@ -3,10 +3,8 @@ images themselves in the format the request asked for."""
 
 from __future__ import annotations
 
-import io
 from typing import Annotated, Literal
 
-from PIL import Image
 from pydantic import BaseModel, Field
 
 from sdxl_bedrock.api.openai.bodies import Output
@@ -17,8 +15,7 @@ from sdxl_bedrock.api.openai.mapping import (
     OutputFormat,
     ReportedQuality,
 )
-
-_PILLOW_FORMATS = {"jpeg": "JPEG", "webp": "WEBP"}
+from sdxl_bedrock.codecs import reencoded
 
 
 class ImageData(BaseModel):
@@ -65,9 +62,4 @@ MODELS = ModelList(data=[MODEL])
 
 def encoded(png: bytes, output: Output) -> bytes:
     """A PNG artifact in `output`'s format: the PNG itself, or JPEG / WebP at its quality."""
-    if output.output_format == "png":
-        return png
-    with Image.open(io.BytesIO(png)) as image:
-        buffer = io.BytesIO()
-        image.convert("RGB").save(buffer, _PILLOW_FORMATS[output.output_format], quality=output.compression)
-    return buffer.getvalue()
+    return reencoded(png, output.output_format, quality=output.compression)
