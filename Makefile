@@ -14,8 +14,13 @@ MODEL ?= tiny
 
 # pip prints what it collects, downloads and installs (no --quiet on the long steps): a first install takes
 # minutes, and a silent one looks hung. tests/test_install.py runs this recipe's pip commands as written.
+# A run stopped halfway (Ctrl-C while pip upgrades itself, or while the venv is made) can leave a python with
+# no pip: the next run puts pip back (ensurepip), or makes the venv anew when even that fails. The stamps are
+# touched last, so an interrupted install is redone, never taken for done.
 $(SERVE_STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip --version >/dev/null 2>&1 || $(BIN)/python -m ensurepip --upgrade --default-pip >/dev/null \
+		|| $(PYTHON) -m venv --clear $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	# The CPU torch wheel first, by exact version, so nothing later resolves a CUDA build.
 	$(BIN)/pip install torch==2.13.0
