@@ -10,7 +10,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 MODEL ?= tiny
 
-.PHONY: install install-serve browser js-sdk proxy serve test check bench clean gpu-wheels gpu-check
+.PHONY: install install-serve browser js-sdk proxy serve test check bench bench-fixture clean gpu-wheels gpu-check
 
 # pip prints what it collects, downloads and installs (no --quiet on the long steps): a first install takes
 # minutes, and a silent one looks hung. tests/test_install.py runs this recipe's pip commands as written.
@@ -76,6 +76,11 @@ check: install
 
 bench: install
 	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.fixture
+
+# The testing fixture alone: its start-up and one call per Bedrock body family (docs/TESTING.md).
+bench-fixture: install
+	$(BIN)/python -m bench.fixture
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info

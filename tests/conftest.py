@@ -12,17 +12,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import boto3
 import httpx
 import numpy as np
 import pytest
-from botocore.config import Config
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
 # The server processes the suite starts are the testing plugin's own (src/sdxl_bedrock/testing).
 from sdxl_bedrock.testing import (
     RunningServer,
+    bedrock_client,
     bedrock_environment,
     free_port,
     start_server,
@@ -154,14 +153,7 @@ def run_seed_example(url: str, workdir: Path) -> subprocess.CompletedProcess[str
 
 
 def bedrock(url: str) -> object:
-    return boto3.client(
-        "bedrock-runtime",
-        endpoint_url=url,
-        region_name="us-east-1",
-        aws_access_key_id="test",
-        aws_secret_access_key="test",
-        config=Config(retries={"max_attempts": 1}, read_timeout=300),
-    )
+    return bedrock_client(url)
 
 
 def gradient_png(width: int, height: int, mode: str = "RGB") -> bytes:

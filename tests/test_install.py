@@ -125,5 +125,7 @@ def test_an_install_cut_short_is_repaired_by_the_next_make(tmp_path: Path, cut: 
     first_install = next(number for number, command in enumerate(commands) if "pip install" in command)
     for command in commands[:first_install]:
         subprocess.run(command, shell=True, cwd=REPO, check=True, timeout=300)
-    done = subprocess.run([str(venv / "bin" / "pip"), "--version"], capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [str(venv / "bin" / "pip"), "--version"], capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0, done.stderr

@@ -54,7 +54,10 @@ def test_both_images_and_text_fields_as_requests_encodes_them() -> None:
     assert isinstance(prepared.body, bytes)
     form = read(prepared.headers["Content-Type"], prepared.body)
     assert form.last_files() == {"init_image": BINARY, "mask_image": BINARY[::-1]}
-    assert form.last_fields() == {"text_prompts[0][text]": "a lighthouse, é", "mask_source": "MASK_IMAGE_WHITE"}
+    assert form.last_fields() == {
+        "text_prompts[0][text]": "a lighthouse, é",
+        "mask_source": "MASK_IMAGE_WHITE",
+    }
 
 
 def test_an_image_part_may_be_as_large_as_the_body_limit() -> None:

@@ -29,6 +29,7 @@ import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 __all__ = [
     "DUMMY_CREDENTIALS",
@@ -36,6 +37,7 @@ __all__ = [
     "READY_TIMEOUT_S",
     "RunningServer",
     "ServerDidNotStart",
+    "bedrock_client",
     "bedrock_env",
     "bedrock_environment",
     "free_port",
@@ -214,6 +216,22 @@ def server(
 def split_flags(text: str | None) -> list[str]:
     """Extra `serve` flags written as one string (an option or an ini line), split as a shell would."""
     return shlex.split(text) if text else []
+
+
+def bedrock_client(url: str, *, read_timeout_s: float = 300) -> Any:
+    """A boto3 `bedrock-runtime` client for `url` with dummy credentials and no retries, so that an error
+    reaches the caller at once. boto3 is imported here, not when this module loads."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "bedrock-runtime",
+        endpoint_url=url,
+        region_name=DEFAULT_REGION,
+        aws_access_key_id=DUMMY_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=DUMMY_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        config=Config(retries={"total_max_attempts": 1}, read_timeout=read_timeout_s),
+    )
 
 
 def bedrock_environment(url: str, region: str = DEFAULT_REGION) -> dict[str, str]:

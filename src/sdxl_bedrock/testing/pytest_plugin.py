@@ -85,17 +85,7 @@ def sdxl_bedrock_url(
 def sdxl_bedrock_client(sdxl_bedrock_url: str) -> Any:
     """A boto3 `bedrock-runtime` client for the server, with dummy credentials; no retries, so that an
     error reaches the test at once."""
-    import boto3
-    from botocore.config import Config
-
-    return boto3.client(
-        "bedrock-runtime",
-        endpoint_url=sdxl_bedrock_url,
-        region_name=testing.DEFAULT_REGION,
-        aws_access_key_id=testing.DUMMY_CREDENTIALS["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=testing.DUMMY_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-        config=Config(retries={"total_max_attempts": 1}, read_timeout=300),
-    )
+    return testing.bedrock_client(sdxl_bedrock_url)
 
 
 @pytest.fixture

@@ -33,8 +33,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias
 
 import numpy as np
 from PIL import Image, ImageOps
-from pydantic import BaseModel, Field, field_validator
-from pydantic_core import PydanticCustomError
+from pydantic import BaseModel, Field
 
 from sdxl_bedrock.api.stability.fields import StrictFields
 from sdxl_bedrock.api.validation import (
@@ -80,8 +79,6 @@ else:
     StylePresetName = Literal[tuple(STYLE_PRESETS)]
 OutputFormat = Literal["jpeg", "png", "webp"]
 
-_STRING_FIELDS = ("prompt", "negative_prompt", "aspect_ratio", "mode", "image", "mask", "output_format")
-
 Prompt = Annotated[str, Field(max_length=MAX_PROMPT, description="What the image shows.")]
 NegativePrompt = Annotated[str, Field(max_length=MAX_PROMPT, description="What it should not show.")]
 Seed = Annotated[
@@ -110,13 +107,6 @@ GrowMask = Annotated[
 
 class ImageModelFields(StrictFields):
     """JSON-schema semantics, as for SDXL's body: no unknown key, no coercion, `null` never a string."""
-
-    @field_validator(*_STRING_FIELDS, mode="before", check_fields=False)
-    @classmethod
-    def _null_is_not_a_string(cls, value: object) -> object:
-        if value is None:
-            raise PydanticCustomError("string_type", "Input should be a valid string")
-        return value
 
 
 class TextToImageBody(ImageModelFields):
