@@ -133,3 +133,25 @@ def with_png_text(png: bytes, key: str, text: str) -> bytes:
 
 def png_to_base64(png: bytes) -> str:
     return base64.b64encode(png).decode("ascii")
+
+
+# Pillow's names for the formats an answer may be asked for besides PNG.
+_OUTPUT_FORMATS = {"jpeg": "JPEG", "webp": "WEBP"}
+
+
+def reencoded(
+    png: bytes, output_format: str, *, quality: int = 90, size: tuple[int, int] | None = None
+) -> bytes:
+    """A PNG artifact as `output_format` (png, jpeg or webp), resized (Lanczos) to `size` when given: the
+    PNG itself when neither changes anything."""
+    if output_format == "png" and size is None:
+        return png
+    with Image.open(io.BytesIO(png)) as image:
+        picture = image.convert("RGB")
+    if size is not None and picture.size != size:
+        picture = picture.resize(size, Image.Resampling.LANCZOS)
+    if output_format == "png":
+        return encode_png(picture)
+    buffer = io.BytesIO()
+    picture.save(buffer, _OUTPUT_FORMATS[output_format], quality=quality)
+    return buffer.getvalue()

@@ -100,6 +100,11 @@ class Settings(BaseSettings):
         default=False,
         description="accept any width/height that is a multiple of 64, not only SDXL's nine sizes",
     )
+    stability_image_models: bool = Field(
+        default=False,
+        description="also answer Bedrock's SD3.5 Large, Stable Image Core and Ultra, and the Image Services "
+        "an SDXL checkpoint can do (inpaint, outpaint, erase object), with this server's SDXL model",
+    )
     max_batch_size: Annotated[int, Flag(metavar="N")] = Field(
         default=8, ge=1, description="compatible requests run together, up to this many images a batch"
     )

@@ -131,4 +131,10 @@ def sample_requests(request: GenerationRequest) -> list[GenerationRequest]:
 
 
 def to_artifact(generated: GeneratedImage) -> Artifact:
-    return Artifact(encode_png(generated.image), generated.seed, generated.finish_reason, generated.latents)
+    return Artifact(
+        encode_png(generated.image),
+        generated.seed,
+        generated.finish_reason,
+        filtered_by=generated.filtered_by,
+        latents=generated.latents,
+    )

@@ -71,6 +71,13 @@ class FinishReason(enum.StrEnum):
     CONTENT_FILTERED = "CONTENT_FILTERED"
 
 
+class FilteredBy(enum.StrEnum):
+    """What the content filter flagged in a CONTENT_FILTERED result: some wires say which."""
+
+    PROMPT = "prompt"
+    OUTPUT_IMAGE = "output image"
+
+
 @dataclass(frozen=True)
 class PromptSpan:
     """A run of a prompt's text whose token embeddings are scaled by `emphasis` (1: as encoded).
@@ -233,6 +240,7 @@ class GeneratedImage:
     image: Image.Image
     seed: int
     finish_reason: FinishReason = FinishReason.SUCCESS
+    filtered_by: FilteredBy | None = None
     latents: object | None = None
 
 
@@ -244,4 +252,5 @@ class Artifact:
     png: bytes
     seed: int
     finish_reason: FinishReason
+    filtered_by: FilteredBy | None = None
     latents: object | None = None

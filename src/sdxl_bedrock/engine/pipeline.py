@@ -55,6 +55,7 @@ from sdxl_bedrock.engine.vae import BudgetedVae, spoil
 from sdxl_bedrock.errors import InvalidRequest, ModelFailure
 from sdxl_bedrock.faults import Faults, FaultStage
 from sdxl_bedrock.schema import (
+    FilteredBy,
     FinishReason,
     GeneratedImage,
     GenerationRequest,
@@ -503,8 +504,16 @@ class Engine:
         content_filter = self.content_filter
         if content_filter is not None:
             texts = [p.text for p in request.prompts]
-            if content_filter.check_prompt(texts) or content_filter.check_image(image):
-                return GeneratedImage(obscure(image), request.seed, FinishReason.CONTENT_FILTERED)
+            if content_filter.check_prompt(texts):
+                filtered_by: FilteredBy | None = FilteredBy.PROMPT
+            elif content_filter.check_image(image):
+                filtered_by = FilteredBy.OUTPUT_IMAGE
+            else:
+                filtered_by = None
+            if filtered_by is not None:
+                return GeneratedImage(
+                    obscure(image), request.seed, FinishReason.CONTENT_FILTERED, filtered_by
+                )
         return GeneratedImage(image, request.seed)
 
     # -- latent scaling (SDXL uses a plain scaling factor; some VAEs add a mean and std) -------------------

@@ -83,6 +83,7 @@ from sdxl_bedrock.api.validation import (
     check_dimensions,
     load_json_object,
     random_nonzero_seed,
+    resized,
     shown,
 )
 from sdxl_bedrock.codecs import decode_image_bytes
@@ -665,16 +666,6 @@ def mask_of(data: bytes, image: Image.Image) -> Image.Image:
             "they must be the same size",
         )
     return mask.getchannel("A").point(lambda alpha: 255 if alpha == 0 else 0)
-
-
-def resized(
-    image: Image.Image, mask: Image.Image | None, size: tuple[int, int]
-) -> tuple[Image.Image, Image.Image | None]:
-    """The image (Lanczos) and its mask (nearest: it stays two-valued) at `size`."""
-    if image.size == size:
-        return image, mask
-    resized_mask = mask.resize(size, Image.Resampling.NEAREST) if mask is not None else None
-    return image.resize(size, Image.Resampling.LANCZOS), resized_mask
 
 
 # A key made at start: `user` ids in the log are the same within a run, and cannot be reversed by hashing

@@ -3,10 +3,8 @@ images themselves in the format the request asked for."""
 
 from __future__ import annotations
 
-import io
 from typing import Annotated, Literal
 
-from PIL import Image
 from pydantic import BaseModel, Field
 
 from sdxl_bedrock.api.openai.bodies import Output
@@ -16,9 +14,7 @@ from sdxl_bedrock.api.openai.mapping import (
     OutputFormat,
     ReportedQuality,
 )
-from sdxl_bedrock.codecs import encode_png
-
-_PILLOW_FORMATS = {"jpeg": "JPEG", "webp": "WEBP"}
+from sdxl_bedrock.codecs import reencoded
 
 
 class ImageData(BaseModel):
@@ -74,14 +70,4 @@ def model_of(name: str) -> Model:
 def encoded(png: bytes, output: Output) -> bytes:
     """A PNG artifact in `output`'s format (the PNG itself, or JPEG / WebP at its quality), resized
     (Lanczos) to the size asked for where it was made at another."""
-    if output.output_format == "png" and output.resize_to is None:
-        return png
-    with Image.open(io.BytesIO(png)) as image:
-        picture = image.convert("RGB")
-    if output.resize_to is not None:
-        picture = picture.resize(output.resize_to, Image.Resampling.LANCZOS)
-        if output.output_format == "png":
-            return encode_png(picture)
-    buffer = io.BytesIO()
-    picture.save(buffer, _PILLOW_FORMATS[output.output_format], quality=output.compression)
-    return buffer.getvalue()
+    return reencoded(png, output.output_format, quality=output.compression, size=output.resize_to)

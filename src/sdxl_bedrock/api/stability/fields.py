@@ -81,6 +81,14 @@ _STRING_FIELDS = (
     "init_image_mode",
     "mask_source",
     "mask_image",
+    # Bedrock's newer Stability bodies (api/bedrock/image_models.py), on the same base
+    "prompt",
+    "negative_prompt",
+    "aspect_ratio",
+    "mode",
+    "image",
+    "mask",
+    "output_format",
 )
 
 
