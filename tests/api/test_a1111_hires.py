@@ -18,9 +18,9 @@ from sdxl_bedrock.api.a1111.options import ServedModel
 from sdxl_bedrock.api.a1111.responses import info_json
 from sdxl_bedrock.codecs import encode_png
 from sdxl_bedrock.config import Settings
-from sdxl_bedrock.engine.samplers import denoising_window
 from sdxl_bedrock.errors import MalformedBody
 from sdxl_bedrock.schema import Artifact, FinishReason, LatentResize, Sampler
+from sdxl_bedrock.strength import window_steps
 from tests.conftest import gradient_png
 
 SETTINGS = Settings(model="tiny")
@@ -63,7 +63,7 @@ def test_the_output_is_the_latent_grid_less_the_cut() -> None:
 def test_the_second_pass_runs_its_steps_at_the_end_of_a1111s_schedule(steps: int, strength: float) -> None:
     schedule, denoise_from = second_pass_schedule(steps, strength)
     assert schedule == int(steps / min(strength, 0.999))
-    first, last = denoising_window(schedule, denoise_from, 0.0)
+    first, last = window_steps(schedule, denoise_from, 0.0)
     assert (first, last) == (schedule - steps, schedule)
 
 

@@ -30,8 +30,8 @@ import torch
 from PIL import Image
 
 from sdxl_bedrock.engine.pipeline import Engine
-from sdxl_bedrock.engine.samplers import denoising_window
 from sdxl_bedrock.schema import GenerationRequest, InitLatents, Sampler, WeightedPrompt
+from sdxl_bedrock.strength import window_steps
 from tests.conftest import RunningServer, start_server
 from tests.frontends import SILLYTAVERN_TXT2IMG
 
@@ -182,7 +182,7 @@ def test_the_hires_fix_is_the_engines_two_passes(
     base = GenerationRequest(
         *prompts, width=64, height=64, seed=5, steps=6, cfg_scale=7, sampler=Sampler.DDIM
     )
-    assert denoising_window(8, 6 / 8, 0.0) == (2, 8)
+    assert window_steps(8, 6 / 8, 0.0) == (2, 8)
     second = GenerationRequest(
         *prompts,
         width=128,
