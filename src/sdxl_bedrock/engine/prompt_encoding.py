@@ -15,7 +15,14 @@ from typing import Any
 
 import torch
 
-from sdxl_bedrock.engine.prompts import PromptEmbeddings, blend_prompts, emphasize, tokenize_prompts
+from sdxl_bedrock.engine.prompts import (
+    Chunks,
+    PromptEmbeddings,
+    blend_prompts,
+    chunk_spans,
+    emphasize,
+    tokenize_prompts,
+)
 from sdxl_bedrock.schema import GenerationRequest, PromptKey, WeightedPrompt
 
 Prompts = tuple[WeightedPrompt, ...]
@@ -123,11 +130,16 @@ class PromptEncoder:
         pipe = self.pipe
         hidden_states = []
         pooled: torch.Tensor | None = None
-        for tokenizer, text_encoder, layer in (
+        encoders = (
             (pipe.tokenizer, pipe.text_encoder, first_layer),
             (pipe.tokenizer_2, pipe.text_encoder_2, PENULTIMATE),
-        ):
-            chunked = tokenize_prompts(tokenizer, texts)
+        )
+        # Two tokenizers with different vocabularies (a fine-tune's, the tiny model's) can cut one text
+        # into different chunk counts, and the features are concatenated chunk by chunk.
+        tokenized = equal_chunk_counts(
+            [(tokenize_prompts(tokenizer, texts), tokenizer) for tokenizer, _, _ in encoders]
+        )
+        for chunked, (_, text_encoder, layer) in zip(tokenized, encoders, strict=True):
             token_ids = torch.tensor(
                 [chunk for chunks in chunked for chunk in chunks.token_ids], device=self.device
             )
@@ -144,6 +156,26 @@ class PromptEncoder:
             PromptEmbeddings(features[start : start + count].flatten(0, 1), pooled[start].to(self.dtype))
             for start, count in zip(starts, counts, strict=True)
         ]
+
+
+def equal_chunk_counts(tokenized: Sequence[tuple[list[Chunks], Any]]) -> list[list[Chunks]]:
+    """Each tokenizer's chunks of each prompt, the shorter ones padded at the end with empty chunks
+    ([BOS, EOS, pad...], emphasis 1) to the longest count for that prompt, as A1111 pads the shorter
+    prompts of a batch."""
+    counts = [max(len(each[i].token_ids) for each, _ in tokenized) for i in range(len(tokenized[0][0]))]
+    padded = []
+    for chunked, tokenizer in tokenized:
+        empty = chunk_spans([], tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id)
+        padded.append(
+            [
+                Chunks(
+                    chunks.token_ids + empty.token_ids * (count - len(chunks.token_ids)),
+                    chunks.emphasis + empty.emphasis * (count - len(chunks.token_ids)),
+                )
+                for chunks, count in zip(chunked, counts, strict=True)
+            ]
+        )
+    return padded
 
 
 def styled_prompts(request: GenerationRequest) -> tuple[Prompts, Prompts]:
