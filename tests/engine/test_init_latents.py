@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from sdxl_bedrock.engine.pipeline import Engine
+from sdxl_bedrock.errors import InvalidRequest
 from sdxl_bedrock.schema import InitLatents, LatentResize
 from tests.engine.conftest import as_array, generation_request
 
@@ -58,5 +59,5 @@ def test_init_latents_are_cut_to_the_output_around_the_centre(engine: Engine) ->
 
 def test_init_latents_need_a_step(engine: Engine) -> None:
     given = InitLatents(torch.zeros(1, 4, 8, 8))
-    with pytest.raises(ValueError, match="at least one step"):
+    with pytest.raises(InvalidRequest, match="at least one step"):
         engine.start([generation_request(denoise_from=0.0, init_latents=given)])
