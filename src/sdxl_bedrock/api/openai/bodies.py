@@ -395,22 +395,15 @@ def parse_edit(
     for index, source in enumerate(sources):
         image, image_mask = resized(source, mask if index == 0 else None, (width, height))
         default_strength = EDIT_STRENGTH if image_mask is None else MASKED_EDIT_STRENGTH
-        window = from_strength(body.strength if body.strength is not None else default_strength)
         generations.append(
-            GenerationRequest(
-                prompts=(WeightedPrompt(body.prompt, 1.0),),
-                negative_prompts=(),
-                width=width,
-                height=height,
+            image_to_image(
+                body.prompt,
+                image,
+                image_mask,
                 # Every image of the answer has a seed of its own: consecutive, image after image.
                 seed=(seed + index * samples - 1) % MAX_SEED + 1,
-                steps=QUALITY_STEPS[quality],
-                cfg_scale=CFG_SCALE,
-                sampler=SAMPLER,
-                denoise_from=window.denoise_from,
-                denoise_to=window.denoise_to,
-                init_image=image.convert("RGB"),
-                mask=image_mask,
+                quality=quality,
+                strength=body.strength if body.strength is not None else default_strength,
                 samples=samples,
             )
         )
@@ -441,19 +434,13 @@ def parse_variation(
     )
     width, height = made_size(size, relaxed_sizes)
     image, _ = resized(image, None, (width, height))
-    window = from_strength(body.strength if body.strength is not None else VARIATION_STRENGTH)
-    generation = GenerationRequest(
-        prompts=(WeightedPrompt("", 1.0),),
-        negative_prompts=(),
-        width=width,
-        height=height,
+    generation = image_to_image(
+        "",
+        image,
+        None,
         seed=body.seed or (random_seed or random_nonzero_seed)(),
-        steps=QUALITY_STEPS[DEFAULT_QUALITY],
-        cfg_scale=CFG_SCALE,
-        sampler=SAMPLER,
-        denoise_from=window.denoise_from,
-        denoise_to=window.denoise_to,
-        init_image=image.convert("RGB"),
+        quality=DEFAULT_QUALITY,
+        strength=body.strength if body.strength is not None else VARIATION_STRENGTH,
         samples=body.n or 1,
     )
     resize_to = size if size != (width, height) else None
@@ -461,6 +448,36 @@ def parse_variation(
         response_format=body.response_format or contract.default_response_format, resize_to=resize_to
     )
     return ImagesRequest((generation,), output, None, None, user_id(body, None), contract)
+
+
+def image_to_image(
+    prompt: str,
+    image: Image.Image,
+    mask: Image.Image | None,
+    *,
+    seed: int,
+    quality: str,
+    strength: float,
+    samples: int,
+) -> GenerationRequest:
+    """An edit's or a variation's request: `image` (already at the size made) regenerated at OpenAI's
+    `strength` (diffusers' meaning), inside `mask` where there is one."""
+    window = from_strength(strength)
+    return GenerationRequest(
+        prompts=(WeightedPrompt(prompt, 1.0),),
+        negative_prompts=(),
+        width=image.width,
+        height=image.height,
+        seed=seed,
+        steps=QUALITY_STEPS[quality],
+        cfg_scale=CFG_SCALE,
+        sampler=SAMPLER,
+        denoise_from=window.denoise_from,
+        denoise_to=window.denoise_to,
+        init_image=image.convert("RGB"),
+        mask=mask,
+        samples=samples,
+    )
 
 
 # ---- the rules across fields -----------------------------------------------------------------------------
