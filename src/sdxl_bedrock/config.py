@@ -81,6 +81,35 @@ class Settings(BaseSettings):
         description="tiny | sdxl-random | a diffusers folder | a .safetensors file | "
         "a Hugging Face repo id already in the local cache",
     )
+    checkpoint_dirs: Annotated[
+        tuple[Path, ...],
+        NoDecode,
+        Flag("--checkpoint-dir", metavar="DIR", default_text="none", repeatable=True),
+    ] = Field(
+        default=(),
+        description="a model library folder, repeatable: every SDXL .safetensors checkpoint and diffusers "
+        "folder directly in it is served beside --model (the default), by its name on every wire "
+        "(docs/MODELS.md)",
+    )
+    single_file_config: Annotated[Path | None, Flag(metavar="DIR")] = Field(
+        default=None,
+        description="a diffusers folder whose configs read the single-file checkpoints whose architecture "
+        "is not SDXL base's (the tiny model written as one file, for one)",
+    )
+    max_loaded_checkpoints: Annotated[
+        int | None, Flag(metavar="N", default_text="1 on a CPU; on a GPU what fits")
+    ] = Field(
+        default=None,
+        ge=1,
+        description="checkpoints held on the device at once; the least recently used beyond that move to "
+        "host memory",
+    )
+    max_host_checkpoints: Annotated[int, Flag(metavar="N")] = Field(
+        default=1,
+        ge=0,
+        description="checkpoints kept in host memory off the device; beyond that the least recently used "
+        "are dropped (read from disk again when asked for)",
+    )
     device: Device = Field(default="auto", description="auto: cuda when PyTorch sees a GPU, else cpu")
     dtype: DType = Field(
         default="auto", description="the models' dtype; auto: float16 on a GPU, float32 on the CPU"
@@ -276,8 +305,9 @@ class Settings(BaseSettings):
     ] = Field(
         default_factory=dict,
         validate_default=True,
-        description="serve NAME (an OpenAI model id such as dall-e-3, or any other) with CHECKPOINT, "
-        "repeatable; CHECKPOINT is the served model's name (--model, its file or folder name)",
+        description="serve NAME (a Bedrock model ARN or inference profile, an OpenAI model id such as "
+        "dall-e-3, or any other) with CHECKPOINT, repeatable; CHECKPOINT is a checkpoint's name (--model's "
+        "or a --checkpoint-dir entry's file or folder name)",
     )
     strict_model_names: bool = Field(
         default=False,
@@ -297,6 +327,16 @@ class Settings(BaseSettings):
     @classmethod
     def no_limit_as_none(cls, seconds: float | None) -> float | None:
         return seconds or None
+
+    @field_validator("checkpoint_dirs", mode="before")
+    @classmethod
+    def folders_from_entries(cls, value: Any) -> Any:
+        """Repeated flags, or a variable's folders split by commas or lines."""
+        if isinstance(value, str):
+            value = ENTRY_SEPARATORS.split(value)
+        if isinstance(value, list | tuple):
+            return tuple(Path(str(entry).strip()).expanduser() for entry in value if str(entry).strip())
+        return value
 
     @field_validator("allowed_hosts", "allowed_origins", mode="before")
     @classmethod
@@ -352,6 +392,8 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def aliases_name_the_served_model(self) -> Settings:
+        if self.checkpoint_dirs:
+            return self  # the library is read at start, and checks the aliases then (library.py)
         names = checkpoint_names(self.model)
         for name, checkpoint in self.model_aliases.items():
             if checkpoint not in names:

@@ -78,6 +78,25 @@ class Metrics:
             ["size"],
             registry=self.registry,
         )
+        self.checkpoint_move_seconds = Histogram(
+            "sdxl_checkpoint_move_seconds",
+            "Time a checkpoint took to move, by where to: disk-device (a load), device (back from host "
+            "memory), host (off the device), disk (dropped)",
+            ["checkpoint", "to"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.checkpoint_moving = Gauge(
+            "sdxl_checkpoint_moving",
+            "1 while a checkpoint is being moved or loaded (rows wait for it), else 0",
+            registry=self.registry,
+        )
+        self.checkpoints_resident = Gauge(
+            "sdxl_checkpoints_resident",
+            "Checkpoints held in memory, by where: device or host",
+            ["where"],
+            registry=self.registry,
+        )
         self.faults_injected = Counter(
             "sdxl_faults_injected",
             "Faults SDXL_BEDROCK_FAULTS injected (a testing aid), by stage and kind",

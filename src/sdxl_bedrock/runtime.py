@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,11 +17,13 @@ from sdxl_bedrock.config import Settings
 from sdxl_bedrock.errors import ShuttingDown
 from sdxl_bedrock.faults import ENVIRONMENT_VARIABLE, Faults
 from sdxl_bedrock.generation import Generations
+from sdxl_bedrock.library import Checkpoint, Library, UnknownCheckpoint
 from sdxl_bedrock.metrics import Metrics
 from sdxl_bedrock.scheduler.batcher import Batcher
 from sdxl_bedrock.workers import Workers
 
 if TYPE_CHECKING:
+    from sdxl_bedrock.engine.checkpoints import CheckpointEngines
     from sdxl_bedrock.engine.content_filter import ContentFilter
     from sdxl_bedrock.engine.pipeline import Engine
 
@@ -50,14 +53,18 @@ class Runtime:
         self.workers = Workers(settings.host_threads)
         # A spec that does not parse stops the server at start (ValueError), never serves without it.
         self.faults = Faults.from_environment()
+        self.library = Library(
+            settings.model, settings.checkpoint_dirs, single_file_config=settings.single_file_config
+        )
         self.generations = Generations(settings, self.workers, self.faults)
-        self.engine: Engine | None = None
+        self.engine: CheckpointEngines | None = None
         self.load_error: BaseException | None = None
         self.ready = asyncio.Event()
         self.active_requests = 0  # HTTP requests in flight, kept by the request middleware
 
     async def load(self) -> None:
         """Load the model (and warm it up) on the engine thread, then start the batcher; /ping turns 200."""
+        from sdxl_bedrock.engine.checkpoints import CheckpointEngines
         from sdxl_bedrock.engine.pipeline import Engine
 
         settings = self.settings
@@ -70,19 +77,34 @@ class Runtime:
                 faults,
             )
             faults.on_fire = lambda stage, kind: self.metrics.faults_injected.labels(stage, kind).inc()
-        try:
-            engine = await self.workers.on_engine(
-                Engine.load,
-                settings.model,
+        content_filter = load_content_filter(settings.blocked_terms)
+
+        def load_checkpoint(checkpoint: Checkpoint, clip_model: str | None = None) -> Engine:
+            return Engine.load(
+                checkpoint.spec or str(checkpoint.filename),
                 settings.device,
                 settings.dtype,
                 vae_dtype=settings.vae_dtype,
-                clip_model=settings.clip_model,
-                content_filter=load_content_filter(settings.blocked_terms),
+                clip_model=clip_model,
+                content_filter=content_filter,
                 compile_unet=settings.compile_unet,
                 vae_budget_bytes=settings.vae_budget_mib * 2**20,
                 faults=faults,
+                single_file_config=checkpoint.config,
             )
+
+        try:
+            listing = await self.workers.on_host(self.library.refresh)
+            check_aliases(settings.model_aliases, self.library)
+            for refused in listing.refused:
+                log.warning(
+                    "model library: %s (%s) is not served: %s",
+                    refused.name,
+                    refused.filename,
+                    refused.refused,
+                )
+            default = listing.checkpoints[listing.default]
+            engine = await self.workers.on_engine(load_checkpoint, default, settings.clip_model)
             steps = warmup_steps(settings)
             for done, (width, height, batch, chunks) in enumerate(steps, start=1):
                 prompts = f", prompts of {chunks * 77} tokens" if chunks > 1 else ""
@@ -92,11 +114,28 @@ class Runtime:
         except BaseException as error:
             self.load_error = error
             raise
-        self.engine = engine
-        self.metrics.export_unet_calls(engine.unet.calls)
-        self.metrics.export_non_finite(engine.non_finite)
-        batcher = Batcher(
+        metrics = self.metrics
+        engines = CheckpointEngines(
             engine,
+            default.name,
+            lookup=lambda name: self.library.listing.find(name),
+            load=load_checkpoint,
+            max_on_device=settings.max_loaded_checkpoints or checkpoints_that_fit(engine, settings),
+            max_on_host=settings.max_host_checkpoints,
+            on_move=lambda name, to, seconds: metrics.checkpoint_move_seconds.labels(name, to).observe(
+                seconds
+            ),
+        )
+        self.engine = engines
+        metrics.checkpoint_moving.set_function(lambda: 1.0 if engines.moving is not None else 0.0)
+        for where in ("device", "host"):
+            metrics.checkpoints_resident.labels(where).set_function(
+                functools.partial(resident_count, engines, where)
+            )
+        self.metrics.export_unet_calls(engines.unet_calls)
+        self.metrics.export_non_finite(engines.non_finite)
+        batcher = Batcher(
+            engines,
             max_batch_size=settings.max_batch_size,
             max_wait_s=settings.max_wait_ms / 1000,
             max_queue=settings.max_queue,
@@ -110,6 +149,14 @@ class Runtime:
         if self.generations.draining:
             await batcher.close()
         self.ready.set()
+
+    async def refresh_library(self) -> None:
+        """Read the model library's folders again (on a host thread: new files are hashed)."""
+        listing = await self.workers.on_host(self.library.refresh)
+        for refused in listing.refused:
+            log.warning(
+                "model library: %s (%s) is not served: %s", refused.name, refused.filename, refused.refused
+            )
 
     async def drain(self, timeout_s: float) -> None:
         """Refuse new work (ServiceUnavailableException), finish what was accepted, within `timeout_s`."""
@@ -140,6 +187,34 @@ class Runtime:
         if self.generations.batcher is not None:
             await self.generations.batcher.close()
         self.workers.close()
+
+
+def resident_count(engines: CheckpointEngines, where: str) -> float:
+    return float(sum(1 for place in engines.resident().values() if place == where))
+
+
+def check_aliases(aliases: dict[str, str], library: Library) -> None:
+    """Every --model-alias names a checkpoint of the library; ValueError (the server does not start)
+    if one does not."""
+    for alias, name in aliases.items():
+        try:
+            library.listing.find(name)
+        except UnknownCheckpoint as error:
+            raise ValueError(f"--model-alias {alias}={name}: {error}") from None
+
+
+def checkpoints_that_fit(engine: Engine, settings: Settings) -> int:
+    """--max-loaded-checkpoints' default: 1 on a CPU (host memory is the device's: --max-host-checkpoints
+    bounds it); on a GPU as many copies of the first checkpoint as fit in 90% of its memory after the VAE
+    budget and 16 GiB for a full tick's activations (SDXL at 1024x1024, 8 rows, float16)."""
+    if engine.device.type != "cuda":
+        return 1
+    import torch
+
+    total = torch.cuda.get_device_properties(engine.device).total_memory
+    per_checkpoint = max(engine.gpu_memory_bytes(), 1)
+    spare = 0.9 * total - settings.vae_budget_mib * 2**20 - 16 * 2**30
+    return max(1, int(spare // per_checkpoint))
 
 
 def load_content_filter(blocked_terms: Path | None) -> ContentFilter | None:

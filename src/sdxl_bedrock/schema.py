@@ -189,6 +189,10 @@ class GenerationRequest:
 
     `return_latents` asks for the final latents on the GeneratedImage, for a later request's
     `init_latents`, which starts image-to-image from them instead of from `init_image` (no VAE encode).
+
+    `checkpoint` is the model library's name of the checkpoint that makes it (library.py; None: the
+    server's default); the wires resolve their own names for it (an A1111 title, an OpenAI `model`, a
+    Stability engine id, a Bedrock alias) before the request is made.
     """
 
     prompts: tuple[WeightedPrompt, ...]
@@ -211,6 +215,7 @@ class GenerationRequest:
     first_encoder_layer: int | None = None
     return_latents: bool = False
     init_latents: InitLatents | None = None
+    checkpoint: str | None = None
 
     @property
     def is_image_to_image(self) -> bool:

@@ -22,11 +22,12 @@ from sdxl_bedrock.api.a1111.errors import A1111Refusal
 from sdxl_bedrock.api.a1111.options import ADJUSTABLE_DEFAULTS, ServedModel, check_settings, options
 from sdxl_bedrock.config import Settings
 from sdxl_bedrock.errors import MalformedBody
+from sdxl_bedrock.library import only_model
 from sdxl_bedrock.schema import Sampler, SigmaSchedule
 from tests.frontends import SILLYTAVERN_TXT2IMG
 
 SETTINGS = Settings(model="/models/sd_xl_base_1.0.safetensors")
-SERVED = ServedModel.of(SETTINGS)
+SERVED = ServedModel.current(only_model(SETTINGS.model), {})
 
 
 def closed_port() -> int:
@@ -359,11 +360,19 @@ def test_the_options_a_client_read_can_be_posted_back() -> None:
     """Open WebUI's set_image_model posts GET /options back with the checkpoint changed
     (backend/open_webui/routers/images.py at open-webui/open-webui
     02530d501461ce58ab06231d7c2ef2024a141ddf)."""
+    posted_back = {
+        **ADJUSTABLE_DEFAULTS,
+        "sd_model_checkpoint": only_model(SETTINGS.model).default,
+    }  # its title, by name
     listed = options(SETTINGS)
-    assert check_settings(listed, (), SETTINGS, ADJUSTABLE_DEFAULTS) == ADJUSTABLE_DEFAULTS
+    assert listed["sd_checkpoint_hash"] is None, "read-only, and posted back as it was"
+    assert check_settings(listed, (), SETTINGS, ADJUSTABLE_DEFAULTS) == posted_back
     saving = Settings(model="tiny", outputs_dir="/srv/outputs")
     listed = options(saving)
     assert (
         listed["samples_save"] is True and listed["outdir_txt2img_samples"] == "/srv/outputs/txt2img-images"
     )
-    assert check_settings(listed, (), saving, ADJUSTABLE_DEFAULTS) == ADJUSTABLE_DEFAULTS
+    assert check_settings(listed, (), saving, ADJUSTABLE_DEFAULTS) == {
+        **posted_back,
+        "sd_model_checkpoint": "tiny",
+    }

@@ -19,6 +19,7 @@ from sdxl_bedrock.api.a1111.responses import info_json
 from sdxl_bedrock.codecs import encode_png
 from sdxl_bedrock.config import Settings
 from sdxl_bedrock.errors import MalformedBody
+from sdxl_bedrock.library import only_model
 from sdxl_bedrock.schema import Artifact, FinishReason, LatentResize, Sampler
 from sdxl_bedrock.strength import window_steps
 from tests.conftest import gradient_png
@@ -146,7 +147,13 @@ def test_the_hires_fields_take_their_first_pass_defaults_or_their_own() -> None:
     assert second.sampler is Sampler.DPMPP_2M and second.cfg_scale == 4.5
     assert second.prompts[0].text == "a castle, detailed" and second.negative_prompts[0].text == "fog"
     assert plan.hires.fix.steps == 6 and plan.hires.fix.upscaler == "Latent", "null is A1111's default mode"
-    info = json.loads(info_json(plan, [Artifact(b"", 5, FinishReason.SUCCESS)], ServedModel.of(SETTINGS)))
+    info = json.loads(
+        info_json(
+            plan,
+            [Artifact(b"", 5, FinishReason.SUCCESS)],
+            ServedModel.current(only_model(SETTINGS.model), {}),
+        )
+    )
     assert (info["width"], info["height"]) == (512, 512), "A1111 reports the first pass's size"
     text = info["infotexts"][0]
     assert "Size: 512x512, Model: tiny, Denoising strength: 0.75, RNG: CPU, Hires sampler: DPM++ 2M" in text
@@ -156,7 +163,13 @@ def test_the_hires_fields_take_their_first_pass_defaults_or_their_own() -> None:
 
 def test_the_infotext_of_sillytaverns_hires_fix() -> None:
     plan = txt2img(prompt="a castle", width=64, height=64, steps=20, sampler_name="DDIM", **SILLYTAVERN_HIRES)
-    info = json.loads(info_json(plan, [Artifact(b"", 5, FinishReason.SUCCESS)], ServedModel.of(SETTINGS)))
+    info = json.loads(
+        info_json(
+            plan,
+            [Artifact(b"", 5, FinishReason.SUCCESS)],
+            ServedModel.current(only_model(SETTINGS.model), {}),
+        )
+    )
     assert info["extra_generation_params"]["Hires upscaler"] == "Latent"
     assert (
         "Denoising strength: 0.7, RNG: CPU, Hires upscale: 2.0, Hires upscaler: Latent, Version"

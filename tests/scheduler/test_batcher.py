@@ -57,6 +57,10 @@ class StandInRow:
         return (self.request.height, self.request.width)
 
     @property
+    def checkpoint(self) -> str:
+        return self.request.checkpoint or ""
+
+    @property
     def unet_rows(self) -> int:
         return 2
 

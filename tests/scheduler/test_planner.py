@@ -11,6 +11,7 @@ from sdxl_bedrock.scheduler.planner import GROW_EVERY, REFRESH_EVERY, SizeCosts,
 class Row:
     pixel_size: tuple[int, int] = (64, 64)
     unet_rows: int = 2
+    checkpoint: str = ""
 
 
 def rows(count: int, size: tuple[int, int] = (64, 64), unet_rows: int = 2) -> list[Row]:

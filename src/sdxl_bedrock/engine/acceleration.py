@@ -240,6 +240,12 @@ class UNetRunner:
         finally:
             self.warming = False
 
+    def invalidate(self) -> None:
+        """The UNet's weights moved (another device, or back): graphs captured over the old storage are
+        not used again; its shapes run eager until warmed up anew."""
+        self.warmed.clear()
+        self._reported.clear()
+
     def __call__(self, inputs: UNetInputs) -> torch.Tensor:
         if self.compiled is None:
             return self.run_eager(inputs)

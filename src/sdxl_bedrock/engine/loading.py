@@ -35,13 +35,17 @@ def load_model(
     *,
     vae_dtype: str = "auto",
     clip_model: str | None = None,
+    single_file_config: Path | None = None,
 ) -> LoadedModel:
-    """Raises ValueError for a spec, device or CLIP folder that does not resolve (engine/models.py)."""
+    """Raises ValueError for a spec, device or CLIP folder that does not resolve (engine/models.py).
+    `single_file_config`: the config folder a single-file checkpoint is read with (None: SDXL base's)."""
     from sdxl_bedrock.engine.models import load_pipeline
 
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
-    pipe: Any = load_pipeline(model, device=str(torch_device), dtype=torch_dtype)
+    pipe: Any = load_pipeline(
+        model, device=str(torch_device), dtype=torch_dtype, single_file_config=single_file_config
+    )
     force_upcast = bool(pipe.vae.config.force_upcast)
     pipe.vae.to(dtype=resolve_vae_dtype(vae_dtype, torch_device, torch_dtype, force_upcast))
     pipe.set_progress_bar_config(disable=True)

@@ -28,6 +28,7 @@ import logging
 import threading
 from collections import defaultdict
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -120,11 +121,20 @@ class Engine:
         compile_unet: bool = False,
         vae_budget_bytes: int = DEFAULT_VAE_BUDGET_BYTES,
         faults: Faults | None = None,
+        single_file_config: Path | None = None,
     ) -> Engine:
         """`vae_dtype`: see loading.resolve_vae_dtype.
+        `single_file_config`: the config folder a single-file `model` is read with (None: SDXL base's).
         `clip_model`: a transformers CLIPModel folder, or `tiny` for the tiny random one.
         `compile_unet`: torch.compile the UNet (CUDA graphs); warm it up before serving."""
-        loaded = load_model(model, device, dtype, vae_dtype=vae_dtype, clip_model=clip_model)
+        loaded = load_model(
+            model,
+            device,
+            dtype,
+            vae_dtype=vae_dtype,
+            clip_model=clip_model,
+            single_file_config=single_file_config,
+        )
         return cls(
             loaded.pipe,
             loaded.device,
@@ -153,6 +163,17 @@ class Engine:
         )
         with self.unet.warming_up():
             self.generate([request] * batch_size)
+
+    def moved_to(self, device: torch.device) -> None:
+        """Its modules were moved to `device` (engine/checkpoints.py): what it keeps of device tensors
+        between ticks (cached prompt embeddings, the stacked tick batch) is emptied, to refill there."""
+        self.prompts.cache.clear()
+        self._tick_batch = TickBatch()
+        self.unet.invalidate()
+
+    def release(self) -> None:
+        """It is being dropped: let go of what it keeps between ticks, so its memory can come back."""
+        self.moved_to(self.device)
 
     def gpu_memory_bytes(self) -> int:
         return int(torch.cuda.memory_allocated(self.device)) if self.device.type == "cuda" else 0

@@ -67,6 +67,11 @@ class Job:
     answered: bool = False  # set on the engine thread when it resolves the job
 
     @property
+    def checkpoint(self) -> str | None:
+        """The model library's name of its checkpoint (None: the engine's default)."""
+        return self.request.checkpoint
+
+    @property
     def request_size(self) -> tuple[int, int]:
         """(height, width) in pixels, as its row's `pixel_size`: the unit of admission and of ticks."""
         return (self.request.height, self.request.width)
@@ -126,6 +131,10 @@ class Batcher:
         self._closing = False
         self._ticking_size: Any = None
         self._exported_caps: set[str] = set()
+        self._default_checkpoint: str | None = getattr(engine, "default_name", None)
+        # Checkpoints whose rows may be in flight at once: the engine holds that many on the device.
+        self.max_checkpoints: int = getattr(engine, "max_on_device", 1)
+        self._told_in_use: tuple[frozenset[str], frozenset[str]] | None = None
         self.stages = StageRunner(
             self._failed_in,
             skip=lambda job: job.caller_left,
@@ -221,6 +230,7 @@ class Batcher:
             self._drop_left()
             self._apply_stops()
             self._finish_ended()  # rows whose window has no step (or stopped) end as they join
+            self._tell_in_use()
             running = [job for job in self._in_flight if not job.row.done]
             if not running:
                 continue
@@ -252,21 +262,39 @@ class Batcher:
 
     def _admitted(self) -> list[Job]:
         """Waiting jobs that may join now (called holding `_wakeup`): in arrival order, each while its size
-        has fewer than `max_batch_size` rows in flight and the total is under its bound; jobs whose
-        callers left or were interrupted are answered here."""
+        has fewer than `max_batch_size` rows in flight and the total is under its bound, and while its
+        checkpoint has its turn; jobs whose callers left or were interrupted are answered here.
+
+        Checkpoints take turns (the engine holds `max_checkpoints` on the device): a job whose checkpoint
+        has no rows in flight opens that checkpoint's turn where a slot is free, and a turn that opens takes
+        every waiting job of its checkpoint. Where none is free the job waits, and so does every job after
+        it for a checkpoint already in flight: those checkpoints' turns end as their rows finish, and the
+        oldest waiting job's checkpoint has the next one. No checkpoint starves; one checkpoint alone is
+        served exactly as without turns."""
         in_flight = collections.Counter(job.request_size for job in self._in_flight)
         room = self.max_batch_size * MAX_SIZES_IN_FLIGHT - len(self._in_flight)
+        active = {self._checkpoint_of(job) for job in self._in_flight}
+        opened: set[str | None] = set()
+        blocked = False
         joining: list[Job] = []
         kept: deque[Job] = deque()
         for job in self._waiting:
+            checkpoint = self._checkpoint_of(job)
             if job.caller_left:
                 self.metrics.abandoned.labels("queued").inc()
-            elif job.stop is not None and job.stop.interrupted:
+                continue
+            if job.stop is not None and job.stop.interrupted:
                 job.resolve(Stopped("The request was interrupted before this image started."))
-            elif len(joining) < room and in_flight[job.request_size] < self.max_batch_size:
+                continue
+            if checkpoint not in active and len(active) < self.max_checkpoints:
+                active.add(checkpoint)
+                opened.add(checkpoint)
+            has_turn = checkpoint in opened or (checkpoint in active and not blocked)
+            if has_turn and len(joining) < room and in_flight[job.request_size] < self.max_batch_size:
                 in_flight[job.request_size] += 1
                 joining.append(job)
             else:
+                blocked = blocked or checkpoint not in active
                 kept.append(job)
         self._waiting = kept
         return joining
@@ -277,6 +305,7 @@ class Batcher:
         for job in jobs:
             self.metrics.queue_wait_seconds.observe(now - job.enqueued_at)
         joined: list[Job] = []
+        self._tell_in_use(jobs)
 
         def start(group: Sequence[Job]) -> None:
             rows = self.engine.start([job.request for job in group], [job.on_step for job in group])
@@ -288,6 +317,26 @@ class Batcher:
         with self._wakeup:
             self._in_flight.extend(joined)
             self._in_flight.sort(key=lambda job: job.serial)
+
+    def _checkpoint_of(self, job: Job) -> str | None:
+        return job.checkpoint or self._default_checkpoint
+
+    def _tell_in_use(self, joining: Sequence[Job] = ()) -> None:
+        """Tell the engine which checkpoints rows use (running: in flight or joining now; queued: waiting),
+        when that changed: it keeps those (engine/checkpoints.py)."""
+        in_use = getattr(self.engine, "in_use", None)
+        if in_use is None:
+            return
+        with self._wakeup:
+            running = frozenset(
+                name for job in (*self._in_flight, *joining) if (name := self._checkpoint_of(job)) is not None
+            )
+            queued = frozenset(
+                name for job in self._waiting if (name := self._checkpoint_of(job)) is not None
+            )
+        if (running, queued) != self._told_in_use:
+            self._told_in_use = (running, queued)
+            in_use(running, queued)
 
     def _drop_left(self) -> None:
         """Rows whose callers have gone stop here: their work ends at this tick boundary."""

@@ -1,6 +1,8 @@
-"""Which rows a tick takes: the latent size of the oldest row, and as many of its rows as pay.
+"""Which rows a tick takes: the checkpoint and latent size of the oldest row, and as many of its rows as pay.
 
-Fairness: a tick serves the latent size of the oldest row in flight, and that size's rows oldest first.
+Fairness: a tick serves the checkpoint and latent size of the oldest row in flight, and those rows oldest
+first (rows of different checkpoints never share a UNet call: different weights). Costs and row caps are
+kept per size, whatever the checkpoint: checkpoints of one architecture cost the same.
 Rows of another size wait their turn without starving: the oldest row always advances, so every row
 becomes the oldest in time. (Alternating sizes tick by tick would finish no request sooner on a busy
 server and would make every size wait on every other.)
@@ -40,6 +42,9 @@ GROW_EVERY = 20
 class PlannedRow(Protocol):
     @property
     def pixel_size(self) -> Size: ...
+
+    @property
+    def checkpoint(self) -> str: ...
 
     @property
     def unet_rows(self) -> int: ...
@@ -86,8 +91,11 @@ class TickPlanner:
 
     def choose(self, rows_oldest_first: Sequence[Any]) -> list[Any]:
         """The rows of the next tick, from rows in flight (oldest first, each waiting for a model call)."""
-        size = rows_oldest_first[0].pixel_size
-        candidates = [row for row in rows_oldest_first if row.pixel_size == size]
+        oldest = rows_oldest_first[0]
+        size = oldest.pixel_size
+        candidates = [
+            row for row in rows_oldest_first if row.pixel_size == size and row.checkpoint == oldest.checkpoint
+        ]
         candidates = candidates[: self.cap(size)]
         costs = self.costs.setdefault(size, SizeCosts())
         unet_rows = [0]

@@ -30,12 +30,16 @@ class EngineRow(Protocol):
     @property
     def unet_rows(self) -> int: ...
 
+    checkpoint: str  # the model library's name of the checkpoint it runs on
     failed: BaseException | None
     result: GeneratedImage | None
 
 
 class RowEngine(Protocol):
-    """The engine's stages as the loop calls them (engine/pipeline.py)."""
+    """The engine's stages as the loop calls them (engine/pipeline.py, one checkpoint; engine/checkpoints.py,
+    the model library's). An engine over several checkpoints also has `default_name` (the checkpoint of
+    requests that name none), `max_on_device` (how many checkpoints' rows may be in flight at once) and
+    `in_use(running, queued)` (the checkpoints rows in flight and waiting use, which it keeps)."""
 
     def start(
         self, requests: Sequence[GenerationRequest], on_steps: Sequence[StepCallback | None] | None = None

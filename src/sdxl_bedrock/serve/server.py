@@ -213,10 +213,12 @@ async def _serve(settings: Settings, listener: socket.socket) -> int:
 
     def announce(runtime: Runtime) -> None:
         assert runtime.engine is not None
-        engine = runtime.engine
+        engine = runtime.engine.default
+        served = len(runtime.library.listing.checkpoints)
+        library = f", {served} checkpoints in the library" if settings.checkpoint_dirs else ""
         print(
             f"sdxl-bedrock listening on {settings.scheme}://{settings.host}:{settings.port} "
-            f"(model {settings.model}, device {engine.device}, "
+            f"(model {settings.model}{library}, device {engine.device}, "
             f"dtype {str(engine.dtype).removeprefix('torch.')}, "
             f"VAE {str(engine.pipe.vae.dtype).removeprefix('torch.')}), "
             f"ready in {time.monotonic() - loading_since:.1f} s; {landmarks(app)}",

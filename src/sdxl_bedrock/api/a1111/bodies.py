@@ -45,12 +45,7 @@ from sdxl_bedrock.api.a1111.hires import (
     second_pass_schedule,
 )
 from sdxl_bedrock.api.a1111.names import Resolved, resolve
-from sdxl_bedrock.api.a1111.options import (
-    ADJUSTABLE_DEFAULTS,
-    ServedModel,
-    check_settings,
-    first_encoder_layer,
-)
+from sdxl_bedrock.api.a1111.options import ADJUSTABLE_DEFAULTS, check_settings, first_encoder_layer
 from sdxl_bedrock.api.a1111.prompts import ParsedPrompt, parse_prompt
 from sdxl_bedrock.api.validation import (
     MAX_SEED,
@@ -63,6 +58,7 @@ from sdxl_bedrock.api.validation import (
 )
 from sdxl_bedrock.config import Settings
 from sdxl_bedrock.errors import Location, MalformedBody, ProblemKind
+from sdxl_bedrock.library import Listing, UnknownCheckpoint, only_model
 from sdxl_bedrock.presets import STYLE_PRESETS
 from sdxl_bedrock.schema import SAMPLERS_WITH_ETA, GenerationRequest, Sampler
 from sdxl_bedrock.strength import FULL_SCHEDULE, DenoiseWindow, from_strength
@@ -156,7 +152,10 @@ class Txt2ImgBody(ProcessingFields):
     hr_second_pass_steps: Annotated[int, Field(ge=0, le=MAX_STEPS, description="0: `steps`.")] = 0
     hr_resize_x: Annotated[int, Field(ge=0, le=SIZE_MAX)] = 0
     hr_resize_y: Annotated[int, Field(ge=0, le=SIZE_MAX)] = 0
-    hr_checkpoint_name: Annotated[str | None, Field(description="The served checkpoint, or null.")] = None
+    hr_checkpoint_name: Annotated[
+        str | None,
+        Field(description="The second pass's checkpoint (any the first pass takes), or null: the same."),
+    ] = None
     hr_sampler_name: str | None = None
     hr_scheduler: str | None = None
     hr_prompt: str = ""
@@ -247,6 +246,7 @@ def parse_txt2img(
     *,
     settings: Settings,
     max_images: int,
+    listing: Listing | None = None,
     adjustable: Mapping[str, Any] = ADJUSTABLE_DEFAULTS,
     random_seed: RandomSeed | None = None,
 ) -> Plan:
@@ -254,7 +254,8 @@ def parse_txt2img(
     (the model `override_settings` may name), `adjustable` the changeable A1111 settings as they are;
     `max_images` bounds batch_size x n_iter."""
     body = validate(Txt2ImgBody, load_json_object(raw))
-    effective, kept = check_common(body, settings, adjustable, max_images)
+    listing = listing or only_model(settings.model)
+    effective, kept = check_common(body, settings, listing, adjustable, max_images)
     refuse_if(
         body.firstphase_width != 0, "firstphase_width", "the legacy first-pass size is not run here; send 0"
     )
@@ -264,10 +265,10 @@ def parse_txt2img(
     planned = plan(body, body.width, body.height, settings=effective, kept=kept, random_seed=random_seed)
     if not body.enable_hr:
         return planned
-    return with_hires(planned, body, ServedModel.of(settings))
+    return with_hires(planned, body, listing)
 
 
-def with_hires(planned: Plan, body: Txt2ImgBody, served: ServedModel) -> Plan:
+def with_hires(planned: Plan, body: Txt2ImgBody, listing: Listing) -> Plan:
     """The plan with the hires fix's second pass (hires.py); the first pass returns its latents for a latent
     upscaler."""
     upscaler = body.hr_upscaler if body.hr_upscaler is not None else DEFAULT_LATENT_MODE
@@ -288,11 +289,18 @@ def with_hires(planned: Plan, body: Txt2ImgBody, served: ServedModel) -> Plan:
             kind=ProblemKind.NOT_ALLOWED,
             value=strength,
         )
-    refuse_if(
-        body.hr_checkpoint_name not in (None, "", "Use same checkpoint", *served.names),
-        "hr_checkpoint_name",
-        f"the second pass runs the one model served here, {served.title}",
-    )
+    checkpoint = planned.request.checkpoint
+    if body.hr_checkpoint_name not in (None, "", "Use same checkpoint"):
+        try:
+            checkpoint = listing.find(body.hr_checkpoint_name, closest=True).name
+        except UnknownCheckpoint:
+            raise malformed(
+                ("hr_checkpoint_name",),
+                f"{shown(body.hr_checkpoint_name)} is not a checkpoint here "
+                "(GET /sdapi/v1/sd-models lists them)",
+                kind=ProblemKind.NOT_ALLOWED,
+                value=body.hr_checkpoint_name,
+            ) from None
     sizes = hires_sizes(body.width, body.height, body.hr_scale, body.hr_resize_x, body.hr_resize_y)
     width, height = sizes.output
     if not (SIZE_MIN <= width <= SIZE_MAX and SIZE_MIN <= height <= SIZE_MAX):
@@ -340,6 +348,7 @@ def with_hires(planned: Plan, body: Txt2ImgBody, served: ServedModel) -> Plan:
         sigma_schedule=resolved.schedule,
         eta=eta_for(resolved.sampler.sampler, body.eta),
         first_encoder_layer=planned.request.first_encoder_layer,
+        checkpoint=checkpoint,
     )
     fix = HiresFix(upscaler, sizes, steps, second)
     first = dataclasses.replace(planned.request, return_latents=fix.latent is not None)
@@ -351,13 +360,15 @@ def parse_img2img(
     *,
     settings: Settings,
     max_images: int,
+    listing: Listing | None = None,
     adjustable: Mapping[str, Any] = ADJUSTABLE_DEFAULTS,
     random_seed: RandomSeed | None = None,
 ) -> Plan:
     """Validate an img2img body, decode its images and do A1111's pixel work on them (MalformedBody, or
     A1111's own refusals)."""
     body = validate(Img2ImgBody, load_json_object(raw))
-    effective, kept = check_common(body, settings, adjustable, max_images)
+    listing = listing or only_model(settings.model)
+    effective, kept = check_common(body, settings, listing, adjustable, max_images)
     init_images = body.init_images
     if init_images is None:
         raise A1111Refusal(404, "Init image not found")
@@ -428,7 +439,11 @@ def parse_img2img(
 
 
 def check_common(
-    body: ProcessingFields, settings: Settings, adjustable: Mapping[str, Any], max_images: int
+    body: ProcessingFields,
+    settings: Settings,
+    listing: Listing,
+    adjustable: Mapping[str, Any],
+    max_images: int,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The rules both bodies share. Returns the changeable settings the request runs with, and those of
     its overrides that are kept after it."""
@@ -472,7 +487,9 @@ def check_common(
     refuse_if(bool(body.script_args), "script_args", "no scripts run here (/sdapi/v1/scripts)")
     refuse_if(bool(body.alwayson_scripts), "alwayson_scripts", "no scripts run here (/sdapi/v1/scripts)")
     refuse_if(bool(body.infotext), "infotext", "infotext is not read here; send the fields themselves")
-    overrides = check_settings(body.override_settings or {}, ("override_settings",), settings, adjustable)
+    overrides = check_settings(
+        body.override_settings or {}, ("override_settings",), settings, adjustable, listing
+    )
     for index, name in enumerate(body.styles or ()):
         if name not in STYLE_PRESETS:
             raise malformed(
@@ -521,6 +538,7 @@ def plan(
         sigma_schedule=resolved.schedule,
         eta=eta,
         first_encoder_layer=first_encoder_layer(settings),
+        checkpoint=settings.get("sd_model_checkpoint"),
     )
     return Plan(request, body, resolved, (prompt, negative_prompt), seed, overlay, settings, kept or {})
 

@@ -1,11 +1,16 @@
-"""The served model as A1111 names checkpoints, and the A1111 settings (`/sdapi/v1/options`) that describe
-this server.
+"""The model library's checkpoints as A1111 names them, and the A1111 settings (`/sdapi/v1/options`) that
+describe this server.
 
 Only settings that mean something here are listed (A1111 lists hundreds). Most are fixed, each at the value
 that describes what the server does; setting one (POST /sdapi/v1/options, or a request's
-`override_settings`) is accepted when it asks for that value, and the checkpoint when it names the served
-model (its title, name or file name). Three can change, as in A1111, because this server honours every
-value A1111 takes for them on SDXL:
+`override_settings`) is accepted when it asks for that value. `sd_checkpoint_hash` is read-only and
+ignored when set (A1111 does not save it either), so that GET's very dict can be posted back. Four can
+change, as in A1111, because this server honours every value A1111 takes for them on SDXL:
+
+- `sd_model_checkpoint`: any checkpoint of the model library (library.py), by its title, name, file name,
+  full or short hash, or A1111's closest match (the shortest title that contains the text). Unlike A1111,
+  changing it moves no weights at once and changes nothing for other wires: it is this app's checkpoint
+  for A1111 requests that name none, loaded when a request needs it.
 
 - `sd_vae`: `Automatic`, `None` or the checkpoint's own VAE by the checkpoint's name; all three are the
   one VAE here (A1111: `None` is the checkpoint's baked-in VAE, `Automatic` that one when no VAE file
@@ -28,25 +33,47 @@ from pathlib import Path
 from typing import Any
 
 from sdxl_bedrock.api.validation import malformed, shown
-from sdxl_bedrock.config import Settings, checkpoint_name, checkpoint_names, checkpoint_title
+from sdxl_bedrock.config import Settings
 from sdxl_bedrock.errors import Location, ProblemKind
+from sdxl_bedrock.library import Checkpoint, Listing, UnknownCheckpoint, only_model
 
 
 @dataclass(frozen=True)
 class ServedModel:
-    """The model `serve --model` names, as A1111 lists a checkpoint (no hash: none is computed here)."""
+    """One checkpoint of the library as A1111 lists it (sd-models, infotext, the response's info)."""
 
     title: str
     model_name: str
     filename: str
+    sha256: str | None = None
+    shorthash: str | None = None
+    name: str = ""  # the library's name, which the engine takes
 
     @classmethod
-    def of(cls, settings: Settings) -> ServedModel:
-        return cls(checkpoint_title(settings.model), checkpoint_name(settings.model), settings.model)
+    def of(cls, checkpoint: Checkpoint) -> ServedModel:
+        filename = (
+            str(checkpoint.filename)
+            if checkpoint.filename is not None
+            else checkpoint.spec or checkpoint.name
+        )
+        return cls(
+            checkpoint.title,
+            checkpoint.name,
+            filename,
+            checkpoint.sha256,
+            checkpoint.shorthash,
+            checkpoint.name,
+        )
 
-    @property
-    def names(self) -> frozenset[str]:
-        return checkpoint_names(self.filename)
+    @classmethod
+    def current(cls, listing: Listing, adjustable: Mapping[str, Any]) -> ServedModel:
+        """The checkpoint `sd_model_checkpoint` names now (the default where it names none, or one that has
+        left the library since: A1111 falls back to its first checkpoint)."""
+        name = adjustable.get("sd_model_checkpoint")
+        try:
+            return cls.of(listing.find(name) if name else listing.checkpoints[listing.default])
+        except UnknownCheckpoint:
+            return cls.of(listing.checkpoints[listing.default])
 
     @property
     def vae_names(self) -> tuple[str, ...]:
@@ -98,6 +125,7 @@ FIXED_OPTIONS: dict[str, Any] = {
 
 # The settings a client can change, at A1111's defaults.
 ADJUSTABLE_DEFAULTS: dict[str, Any] = {
+    "sd_model_checkpoint": None,  # the library's name; None: the server's default checkpoint
     "sd_vae": "Automatic",
     "CLIP_stop_at_last_layers": 1,
     "sdxl_clip_l_skip": False,
@@ -116,16 +144,26 @@ class Adjustable:
         return dict(self.values)
 
 
-def options(settings: Settings, adjustable: Mapping[str, Any] = ADJUSTABLE_DEFAULTS) -> dict[str, Any]:
-    """GET /sdapi/v1/options: the served checkpoint, the fixed settings, the changeable ones as they are,
-    and where `save_images` writes (A1111's output folders) when the server has --outputs-dir."""
-    served = ServedModel.of(settings)
+# Listed by GET, ignored by POST (A1111's do_not_save settings).
+READ_ONLY = frozenset({"sd_checkpoint_hash"})
+
+
+def options(
+    settings: Settings,
+    adjustable: Mapping[str, Any] = ADJUSTABLE_DEFAULTS,
+    listing: Listing | None = None,
+) -> dict[str, Any]:
+    """GET /sdapi/v1/options: the current checkpoint, the fixed settings, the changeable ones as they are,
+    and where `save_images` writes (A1111's output folders) when the server has --outputs-dir. `listing`
+    is the model library's (None: --model alone)."""
+    listing = listing or only_model(settings.model)
+    served = ServedModel.current(listing, adjustable)
     return {
-        "sd_model_checkpoint": served.title,
-        "sd_checkpoint_hash": None,
         **FIXED_OPTIONS,
         **output_options(settings.outputs_dir),
         **adjustable,
+        "sd_model_checkpoint": served.title,
+        "sd_checkpoint_hash": served.sha256,
     }
 
 
@@ -143,25 +181,34 @@ def output_options(outputs_dir: Path | None) -> dict[str, Any]:
 
 
 def check_settings(
-    requested: Mapping[str, Any], location: Location, settings: Settings, adjustable: Mapping[str, Any]
+    requested: Mapping[str, Any],
+    location: Location,
+    settings: Settings,
+    adjustable: Mapping[str, Any],
+    listing: Listing | None = None,
 ) -> dict[str, Any]:
-    """Settings asked for (POST /options, override_settings): the changeable ones' new values, after
-    checking that every other one is what the server does already. Raises MalformedBody (422) naming the
-    first one that is not."""
-    served = ServedModel.of(settings)
-    listed = options(settings, adjustable)
+    """Settings asked for (POST /options, override_settings): the changeable ones' new values (a
+    checkpoint by its library name), after checking that every other one is what the server does
+    already. Raises MalformedBody (422) naming the first one that is not."""
+    listing = listing or only_model(settings.model)
+    listed = options(settings, adjustable, listing)
     changes: dict[str, Any] = {}
     for key, value in requested.items():
+        if key in READ_ONLY:
+            continue
         if key == "sd_model_checkpoint":
-            if value not in served.names:
+            try:
+                changes[key] = listing.find(value, closest=True).name
+            except UnknownCheckpoint:
                 raise malformed(
                     (*location, key),
-                    f"{shown(value)} is not served here; the one model is {shown(served.title)}",
+                    f"{shown(value)} is not a checkpoint here; GET /sdapi/v1/sd-models lists them: "
+                    + ", ".join(checkpoint.title for checkpoint in listing.checkpoints.values()),
                     kind=ProblemKind.NOT_ALLOWED,
                     value=value,
-                )
+                ) from None
         elif key in ADJUSTABLE_DEFAULTS:
-            changes[key] = adjusted(key, value, (*location, key), served)
+            changes[key] = adjusted(key, value, (*location, key), ServedModel.current(listing, adjustable))
         elif key not in listed:
             raise malformed(
                 location,

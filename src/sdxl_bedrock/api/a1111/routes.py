@@ -50,6 +50,7 @@ from sdxl_bedrock.api.deps import authenticated
 from sdxl_bedrock.api.openapi import JSON
 from sdxl_bedrock.api.validation import load_json_object
 from sdxl_bedrock.codecs import encode_png, png_to_base64, with_png_text
+from sdxl_bedrock.library import UnknownCheckpoint
 from sdxl_bedrock.presets import STYLE_PRESETS
 from sdxl_bedrock.runtime import Runtime
 from sdxl_bedrock.schema import Artifact
@@ -94,6 +95,7 @@ async def generate(request: Request, runtime: Runtime, job: str, parse: Parser) 
         parse,
         raw,
         settings=runtime.settings,
+        listing=runtime.library.listing,
         adjustable=adjustable.snapshot(),
         max_images=runtime.settings.max_queue,
     )
@@ -110,7 +112,13 @@ async def generate(request: Request, runtime: Runtime, job: str, parse: Parser) 
             artifacts = await runtime.generations.generate_all(seconds, task.on_step, task.stop)
         stopped = task.stop.interrupted or task.skipped
     body = await runtime.workers.on_host(
-        answer, plan, artifacts, ServedModel.of(runtime.settings), job, runtime.settings.outputs_dir, stopped
+        answer,
+        plan,
+        artifacts,
+        ServedModel.current(runtime.library.listing, plan.settings),
+        job,
+        runtime.settings.outputs_dir,
+        stopped,
     )
     return Response(body, media_type=JSON)
 
@@ -257,21 +265,37 @@ async def schedulers(runtime: Caller) -> Response:
 
 @router.get(
     "/sd-models",
-    summary="The served model, as an A1111 checkpoint",
+    summary="The model library's checkpoints, as A1111 lists them",
     response_class=Response,
-    responses=openapi.responses(list[SDModelItem], "The one model served.", openapi.ROUTE_ERRORS),
+    responses=openapi.responses(list[SDModelItem], "Every checkpoint served.", openapi.ROUTE_ERRORS),
 )
 async def sd_models(runtime: Caller) -> Response:
-    served = ServedModel.of(runtime.settings)
-    item = SDModelItem(
-        title=served.title,
-        model_name=served.model_name,
-        hash=None,
-        sha256=None,
-        filename=served.filename,
-        config=None,
-    )
-    return json_response([item])
+    """A1111's fields: `hash` is the short hash (the SHA-256's first 10 hex digits, null for a built-in
+    model), `config` null (no .yaml beside a checkpoint is read)."""
+    items = [
+        SDModelItem(
+            title=served.title,
+            model_name=served.model_name,
+            hash=served.shorthash,
+            sha256=served.sha256,
+            filename=served.filename,
+            config=None,
+        )
+        for served in map(ServedModel.of, runtime.library.listing.checkpoints.values())
+    ]
+    return json_response(items)
+
+
+@router.post(
+    "/refresh-checkpoints",
+    summary="Read the model library's folders again (A1111)",
+    response_class=Response,
+    responses=openapi.responses(openapi.NULL, "Done (A1111 answers null).", openapi.ROUTE_ERRORS),
+)
+async def refresh_checkpoints(runtime: Caller) -> Response:
+    """New files are listed, removed ones go (one that is loaded finishes the requests it has first)."""
+    await runtime.refresh_library()
+    return json_response(None)
 
 
 @router.get(
@@ -280,10 +304,10 @@ async def sd_models(runtime: Caller) -> Response:
     response_class=Response,
     responses=openapi.responses(list[SDVaeItem], "The VAE files A1111 would list.", openapi.ROUTE_ERRORS),
 )
-async def sd_vaes(runtime: Caller) -> Response:
+async def sd_vaes(request: Request, runtime: Caller) -> Response:
     """A1111 lists its VAE files here, never its `Automatic` and `None` choices; the one VAE here is the
     checkpoint's own, listed by the checkpoint's name (sd_vae takes all three)."""
-    served = ServedModel.of(runtime.settings)
+    served = ServedModel.current(runtime.library.listing, adjustable_of(request.app).snapshot())
     return json_response([SDVaeItem(model_name=served.model_name, filename=served.filename)])
 
 
@@ -342,7 +366,8 @@ async def scripts(runtime: Caller) -> Response:
     responses=openapi.responses(SettingsMap, "The settings.", openapi.ROUTE_ERRORS),
 )
 async def get_options(request: Request, runtime: Caller) -> Response:
-    return json_response(SettingsMap(options(runtime.settings, adjustable_of(request.app).snapshot())))
+    snapshot = adjustable_of(request.app).snapshot()
+    return json_response(SettingsMap(options(runtime.settings, snapshot, runtime.library.listing)))
 
 
 @router.post(
@@ -356,12 +381,18 @@ async def get_options(request: Request, runtime: Caller) -> Response:
 )
 async def set_options(request: Request, runtime: Caller) -> Response:
     requested = await runtime.workers.on_host(load_json_object, await read_body(request))
+    listing = runtime.library.listing
     checkpoint = requested.get("sd_model_checkpoint")
-    if checkpoint is not None and checkpoint not in ServedModel.of(runtime.settings).names:
-        # A1111's set_config raises before it sets anything; its middleware answers the exception.
-        raise A1111Refusal(500, "", error="RuntimeError", text=f"model {checkpoint!r} not found")
+    if checkpoint is not None:
+        try:
+            listing.find(checkpoint, closest=True)
+        except UnknownCheckpoint:
+            # A1111's set_config raises before it sets anything; its middleware answers the exception.
+            raise A1111Refusal(
+                500, "", error="RuntimeError", text=f"model {checkpoint!r} not found"
+            ) from None
     adjustable = adjustable_of(request.app)
-    adjustable.values.update(check_settings(requested, (), runtime.settings, adjustable.snapshot()))
+    adjustable.values.update(check_settings(requested, (), runtime.settings, adjustable.snapshot(), listing))
     return json_response(None)
 
 
@@ -379,6 +410,7 @@ async def cmd_flags(runtime: Caller) -> Response:
         "listen": settings.host not in ("127.0.0.1", "localhost", "::1"),
         "port": settings.port,
         "ckpt": settings.model,
+        "ckpt_dir": str(settings.checkpoint_dirs[0]) if settings.checkpoint_dirs else None,
         "tls_certfile": str(settings.tls_cert) if settings.tls_cert else None,
         "tls_keyfile": str(settings.tls_key) if settings.tls_key else None,
     }

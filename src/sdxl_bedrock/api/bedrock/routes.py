@@ -5,6 +5,7 @@ CountTokens, StartAsyncInvoke), each refused as Bedrock refuses a model that doe
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 import time
@@ -22,7 +23,6 @@ from sdxl_bedrock.api.bedrock.body import Invocation, parse_invoke_body
 from sdxl_bedrock.api.bedrock.image_models import (
     CHECKPOINT_HEADER,
     ImageInvocation,
-    checkpoint_name,
     image_model,
     image_models_json,
     parse_image_body,
@@ -30,6 +30,7 @@ from sdxl_bedrock.api.bedrock.image_models import (
 from sdxl_bedrock.api.bedrock.responses import artifacts_json
 from sdxl_bedrock.api.bedrock.stream import ProgressOptions, progress_options, stream_events
 from sdxl_bedrock.api.body import read_body
+from sdxl_bedrock.api.checkpoints import checkpoint_named
 from sdxl_bedrock.api.deps import runtime_of
 from sdxl_bedrock.api.openapi import JSON
 from sdxl_bedrock.api.validation import load_json_object
@@ -97,6 +98,18 @@ ModelIdParameter = Annotated[
 def parse_model_id(raw_segment: str, *, image_models: bool = False) -> str:
     """The canonical model id named by a path segment (percent-encoded); see `canonical_model_id`."""
     return canonical_model_id(unquote(raw_segment), image_models=image_models)
+
+
+def resolve_model_id(runtime: Runtime, model_id: str) -> tuple[str, str | None]:
+    """(canonical model id, checkpoint) for a model id as sent (decoded): a `--model-alias` (any id the
+    SDKs send: a custom-model, provisioned-model or application-inference-profile ARN, as Bedrock forms
+    them) is SDXL 1.0 on its checkpoint; any other id is `canonical_model_id`'s, on the default one."""
+    if model_id in runtime.settings.model_aliases:
+        checkpoint = checkpoint_named(runtime, model_id)
+        if checkpoint is None:
+            raise AccessDenied(f"{NO_ACCESS} Its checkpoint has left this server's model library.")
+        return MODEL_NAME, checkpoint
+    return canonical_model_id(model_id, image_models=runtime.settings.stability_image_models), None
 
 
 def canonical_model_id(model_id: str, *, image_models: bool = False) -> str:
@@ -180,10 +193,14 @@ async def validated_invocation(
     runtime = caller.runtime
     settings = runtime.settings
     raw = await caller.read_body(request)
-    model_id = parse_model_id(model_segment(request), image_models=settings.stability_image_models)
+    model_id, checkpoint = resolve_model_id(runtime, unquote(model_segment(request)))
     check_accept(request, accept_header)
     if model_id == MODEL_NAME:
-        return await runtime.workers.on_host(parse_invoke_body, raw, relaxed_sizes=settings.relaxed_sizes)
+        invocation = await runtime.workers.on_host(
+            parse_invoke_body, raw, relaxed_sizes=settings.relaxed_sizes
+        )
+        request_on = dataclasses.replace(invocation.request, checkpoint=checkpoint)
+        return dataclasses.replace(invocation, request=request_on)
     image = image_model(model_id)
     assert image is not None
     return await runtime.workers.on_host(parse_image_body, image, raw, relaxed_sizes=settings.relaxed_sizes)
@@ -199,7 +216,7 @@ def answer_encoder(invocation: Invocation | ImageInvocation) -> Callable[[list[A
 def checkpoint_headers(runtime: Runtime, invocation: Invocation | ImageInvocation) -> dict[str, str]:
     """An image model's answer names the SDXL checkpoint that made it; SDXL's answer stays Bedrock's."""
     if isinstance(invocation, ImageInvocation):
-        return {CHECKPOINT_HEADER: checkpoint_name(runtime.settings.model)}
+        return {CHECKPOINT_HEADER: runtime.library.listing.default}
     return {}
 
 
@@ -259,7 +276,7 @@ async def refuse_model_operation(request: Request, caller: BedrockCaller, operat
     """What Converse, ConverseStream and CountTokens check, in InvokeModel's order: auth, then the model
     id (a retired or unknown id answers as InvokeModel's does), then the refusal."""
     await caller.read_body(request)
-    parse_model_id(model_segment(request), image_models=caller.runtime.settings.stability_image_models)
+    resolve_model_id(caller.runtime, unquote(model_segment(request)))
     raise InvalidRequest(UNSUPPORTED_OPERATIONS[operation], field="modelId")
 
 
@@ -304,5 +321,5 @@ async def start_async_invoke(request: Request, caller: Caller) -> Response:
         raise InvalidRequest(MODEL_ID_MISSING, field="modelId")
     if not isinstance(model_id, str):
         raise InvalidRequest(INVALID_MODEL_ID, field="modelId")
-    canonical_model_id(model_id, image_models=caller.runtime.settings.stability_image_models)
+    resolve_model_id(caller.runtime, model_id)
     raise InvalidRequest(UNSUPPORTED_OPERATIONS["StartAsyncInvoke"], field="modelId")

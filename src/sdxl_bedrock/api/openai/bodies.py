@@ -35,6 +35,7 @@ Our rules where OpenAI's documents are silent or speak of other models:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import hmac
@@ -89,6 +90,7 @@ from sdxl_bedrock.api.validation import (
 from sdxl_bedrock.codecs import decode_image_bytes
 from sdxl_bedrock.config import Settings, checkpoint_name
 from sdxl_bedrock.errors import MalformedBody, Problem, ProblemKind
+from sdxl_bedrock.library import Listing, UnknownCheckpoint
 from sdxl_bedrock.schema import GenerationRequest, WeightedPrompt
 from sdxl_bedrock.strength import from_strength
 
@@ -266,21 +268,29 @@ class Output:
 
 @dataclass(frozen=True)
 class ModelNames:
-    """The model ids this wire takes and the contract of each (mapping.py); `checkpoint` is the name of the
-    checkpoint they are all served with."""
+    """The model ids this wire takes, the contract of each (mapping.py) and the checkpoint of each:
+    `aliases` map names to the model library's checkpoints; `checkpoints` are the library's names (each
+    an id too, with this server's contract); `checkpoint` is the default one, which every other id means."""
 
     aliases: Mapping[str, str] = dataclasses.field(default_factory=dict)
     strict: bool = False
     checkpoint: str = "tiny"
+    checkpoints: tuple[str, ...] = ()
 
     @classmethod
-    def of(cls, settings: Settings) -> ModelNames:
-        return cls(settings.model_aliases, settings.strict_model_names, checkpoint_name(settings.model))
+    def of(cls, settings: Settings, listing: Listing | None = None) -> ModelNames:
+        if listing is None:
+            return cls(settings.model_aliases, settings.strict_model_names, checkpoint_name(settings.model))
+        aliases = {}
+        for alias, target in settings.model_aliases.items():
+            with contextlib.suppress(UnknownCheckpoint):  # its checkpoint left the library since
+                aliases[alias] = listing.find(target).name
+        return cls(aliases, settings.strict_model_names, listing.default, tuple(listing.checkpoints))
 
     def names(self) -> list[str]:
         """Every id taken, ours first (GET /v1/models)."""
         openai = [] if self.strict else list(OPENAI_MODELS)
-        return list(dict.fromkeys([MODEL_ID, *openai, *self.aliases]))
+        return list(dict.fromkeys([MODEL_ID, *openai, *self.aliases, *self.checkpoints]))
 
     def contract(self, model: object) -> Contract:
         """The contract of `model` (absent or not a string: ours; a value of another type fails validation
@@ -289,9 +299,24 @@ class ModelNames:
             return OURS
         if model in OPENAI_MODELS and (not self.strict or model in self.aliases):
             return OPENAI_MODELS[model]
-        if model in self.aliases:
+        if model in self.aliases or model in self.checkpoints:
             return OURS
         raise ModelNotFound(f"The model `{shown(model)}` does not exist or you do not have access to it.")
+
+    def checkpoint_of(self, model: object) -> str:
+        """The checkpoint `model` is served with (its contract taken: see `contract`)."""
+        if isinstance(model, str) and model in self.aliases:
+            return self.aliases[model]
+        if isinstance(model, str) and model in self.checkpoints:
+            return model
+        return self.checkpoint
+
+    def served(
+        self, generations: Sequence[GenerationRequest], model: object
+    ) -> tuple[GenerationRequest, ...]:
+        """The requests, each on `model`'s checkpoint."""
+        checkpoint = self.checkpoint_of(model)
+        return tuple(dataclasses.replace(generation, checkpoint=checkpoint) for generation in generations)
 
 
 DEFAULT_MODEL_NAMES = ModelNames()
@@ -353,7 +378,8 @@ def parse_generation(
     )
     revised = style.template.format(prompt=body.prompt) if style is not None else None
     reported = QUALITY_REPORTED[quality] if contract.reports else None
-    return ImagesRequest((generation,), output, reported, revised, user_id(body, body), contract)
+    served = models.served((generation,), document.get("model"))
+    return ImagesRequest(served, output, reported, revised, user_id(body, body), contract)
 
 
 def parse_edit(
@@ -408,7 +434,8 @@ def parse_edit(
             )
         )
     reported = QUALITY_REPORTED[quality] if contract.reports else None
-    return ImagesRequest(tuple(generations), output, reported, None, user_id(body, body), contract)
+    served = models.served(generations, fields.get("model"))
+    return ImagesRequest(served, output, reported, None, user_id(body, body), contract)
 
 
 def parse_variation(
@@ -447,7 +474,8 @@ def parse_variation(
     output = Output(
         response_format=body.response_format or contract.default_response_format, resize_to=resize_to
     )
-    return ImagesRequest((generation,), output, None, None, user_id(body, None), contract)
+    served = models.served((generation,), fields.get("model"))
+    return ImagesRequest(served, output, None, None, user_id(body, None), contract)
 
 
 def image_to_image(

@@ -131,7 +131,7 @@ async def answer(request: Request, runtime: Runtime, images: ImagesRequest) -> R
         quality=images.quality,
         size=images.size if reports else None,
     )
-    headers = {CHECKPOINT_HEADER: ModelNames.of(runtime.settings).checkpoint}
+    headers = {CHECKPOINT_HEADER: images.generation.checkpoint or runtime.library.listing.default}
     return Response(body.model_dump_json(exclude_none=True), media_type=JSON, headers=headers)
 
 
@@ -159,7 +159,7 @@ async def create_image(request: Request, runtime: Caller) -> Response:
         parse_generation,
         raw,
         relaxed_sizes=runtime.settings.relaxed_sizes,
-        models=ModelNames.of(runtime.settings),
+        models=ModelNames.of(runtime.settings, runtime.library.listing),
     )
     return await answer(request, runtime, images)
 
@@ -180,7 +180,7 @@ async def create_image_edit(request: Request, runtime: Caller) -> Response:
         fields,
         files,
         relaxed_sizes=runtime.settings.relaxed_sizes,
-        models=ModelNames.of(runtime.settings),
+        models=ModelNames.of(runtime.settings, runtime.library.listing),
     )
     return await answer(request, runtime, images)
 
@@ -200,7 +200,7 @@ async def create_image_variation(request: Request, runtime: Caller) -> Response:
         fields,
         files,
         relaxed_sizes=runtime.settings.relaxed_sizes,
-        models=ModelNames.of(runtime.settings),
+        models=ModelNames.of(runtime.settings, runtime.library.listing),
     )
     return await answer(request, runtime, images)
 
@@ -230,7 +230,10 @@ async def image_file(name: ImageNameParameter, request: Request) -> Response:
     responses=openapi.models_responses(),
 )
 async def list_models(runtime: Caller) -> Response:
-    return Response(model_list(ModelNames.of(runtime.settings).names()).model_dump_json(), media_type=JSON)
+    return Response(
+        model_list(ModelNames.of(runtime.settings, runtime.library.listing).names()).model_dump_json(),
+        media_type=JSON,
+    )
 
 
 @router.get(
@@ -240,6 +243,6 @@ async def list_models(runtime: Caller) -> Response:
     responses=openapi.models_responses(not_found=True),
 )
 async def retrieve_model(model: ModelParameter, runtime: Caller) -> Response:
-    if model not in ModelNames.of(runtime.settings).names():
+    if model not in ModelNames.of(runtime.settings, runtime.library.listing).names():
         raise ModelNotFound(f"The model `{shown(model)}` does not exist or you do not have access to it.")
     return Response(model_of(model).model_dump_json(), media_type=JSON)

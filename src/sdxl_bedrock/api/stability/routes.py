@@ -8,6 +8,7 @@ and so allows one sample only.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Annotated, Literal
 
@@ -16,12 +17,19 @@ from starlette.responses import Response
 
 from sdxl_bedrock.api.auth import check_bearer
 from sdxl_bedrock.api.body import read_body
+from sdxl_bedrock.api.checkpoints import checkpoint_named, model_names
 from sdxl_bedrock.api.deps import authenticated
 from sdxl_bedrock.api.forms import read_form
 from sdxl_bedrock.api.openapi import JSON
 from sdxl_bedrock.api.stability import openapi
 from sdxl_bedrock.api.stability.bodies import FORM_FILES, parse_form, parse_text_to_image
-from sdxl_bedrock.api.stability.responses import ENGINE_ID, ENGINES, artifacts_body
+from sdxl_bedrock.api.stability.responses import (
+    ENGINE_ID,
+    ENGINES,
+    StabilityEngine,
+    StabilityEngines,
+    artifacts_body,
+)
 from sdxl_bedrock.config import Settings
 from sdxl_bedrock.errors import InvalidRequest, MissingCredentials, NotFound
 from sdxl_bedrock.runtime import Runtime
@@ -48,9 +56,16 @@ def check_api_key(settings: Settings, headers: Mapping[str, str]) -> None:
 Caller = Annotated[Runtime, Depends(authenticated(check_api_key))]
 
 
-def check_engine(engine_id: str) -> None:
-    if engine_id != ENGINE_ID:
-        raise NotFound(f"The specified engine (ID {engine_id}) was not found.")
+def checkpoint_of(engine_id: str, runtime: Runtime) -> str | None:
+    """The checkpoint an engine id names: Stability's SDXL id the default one, any other a checkpoint or
+    a --model-alias of the model library; Stability's 404 for the rest."""
+    if engine_id == ENGINE_ID:
+        return None
+    checkpoint = checkpoint_named(runtime, engine_id)
+    if checkpoint is None:
+        shown = engine_id if len(engine_id) <= 100 else engine_id[:97] + "..."
+        raise NotFound(f"The specified engine (ID {shown}) was not found.")
+    return checkpoint
 
 
 def response_type(accept: str) -> ResponseType:
@@ -93,7 +108,22 @@ async def answer(runtime: Runtime, generation: GenerationRequest, answer_type: R
     responses=openapi.engines_responses(),
 )
 async def list_engines(runtime: Caller) -> Response:
-    return Response(ENGINES.model_dump_json(), media_type=JSON)
+    """Stability's SDXL engine (the default checkpoint), then each other checkpoint and alias by its name."""
+    listing = runtime.library.listing
+    engines = [*ENGINES.root]
+    for name in model_names(runtime):
+        if name == listing.default and name not in runtime.settings.model_aliases:
+            continue
+        checkpoint = checkpoint_named(runtime, name)
+        engines.append(
+            StabilityEngine(
+                id=name,
+                name=name,
+                description=f"SDXL checkpoint {checkpoint} from this server's model library",
+                type="PICTURE",
+            )
+        )
+    return Response(StabilityEngines(engines).model_dump_json(), media_type=JSON)
 
 
 @router.post(
@@ -105,17 +135,17 @@ async def list_engines(runtime: Caller) -> Response:
     openapi_extra=openapi.json_request_body(),
 )
 async def text_to_image(engine_id: EngineIdParameter, request: Request, runtime: Caller) -> Response:
-    check_engine(engine_id)
+    checkpoint = checkpoint_of(engine_id, runtime)
     answer_type = response_type(request.headers.get("accept", ""))
     raw = await read_body(request)
     generation = await runtime.workers.on_host(
         parse_text_to_image, raw, relaxed_sizes=runtime.settings.relaxed_sizes
     )
-    return await answer(runtime, generation, answer_type)
+    return await answer(runtime, dataclasses.replace(generation, checkpoint=checkpoint), answer_type)
 
 
 async def form_generation(engine_id: str, request: Request, runtime: Runtime, *, masking: bool) -> Response:
-    check_engine(engine_id)
+    checkpoint = checkpoint_of(engine_id, runtime)
     answer_type = response_type(request.headers.get("accept", ""))
     form = await read_form(
         request,
@@ -131,7 +161,7 @@ async def form_generation(engine_id: str, request: Request, runtime: Runtime, *,
         masking=masking,
         relaxed_sizes=runtime.settings.relaxed_sizes,
     )
-    return await answer(runtime, generation, answer_type)
+    return await answer(runtime, dataclasses.replace(generation, checkpoint=checkpoint), answer_type)
 
 
 @router.post(
