@@ -5,7 +5,8 @@ once through the batcher, so `/progress` reports them all together: `job_count` 
 images done, `sampling_step` / `sampling_steps` the latest step reported and its window, `progress` the
 row steps done over all the steps asked (plus A1111's 0.01, so an idle bar reads 0 and a started one not),
 `eta_relative` A1111's estimate from the oldest request's start, `current_image` the latest step's preview
-(the cheap latent-to-RGB picture, 1/8 of the output size, made only when asked). `/interrupt` and `/skip`
+(the cheap latent-to-RGB picture, 1/8 of the output size, made only when asked, on a host thread: the engine
+thread only keeps the step's `preview`). `/interrupt` and `/skip`
 act on all of them (batching.StopSignal). Requests of the other wires are not listed or stopped.
 
 Each request's rows report their steps from the engine thread (`Task.on_step`); the event loop reads the
@@ -15,16 +16,13 @@ counts, which only that thread writes.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from PIL import Image
-
 from sdxl_bedrock.scheduler.stops import StopSignal
-
-Preview = Callable[[], Image.Image]
+from sdxl_bedrock.scheduler.types import Preview
 
 
 @dataclass(eq=False)
@@ -42,7 +40,8 @@ class Task:
     preview: Preview | None = None
 
     def on_step(self, done: int, total: int, preview: Preview) -> None:
-        """The engine's step callback (engine thread): counts only, the preview is made when asked."""
+        """The engine's step callback (engine thread): counts only; the preview is started and made when
+        /progress asks, on a host thread."""
         self.window = total
         self.row_steps += 1
         self.step = done

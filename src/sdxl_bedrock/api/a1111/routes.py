@@ -22,7 +22,7 @@ from sdxl_bedrock.api.a1111.auth import check_auth
 from sdxl_bedrock.api.a1111.bodies import Plan, parse_img2img, parse_txt2img
 from sdxl_bedrock.api.a1111.names import SAMPLERS, SCHEDULERS
 from sdxl_bedrock.api.a1111.options import ServedModel, check_settings, options
-from sdxl_bedrock.api.a1111.progress import Preview, Tasks
+from sdxl_bedrock.api.a1111.progress import Tasks
 from sdxl_bedrock.api.a1111.responses import (
     Empty,
     GenerationResponse,
@@ -43,6 +43,7 @@ from sdxl_bedrock.api.validation import load_json_object
 from sdxl_bedrock.codecs import encode_png, png_to_base64
 from sdxl_bedrock.presets import STYLE_PRESETS
 from sdxl_bedrock.runtime import Runtime
+from sdxl_bedrock.scheduler.types import Preview
 from sdxl_bedrock.schema import Artifact
 
 router = APIRouter(prefix="/sdapi/v1")
@@ -144,7 +145,8 @@ async def progress(
 
 
 def preview_base64(preview: Preview) -> str:
-    return png_to_base64(encode_png(preview()))
+    """On a host thread: the copy starts here and may wait for the device."""
+    return png_to_base64(encode_png(preview().image()))
 
 
 @router.post(
