@@ -10,12 +10,17 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 MODEL ?= tiny
 
-.PHONY: install install-serve browser js-sdk proxy serve test check bench clean gpu-wheels gpu-check
+.PHONY: install install-serve browser js-sdk proxy serve test check bench bench-fixture clean gpu-wheels gpu-check
 
 # pip prints what it collects, downloads and installs (no --quiet on the long steps): a first install takes
 # minutes, and a silent one looks hung. tests/test_install.py runs this recipe's pip commands as written.
+# A run stopped halfway (Ctrl-C while pip upgrades itself, or while the venv is made) can leave a python with
+# no pip: the next run puts pip back (ensurepip), or makes the venv anew when even that fails. The stamps are
+# touched last, so an interrupted install is redone, never taken for done.
 $(SERVE_STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip --version >/dev/null 2>&1 || $(BIN)/python -m ensurepip --upgrade --default-pip >/dev/null \
+		|| $(PYTHON) -m venv --clear $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	# The CPU torch wheel first, by exact version, so nothing later resolves a CUDA build.
 	$(BIN)/pip install torch==2.13.0
@@ -71,6 +76,11 @@ check: install
 
 bench: install
 	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.fixture
+
+# The testing fixture alone: its start-up and one call per Bedrock body family (docs/TESTING.md).
+bench-fixture: install
+	$(BIN)/python -m bench.fixture
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info

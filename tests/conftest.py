@@ -5,93 +5,36 @@ from __future__ import annotations
 import dataclasses
 import io
 import os
-import socket
 import ssl
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import boto3
 import httpx
 import numpy as np
 import pytest
-from botocore.config import Config
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
+
+# The server processes the suite starts are the testing plugin's own (src/sdxl_bedrock/testing).
+from sdxl_bedrock.testing import (
+    RunningServer,
+    bedrock_client,
+    bedrock_environment,
+    free_port,
+    start_server,
+    wait_ready,
+)
+
+__all__ = ["RunningServer", "bedrock_environment", "free_port", "start_server", "wait_ready"]
 
 REPO = Path(__file__).resolve().parents[1]
 SELF_SIGNED_CERT = (
     *("openssl", "req", "-x509", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"),
     *("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-addext", "subjectAltName=IP:127.0.0.1"),
 )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@dataclass
-class RunningServer:
-    url: str
-    process: subprocess.Popen[bytes]
-    log_path: Path
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> int:
-        self.process.terminate()
-        try:
-            return self.process.wait(30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            return self.process.wait(10)
-
-
-def start_server(
-    log_dir: Path, *args: str, wait: bool = True, env: dict[str, str] | None = None
-) -> RunningServer:
-    port = free_port()
-    log_path = log_dir / f"server-{port}.log"
-    command = [
-        sys.executable,
-        "-m",
-        "sdxl_bedrock",
-        "serve",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        *args,
-    ]
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(
-            command, stdout=log_file, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
-        )
-    server = RunningServer(f"http://127.0.0.1:{port}", process, log_path)
-    if wait:
-        wait_ready(server)
-    return server
-
-
-def wait_ready(server: RunningServer, timeout_s: float = 240, verify: ssl.SSLContext | bool = True) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            raise RuntimeError(f"the server exited ({server.process.returncode}):\n{server.log()}")
-        try:
-            if httpx.get(server.url + "/ping", timeout=2, verify=verify).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    server.stop()
-    raise RuntimeError(f"the server did not become ready in {timeout_s} s:\n{server.log()}")
 
 
 @dataclass(frozen=True)
@@ -190,16 +133,6 @@ def metric(server: RunningServer, name: str, **labels: str) -> float:
     )
 
 
-def bedrock_environment(url: str) -> dict[str, str]:
-    """What points an unchanged boto3 program at `url`: the endpoint and dummy credentials, by environment."""
-    return {
-        "AWS_ENDPOINT_URL_BEDROCK_RUNTIME": url,
-        "AWS_ACCESS_KEY_ID": "any",
-        "AWS_SECRET_ACCESS_KEY": "thing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }
-
-
 def run_seed_example(url: str, workdir: Path) -> subprocess.CompletedProcess[str]:
     """../shared/seed/example.py, unchanged but for its image path (a 1024x1024 PNG), run against `url`;
     skips the test where the seed is not beside this checkout."""
@@ -220,14 +153,7 @@ def run_seed_example(url: str, workdir: Path) -> subprocess.CompletedProcess[str
 
 
 def bedrock(url: str) -> object:
-    return boto3.client(
-        "bedrock-runtime",
-        endpoint_url=url,
-        region_name="us-east-1",
-        aws_access_key_id="test",
-        aws_secret_access_key="test",
-        config=Config(retries={"max_attempts": 1}, read_timeout=300),
-    )
+    return bedrock_client(url)
 
 
 def gradient_png(width: int, height: int, mode: str = "RGB") -> bytes:

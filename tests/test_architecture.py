@@ -32,3 +32,14 @@ def test_the_http_side_loads_no_torch() -> None:
         "assert 'torch' not in sys.modules, 'torch was imported'"
     )
     subprocess.run([sys.executable, "-c", script], check=True, timeout=120)
+
+
+def test_the_testing_plugin_loads_neither_torch_nor_boto3() -> None:
+    """pytest loads the plugin in every suite of a venv that holds the package: it must cost nothing."""
+    script = (
+        f"import sys; sys.path.insert(0, {str(SRC.parent)!r}); "
+        "import sdxl_bedrock.testing.pytest_plugin; "
+        "heavy = {'torch', 'boto3', 'botocore', 'numpy', 'PIL', 'httpx'} & set(sys.modules); "
+        "assert not heavy, heavy"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=120)

@@ -233,3 +233,16 @@ def test_the_readme_lists_every_option_and_its_variable() -> None:
         option = option_of(name, field)
         row = next((line for line in table.splitlines() if re.search(f"`{option}[ `]", line)), "")
         assert f"`{ENV_PREFIX}{name.upper()}`" in row, f"README's options table misses {name}"
+
+
+def test_model_aliases_name_the_served_checkpoint() -> None:
+    settings = Settings(model="/models/sd_xl_base_1.0.safetensors", model_aliases=["dall-e-3=sd_xl_base_1.0"])
+    assert settings.model_aliases == {"dall-e-3": "sd_xl_base_1.0"}
+    for checkpoint in ("sd_xl_base_1.0.safetensors", "/models/sd_xl_base_1.0.safetensors"):
+        assert Settings(model="/models/sd_xl_base_1.0.safetensors", model_aliases=[f"x={checkpoint}"])
+    with pytest.raises(ValueError, match="'sd_xl_refiner' is not served here; the one checkpoint is"):
+        Settings(model="/models/sd_xl_base_1.0.safetensors", model_aliases=["dall-e-3=sd_xl_refiner"])
+    with pytest.raises(ValueError, match="wants NAME=CHECKPOINT"):
+        Settings(model_aliases=["dall-e-3"])
+    with pytest.raises(ValueError, match="given twice"):
+        Settings(model_aliases=["a=tiny", "a=other"])

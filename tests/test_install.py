@@ -106,3 +106,26 @@ def test_make_serve_takes_port_and_model() -> None:
     commands = make_dry_run(Path("/nonexistent/venv"), "serve", "PORT=9000", "MODEL=/models/sdxl")
     serve = "/nonexistent/venv/bin/sdxl-bedrock serve --host 127.0.0.1 --port 9000 --model /models/sdxl"
     assert commands[-1] == serve
+
+
+@pytest.mark.parametrize("cut", ["pip-removed", "python-broken"])
+def test_an_install_cut_short_is_repaired_by_the_next_make(tmp_path: Path, cut: str) -> None:
+    """Ctrl-C while pip upgrades itself leaves a venv without pip; the next `make serve` or `make test` ran
+    `.venv/bin/pip` and failed on it for good. The recipe's lines before its first pip install must leave a
+    working pip, whatever state the venv was cut in."""
+    python = shutil.which("python3.11")
+    if python is None:
+        pytest.skip("needs python3.11, the Makefile's PYTHON")
+    venv = tmp_path / "venv"
+    subprocess.run([python, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    if cut == "python-broken":
+        (venv / "bin" / "python").unlink()
+        (venv / "bin" / "python").symlink_to(tmp_path / "gone")
+    commands = make_dry_run(venv, "install-serve")
+    first_install = next(number for number, command in enumerate(commands) if "pip install" in command)
+    for command in commands[:first_install]:
+        subprocess.run(command, shell=True, cwd=REPO, check=True, timeout=300)
+    done = subprocess.run(
+        [str(venv / "bin" / "pip"), "--version"], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr

@@ -8,7 +8,8 @@
 #   tests     python -m pytest -v -m gpu tests/gpu
 #   eager     python -m bench.run --model sdxl-random --device cuda --size 1024 --requests 8 --concurrency 16
 #               --server-args --dtype float16           (p50 of one request, images/s at 16 clients)
-#   compiled  the same with --compile --warmup 1024x1024:1,8 (torch.compile reduce-overhead, CUDA graphs)
+#   compiled  the same with --compile --warmup 1024x1024:1,8 --warmup-prompt-chunks 1 (torch.compile
+#               reduce-overhead, CUDA graphs; the benchmark's prompts are one chunk, so no longer lengths)
 #   mixed     the same as eager with --workload mixed (the continuous-batching phase), only when
 #               `python -m bench.run --help` offers --workload; else recorded as "phase not present"
 #   vae       python -m bench.vae --model sdxl-random --device cuda --size 1024 --batch 1 8 (float32 vs bfloat16)
@@ -379,7 +380,7 @@ stage_vae() {
 
 [ -n "${SELECTED[tests]:-}" ] && stage_tests
 [ -n "${SELECTED[eager]:-}" ] && stage_bench eager ""
-[ -n "${SELECTED[compiled]:-}" ] && stage_bench compiled "" --compile --warmup "$WARMUP"
+[ -n "${SELECTED[compiled]:-}" ] && stage_bench compiled "" --compile --warmup "$WARMUP" --warmup-prompt-chunks 1
 [ -n "${SELECTED[mixed]:-}" ] && stage_mixed
 [ -n "${SELECTED[vae]:-}" ] && stage_vae
 

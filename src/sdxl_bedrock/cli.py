@@ -16,6 +16,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
 from sdxl_bedrock.config import ENV_PREFIX, Flag, Settings
+from sdxl_bedrock.faults import Faults
 
 EXAMPLES = """\
 examples:
@@ -223,6 +224,11 @@ def run_serve(args: argparse.Namespace) -> int:
         settings = serve_settings(args)
     except ValidationError as error:
         print(explain(error, Settings, given_fields(args, Settings), ENV_PREFIX), file=sys.stderr, flush=True)
+        return 2
+    try:
+        Faults.from_environment()
+    except ValueError as error:
+        print(f"sdxl-bedrock serve: {error}", file=sys.stderr, flush=True)
         return 2
     scaling_given = given_fields(args, Scaling)
     if not args.ray:

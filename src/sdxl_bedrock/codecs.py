@@ -119,5 +119,39 @@ def _png_chunk(kind: bytes, payload: bytes) -> bytes:
     return b"".join((struct.pack(">I", len(payload)), kind, payload, struct.pack(">I", checksum)))
 
 
+def with_png_text(png: bytes, key: str, text: str) -> bytes:
+    """`png` with a text chunk after its header, as Pillow's PngInfo.add_text writes one: tEXt when the
+    text is Latin-1, else iTXt (UTF-8, uncompressed). The pixels are not encoded again."""
+    header_end = len(_PNG_SIGNATURE) + 8 + struct.unpack(">I", png[8:12])[0] + 4
+    name = key.encode("latin-1")
+    try:
+        chunk = _png_chunk(b"tEXt", name + b"\0" + text.encode("latin-1"))
+    except UnicodeEncodeError:
+        chunk = _png_chunk(b"iTXt", name + b"\0\0\0\0\0" + text.encode("utf-8"))
+    return png[:header_end] + chunk + png[header_end:]
+
+
 def png_to_base64(png: bytes) -> str:
     return base64.b64encode(png).decode("ascii")
+
+
+# Pillow's names for the formats an answer may be asked for besides PNG.
+_OUTPUT_FORMATS = {"jpeg": "JPEG", "webp": "WEBP"}
+
+
+def reencoded(
+    png: bytes, output_format: str, *, quality: int = 90, size: tuple[int, int] | None = None
+) -> bytes:
+    """A PNG artifact as `output_format` (png, jpeg or webp), resized (Lanczos) to `size` when given: the
+    PNG itself when neither changes anything."""
+    if output_format == "png" and size is None:
+        return png
+    with Image.open(io.BytesIO(png)) as image:
+        picture = image.convert("RGB")
+    if size is not None and picture.size != size:
+        picture = picture.resize(size, Image.Resampling.LANCZOS)
+    if output_format == "png":
+        return encode_png(picture)
+    buffer = io.BytesIO()
+    picture.save(buffer, _OUTPUT_FORMATS[output_format], quality=quality)
+    return buffer.getvalue()

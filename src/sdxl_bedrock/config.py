@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, PositiveInt, ValidationInfo, field_validator, model_validator
@@ -99,6 +99,11 @@ class Settings(BaseSettings):
     relaxed_sizes: bool = Field(
         default=False,
         description="accept any width/height that is a multiple of 64, not only SDXL's nine sizes",
+    )
+    stability_image_models: bool = Field(
+        default=False,
+        description="also answer Bedrock's SD3.5 Large, Stable Image Core and Ultra, and the Image Services "
+        "an SDXL checkpoint can do (inpaint, outpaint, erase object), with this server's SDXL model",
     )
     max_batch_size: Annotated[int, Flag(metavar="N")] = Field(
         default=8, ge=1, description="compatible requests run together, up to this many images a batch"
@@ -193,6 +198,14 @@ class Settings(BaseSettings):
         validate_default=True,
         description="sizes and batch sizes to run once before serving, e.g. '1024x1024:1,2,4,8;832x1216:1'",
     )
+    # Each doubling of it is one more graph per warmed size (engine/acceleration.py's chunk_buckets).
+    warmup_prompt_chunks: Annotated[int, Flag(metavar="N")] = Field(
+        default=32,
+        ge=1,
+        description="with --compile, prompts of up to N chunks of 77 tokens run compiled: each --warmup "
+        "size is also warmed (at batch 1) with prompts of 2, 4, 8, ... and N chunks, and a prompt runs "
+        "padded to the next of these; longer ones run eager (docs/BATCHING.md)",
+    )
     log_json: bool = Field(default=False, description="log JSON lines, one per request")
     tls_cert: Annotated[Path | None, Flag(metavar="FILE")] = Field(
         default=None, description="serve HTTPS with this PEM certificate and --tls-key"
@@ -250,6 +263,27 @@ class Settings(BaseSettings):
         default=None,
         description="content filter: a prompt with one of these terms (one a line) comes back blurred",
     )
+    outputs_dir: Annotated[Path | None, Flag(metavar="DIR")] = Field(
+        default=None,
+        description="where A1111 requests with save_images write their PNGs, in A1111's layout "
+        "(txt2img-images/DATE/00000-SEED.png, with the `parameters` text); without it nothing is saved",
+    )
+    # Model names a wire takes for a checkpoint, beyond the checkpoint's own (the model library extends this).
+    model_aliases: Annotated[
+        dict[str, str],
+        NoDecode,
+        Flag("--model-alias", metavar="NAME=CHECKPOINT", default_text="none", repeatable=True),
+    ] = Field(
+        default_factory=dict,
+        validate_default=True,
+        description="serve NAME (an OpenAI model id such as dall-e-3, or any other) with CHECKPOINT, "
+        "repeatable; CHECKPOINT is the served model's name (--model, its file or folder name)",
+    )
+    strict_model_names: bool = Field(
+        default=False,
+        description="the OpenAI wire takes only stability.stable-diffusion-xl-v1 and --model-alias names, "
+        "not OpenAI's own model ids (dall-e-2, dall-e-3, gpt-image-1, ...)",
+    )
 
     @property
     def auth_enabled(self) -> bool:
@@ -295,6 +329,38 @@ class Settings(BaseSettings):
             return ()
         most = info.data.get("max_batch_size", 1)
         return tuple((1024, 1024, 2**n) for n in range(most.bit_length()) if 2**n <= most)
+
+    @field_validator("model_aliases", mode="before")
+    @classmethod
+    def aliases_from_entries(cls, value: Any) -> Any:
+        """NAME=CHECKPOINT entries (repeated flags, or a variable's entries split by commas or lines)."""
+        if isinstance(value, str):
+            value = ENTRY_SEPARATORS.split(value)
+        if isinstance(value, list | tuple):
+            aliases: dict[str, str] = {}
+            for entry in filter(None, (item.strip() for item in value)):
+                name, separator, checkpoint = entry.partition("=")
+                if not separator or not name.strip() or not checkpoint.strip():
+                    raise ValueError(f"{entry!r}: wants NAME=CHECKPOINT")
+                if aliases.get(name.strip(), checkpoint.strip()) != checkpoint.strip():
+                    raise ValueError(
+                        f"the model name {name.strip()!r} is given twice, for different checkpoints"
+                    )
+                aliases[name.strip()] = checkpoint.strip()
+            return aliases
+        return value
+
+    @model_validator(mode="after")
+    def aliases_name_the_served_model(self) -> Settings:
+        names = checkpoint_names(self.model)
+        for name, checkpoint in self.model_aliases.items():
+            if checkpoint not in names:
+                raise ValueError(
+                    f"--model-alias {name}={checkpoint}: {checkpoint!r} is not served here; the one "
+                    f"checkpoint is {checkpoint_title(self.model)!r} (--model {self.model}), by any of: "
+                    + ", ".join(sorted(names))
+                )
+        return self
 
     @field_validator("access_key_file", mode="after")
     @classmethod
@@ -357,6 +423,27 @@ class Settings(BaseSettings):
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("--tls-cert and --tls-key go together: give both or neither")
         return self
+
+
+CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt")
+
+
+def checkpoint_title(model: str) -> str:
+    """The served checkpoint as A1111 titles it: `--model`'s file or folder name (`tiny` for tiny)."""
+    return PurePath(model).name or model
+
+
+def checkpoint_name(model: str) -> str:
+    """The served checkpoint's name: its title without a weights file's suffix (`sd_xl_base_1.0`)."""
+    name = checkpoint_title(model)
+    for suffix in CHECKPOINT_SUFFIXES:
+        name = name.removesuffix(suffix)
+    return name
+
+
+def checkpoint_names(model: str) -> frozenset[str]:
+    """Every name the served checkpoint answers to: its title, its name and `--model` as given."""
+    return frozenset({checkpoint_title(model), checkpoint_name(model), model})
 
 
 def parse_warmup_buckets(text: str) -> tuple[tuple[int, int, int], ...]:

@@ -88,9 +88,7 @@ class Faults:
                     f"{', '.join(FaultStage)} and KIND one of {', '.join(FaultKind)}"
                 ) from None
             if stage is FaultStage.PNG and kind is FaultKind.NAN:
-                raise ValueError(
-                    f"{ENVIRONMENT_VARIABLE}: {entry!r}: a PNG holds no floats to make non-finite"
-                )
+                raise ValueError(f"{ENVIRONMENT_VARIABLE}: {entry!r}: a PNG has no floats to spoil")
             times = None if match["times"] is None else int(match["times"])
             faults.append(Fault(stage, kind, match["text"], times))
         return cls(faults)

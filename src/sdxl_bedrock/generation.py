@@ -99,6 +99,22 @@ class Generations:
             raise ModelFailure(f"The server failed to encode the image: {type(failures[0]).__name__}")
         return artifacts[0]
 
+    async def generate_all(
+        self,
+        requests: Sequence[GenerationRequest],
+        on_step: StepCallback | None = None,
+        stop: StopSignal | None = None,
+    ) -> list[Artifact]:
+        """The artifacts of several requests run side by side (an edit's images, the hires fix's second
+        passes), in the requests' order; when one fails (or the caller goes away) the others are dropped."""
+        jobs = [asyncio.ensure_future(self.generate(request, on_step, stop)) for request in requests]
+        try:
+            results = await asyncio.gather(*jobs)
+        finally:
+            for job in jobs:
+                job.cancel()
+        return [artifact for artifacts in results for artifact in artifacts]
+
 
 def sample_requests(request: GenerationRequest) -> list[GenerationRequest]:
     """`samples` N as N engine requests with the seeds seed, seed + 1, ..., seed + N - 1.
@@ -115,4 +131,10 @@ def sample_requests(request: GenerationRequest) -> list[GenerationRequest]:
 
 
 def to_artifact(generated: GeneratedImage) -> Artifact:
-    return Artifact(encode_png(generated.image), generated.seed, generated.finish_reason)
+    return Artifact(
+        encode_png(generated.image),
+        generated.seed,
+        generated.finish_reason,
+        filtered_by=generated.filtered_by,
+        latents=generated.latents,
+    )

@@ -54,7 +54,9 @@ class Metrics:
             "sdxl_images", "Images made, by finish reason", ["finish_reason"], registry=self.registry
         )
         self.engine_failures = Counter(
-            "sdxl_engine_failures", "Ticks, joins or requests the engine failed on", registry=self.registry
+            "sdxl_engine_failures",
+            "Times the engine loop itself failed (its requests got ModelError) and was started again",
+            registry=self.registry,
         )
         self.stage_retries = Counter(
             "sdxl_stage_retries",

@@ -30,6 +30,19 @@ log = logging.getLogger(__name__)
 ANSWER_GRACE_S = 5.0
 
 
+def warmup_steps(settings: Settings) -> list[tuple[int, int, int, int]]:
+    """(width, height, batch size, prompt chunks) to warm up, in order: the --warmup shapes with one-chunk
+    prompts, then with --compile each of their sizes at batch 1 with each longer prompt length warmed."""
+    from sdxl_bedrock.engine.acceleration import chunk_buckets
+
+    steps = [(width, height, batch, 1) for width, height, batch in settings.warmup_buckets]
+    if settings.compile_unet:
+        sizes = dict.fromkeys((width, height) for width, height, _ in settings.warmup_buckets)
+        longer = chunk_buckets(settings.warmup_prompt_chunks)[1:]
+        steps += [(width, height, 1, chunks) for width, height in sizes for chunks in longer]
+    return steps
+
+
 class Runtime:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -70,13 +83,12 @@ class Runtime:
                 vae_budget_bytes=settings.vae_budget_mib * 2**20,
                 faults=faults,
             )
-            for done, (width, height, batch) in enumerate(settings.warmup_buckets, start=1):
-                print(
-                    f"sdxl-bedrock: warming up {width}x{height}, batch {batch} "
-                    f"({done}/{len(settings.warmup_buckets)})",
-                    flush=True,
-                )
-                await self.workers.on_engine(engine.warm_up, width, height, batch)
+            steps = warmup_steps(settings)
+            for done, (width, height, batch, chunks) in enumerate(steps, start=1):
+                prompts = f", prompts of {chunks * 77} tokens" if chunks > 1 else ""
+                shape = f"{width}x{height}, batch {batch}{prompts}"
+                print(f"sdxl-bedrock: warming up {shape} ({done}/{len(steps)})", flush=True)
+                await self.workers.on_engine(engine.warm_up, width, height, batch, chunks)
         except BaseException as error:
             self.load_error = error
             raise

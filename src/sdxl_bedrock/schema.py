@@ -71,6 +71,13 @@ class FinishReason(enum.StrEnum):
     CONTENT_FILTERED = "CONTENT_FILTERED"
 
 
+class FilteredBy(enum.StrEnum):
+    """What the content filter flagged in a CONTENT_FILTERED result: some wires say which."""
+
+    PROMPT = "prompt"
+    OUTPUT_IMAGE = "output image"
+
+
 @dataclass(frozen=True)
 class PromptSpan:
     """A run of a prompt's text whose token embeddings are scaled by `emphasis` (1: as encoded).
@@ -137,19 +144,51 @@ class ClipGuidance:
         return step_index % self.every == 0
 
 
+class LatentResize(enum.StrEnum):
+    """How latents are resized to another grid: torch's `interpolate` modes."""
+
+    BILINEAR = "bilinear"
+    BICUBIC = "bicubic"
+    NEAREST = "nearest"
+    NEAREST_EXACT = "nearest-exact"
+
+
+@dataclass(frozen=True)
+class InitLatents:
+    """Latents an image-to-image row starts from in place of an encoded init image.
+
+    `latents` is what a `GeneratedImage.latents` held, opaque outside the engine. They are resized by
+    `resize` (with `antialias`) to the latent grid of `resize_to` (width, height in pixels; None: the
+    output's size), then cut to the output's grid around the centre (the larger half of an odd excess
+    cut from the bottom and right)."""
+
+    latents: object
+    resize: LatentResize = LatentResize.BILINEAR
+    antialias: bool = False
+    resize_to: tuple[int, int] | None = None
+
+
 @dataclass(frozen=True)
 class GenerationRequest:
     """One image to make.
 
     `denoise_from` / `denoise_to` are the fraction of the noise schedule the sampler runs, 1 being pure
-    noise and 0 a clean image: image-to-image at strength `s` denoises from `1 - s` to 0. `init_image` is
-    RGB; `mask` an "L" image of the same size, 255 where pixels are regenerated. `samples` images are made,
-    with the seeds `seed`, `seed + 1`, ...
+    noise and 0 a clean image: image-to-image at diffusers' strength `s` denoises from `s` to 0 (strength.py
+    makes each wire's strength a window, and a window its steps). `init_image` is RGB; `mask` an "L" image
+    of the same size, 255 where pixels are regenerated. `samples` images are made, with the seeds `seed`,
+    `seed + 1`, ...
 
     An init image of another size than `width` x `height` is encoded at its own size and its latents
     resized (bilinear) to the output's latent grid (A1111's "latent upscale"); it then takes no mask.
     `sigma_schedule` spaces the sampler's noise levels; `eta` scales the fresh noise of the samplers in
     SAMPLERS_WITH_ETA (None: the sampler's own default).
+
+    `first_encoder_layer` picks the hidden state of the first text encoder (CLIP ViT-L) the UNet is
+    conditioned on, counted from its output: 1 the last layer's, 2 the penultimate (SDXL's own, as None);
+    taken without the final layer norm. The second encoder always gives its penultimate.
+
+    `return_latents` asks for the final latents on the GeneratedImage, for a later request's
+    `init_latents`, which starts image-to-image from them instead of from `init_image` (no VAE encode).
     """
 
     prompts: tuple[WeightedPrompt, ...]
@@ -169,10 +208,13 @@ class GenerationRequest:
     samples: int = 1
     sigma_schedule: SigmaSchedule = SigmaSchedule.DEFAULT
     eta: float | None = None
+    first_encoder_layer: int | None = None
+    return_latents: bool = False
+    init_latents: InitLatents | None = None
 
     @property
     def is_image_to_image(self) -> bool:
-        return self.init_image is not None
+        return self.init_image is not None or self.init_latents is not None
 
     def batch_key(self) -> tuple[object, ...]:
         """Requests with equal keys can share one denoising loop."""
@@ -192,15 +234,23 @@ class GenerationRequest:
 
 @dataclass(frozen=True)
 class GeneratedImage:
+    """`latents`, where the request asked for them: its final latents as a CPU tensor, which only the
+    engine reads (InitLatents)."""
+
     image: Image.Image
     seed: int
     finish_reason: FinishReason = FinishReason.SUCCESS
+    filtered_by: FilteredBy | None = None
+    latents: object | None = None
 
 
 @dataclass(frozen=True)
 class Artifact:
-    """A finished image as the wire sends it: PNG bytes, already encoded off the engine thread."""
+    """A finished image as the wire sends it: PNG bytes, already encoded off the engine thread (and the
+    opaque `latents` of a request that asked for them)."""
 
     png: bytes
     seed: int
     finish_reason: FinishReason
+    filtered_by: FilteredBy | None = None
+    latents: object | None = None

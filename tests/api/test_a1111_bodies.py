@@ -16,13 +16,17 @@ import pytest
 import webuiapi
 from PIL import Image
 
+from sdxl_bedrock.api.a1111 import responses
 from sdxl_bedrock.api.a1111.bodies import Plan, parse_img2img, parse_txt2img
-from sdxl_bedrock.api.a1111.options import ServedModel, options
+from sdxl_bedrock.api.a1111.errors import A1111Refusal
+from sdxl_bedrock.api.a1111.options import ADJUSTABLE_DEFAULTS, ServedModel, check_settings, options
 from sdxl_bedrock.config import Settings
 from sdxl_bedrock.errors import MalformedBody
 from sdxl_bedrock.schema import Sampler, SigmaSchedule
+from tests.frontends import SILLYTAVERN_TXT2IMG
 
-SERVED = ServedModel.of(Settings(model="/models/sd_xl_base_1.0.safetensors"))
+SETTINGS = Settings(model="/models/sd_xl_base_1.0.safetensors")
+SERVED = ServedModel.of(SETTINGS)
 
 
 def closed_port() -> int:
@@ -42,12 +46,12 @@ def webuiapi_payload(method: str, **arguments: Any) -> dict[str, Any]:
 
 
 def txt2img(**body: Any) -> Plan:
-    return parse_txt2img(json.dumps(body).encode(), served=SERVED, max_images=64, random_seed=lambda: 77)
+    return parse_txt2img(json.dumps(body).encode(), settings=SETTINGS, max_images=64, random_seed=lambda: 77)
 
 
 def img2img(**body: Any) -> Plan:
     body.setdefault("init_images", [png_base64(Image.new("RGB", (64, 64), (200, 40, 40)))])
-    return parse_img2img(json.dumps(body).encode(), served=SERVED, max_images=64, random_seed=lambda: 77)
+    return parse_img2img(json.dumps(body).encode(), settings=SETTINGS, max_images=64, random_seed=lambda: 77)
 
 
 def png_base64(image: Image.Image) -> str:
@@ -67,7 +71,7 @@ def refused(parse: Any, **body: Any) -> MalformedBody:
 
 def test_webuiapis_default_txt2img_is_taken() -> None:
     payload = webuiapi_payload("txt2img", prompt="a lighthouse")
-    plan = parse_txt2img(json.dumps(payload).encode(), served=SERVED, max_images=64)
+    plan = parse_txt2img(json.dumps(payload).encode(), settings=SETTINGS, max_images=64)
     request = plan.request
     assert (request.width, request.height, request.steps, request.samples) == (512, 512, 20, 1)
     assert request.sampler is Sampler.EULER_ANCESTRAL and request.sigma_schedule is SigmaSchedule.DEFAULT
@@ -83,7 +87,7 @@ def test_webuiapis_default_img2img_is_taken_with_and_without_a_mask() -> None:
         payload = webuiapi_payload(
             "img2img", images=[image], prompt="a boat", width=64, height=64, **arguments
         )
-        plan = parse_img2img(json.dumps(payload).encode(), served=SERVED, max_images=64)
+        plan = parse_img2img(json.dumps(payload).encode(), settings=SETTINGS, max_images=64)
         assert plan.request.init_image is not None
         assert plan.request.init_image.size == (64, 64)
         assert plan.request.denoise_from == 0.75
@@ -94,7 +98,6 @@ def test_webuiapis_default_img2img_is_taken_with_and_without_a_mask() -> None:
 # -- fields that cannot be honoured --------------------------------------------------------------------------
 
 REFUSED_TXT2IMG: list[tuple[str, Any]] = [
-    ("enable_hr", True),
     ("firstphase_width", 256),
     ("restore_faces", True),
     ("tiling", True),
@@ -106,7 +109,6 @@ REFUSED_TXT2IMG: list[tuple[str, Any]] = [
     ("script_name", "x/y/z plot"),
     ("script_args", [1]),
     ("alwayson_scripts", {"ControlNet": {"args": []}}),
-    ("save_images", True),
     ("infotext", "a cat\nSteps: 20"),
     ("refiner_checkpoint", "sdxl_refiner"),
     ("firstpass_image", "abc"),
@@ -122,7 +124,6 @@ REFUSED_TXT2IMG: list[tuple[str, Any]] = [
     ("scheduler", "Exponential"),
     ("batch_size", "2"),
     ("prompt", "a [cat|dog]"),
-    ("unknown_key", 1),
 ]
 
 
@@ -149,10 +150,14 @@ def test_an_img2img_field_that_cannot_be_honoured_is_refused_by_name(field: str,
 
 def test_img2img_needs_an_image_and_a_mask_takes_no_latent_upscale() -> None:
     assert refused(img2img, init_images=[]).problem.field_path() == ("init_images",)
-    assert refused(img2img, init_images=["data:image/png;base64,!!"]).problem.field_path() == (
-        "init_images",
-        0,
-    )
+    # A1111's own refusals (modules/api/api.py at AUTOMATIC1111/stable-diffusion-webui
+    # 2fec94710bbba31b282fe123b198068aef38df21: img2imgapi, decode_base64_to_image), in its statuses.
+    with pytest.raises(A1111Refusal) as missing:
+        img2img(init_images=None)
+    assert (missing.value.status, missing.value.detail) == (404, "Init image not found")
+    with pytest.raises(A1111Refusal) as undecodable:
+        img2img(init_images=["data:image/png;base64,!!"])
+    assert (undecodable.value.status, undecodable.value.detail) == (500, "Invalid encoded image")
     mask = png_base64(Image.new("L", (64, 64), 255))
     assert refused(img2img, resize_mode=3, mask=mask).problem.field_path() == ("resize_mode",)
 
@@ -200,9 +205,18 @@ def test_samplers_and_schedules_resolve_as_a1111_reads_them(
     )
 
 
-@pytest.mark.parametrize("sampler", ["Euler a", "DDIM", "DDPM"])
+@pytest.mark.parametrize("sampler", ["Euler a", "DDPM"])
 def test_karras_is_refused_where_the_sampler_has_none(sampler: str) -> None:
     assert refused(txt2img, sampler_name=sampler, scheduler="Karras").problem.field_path() == ("scheduler",)
+
+
+@pytest.mark.parametrize("scheduler", ["normal", "Normal", "Karras", "sgm_uniform", "Automatic", None])
+def test_ddim_takes_any_of_a1111s_schedules_with_no_effect(scheduler: str | None) -> None:
+    """A1111 runs DDIM as a timestep sampler (modules/sd_samplers_timesteps.py), which reads no schedule;
+    SillyTavern sends `normal` by default."""
+    plan = txt2img(sampler_name="DDIM", scheduler=scheduler)
+    assert plan.request.sampler is Sampler.DDIM and plan.request.sigma_schedule is SigmaSchedule.DEFAULT
+    assert refused(txt2img, sampler_name="DDIM", scheduler="nonsense").problem.field_path() == ("scheduler",)
 
 
 def test_eta_is_taken_where_it_means_something() -> None:
@@ -289,3 +303,67 @@ def test_inpaint_only_masked_crops_the_region_and_whole_picture_does_not() -> No
 def test_the_wire_does_not_import_torch() -> None:
     script = "import sys, sdxl_bedrock.api.a1111; assert 'torch' not in sys.modules, 'torch was imported'"
     subprocess.run([sys.executable, "-c", script], check=True)
+
+
+# -- what other front-ends send ------------------------------------------------------------------------------
+
+
+def test_sillytaverns_default_txt2img_is_taken_its_own_keys_ignored() -> None:
+    plan = txt2img(**SILLYTAVERN_TXT2IMG)
+    request = plan.request
+    assert (request.width, request.height, request.steps, request.sampler) == (512, 512, 20, Sampler.DDIM)
+    assert request.first_encoder_layer is None and plan.hires is None and plan.body.save_images
+    assert plan.resolved.scheduler == "normal", "A1111's infotext names the schedule as sent"
+    assert "url" not in plan.body.model_dump() and "clip_skip" not in plan.body.model_dump()
+
+
+def test_unknown_keys_are_ignored_as_a1111s_models_ignore_them() -> None:
+    assert txt2img(prompt="a", unknown_key=1, clip_skip=3).request.first_encoder_layer is None
+    assert img2img(prompt="a", url="http://x", hr_distilled_cfg=3.5).request.is_image_to_image
+
+
+def test_clip_skip_acts_on_sdxl_only_with_sdxl_clip_l_skip() -> None:
+    """modules/sd_hijack_clip.py at AUTOMATIC1111/stable-diffusion-webui
+    00e09382cd85c77ac35545c7264855823dfc2eb1: FrozenCLIPEmbedderForSDXLWithCustomWords reads
+    CLIP_stop_at_last_layers only under opts.sdxl_clip_l_skip."""
+    assert txt2img(override_settings={"CLIP_stop_at_last_layers": 2}).request.first_encoder_layer is None
+    skipped = txt2img(override_settings={"CLIP_stop_at_last_layers": 3, "sdxl_clip_l_skip": True})
+    assert skipped.request.first_encoder_layer == 3 and skipped.kept_settings == {}
+    infotext = responses.infotext(skipped, 1, SERVED)
+    assert "Clip skip: 3" in infotext
+    kept = txt2img(
+        override_settings={"sdxl_clip_l_skip": True}, override_settings_restore_afterwards=False
+    ).kept_settings
+    assert kept == {"sdxl_clip_l_skip": True}
+    on = {"sd_vae": "Automatic", "CLIP_stop_at_last_layers": 2, "sdxl_clip_l_skip": True}
+    plan = parse_txt2img(b"{}", settings=SETTINGS, max_images=8, adjustable=on)
+    assert plan.request.first_encoder_layer == 2
+    for value in (0, 13, 2.0, True):
+        overrides = {"CLIP_stop_at_last_layers": value}
+        assert refused(txt2img, override_settings=overrides).problem.field_path() == (
+            "override_settings",
+            "CLIP_stop_at_last_layers",
+        )
+
+
+def test_sd_vae_takes_the_checkpoints_own_by_any_of_its_names() -> None:
+    for name in ("Automatic", "None", "sd_xl_base_1.0"):
+        assert txt2img(override_settings={"sd_vae": name}).settings["sd_vae"] == name
+    assert refused(txt2img, override_settings={"sd_vae": "sdxl_vae.safetensors"}).problem.field_path() == (
+        "override_settings",
+        "sd_vae",
+    )
+
+
+def test_the_options_a_client_read_can_be_posted_back() -> None:
+    """Open WebUI's set_image_model posts GET /options back with the checkpoint changed
+    (backend/open_webui/routers/images.py at open-webui/open-webui
+    02530d501461ce58ab06231d7c2ef2024a141ddf)."""
+    listed = options(SETTINGS)
+    assert check_settings(listed, (), SETTINGS, ADJUSTABLE_DEFAULTS) == ADJUSTABLE_DEFAULTS
+    saving = Settings(model="tiny", outputs_dir="/srv/outputs")
+    listed = options(saving)
+    assert (
+        listed["samples_save"] is True and listed["outdir_txt2img_samples"] == "/srv/outputs/txt2img-images"
+    )
+    assert check_settings(listed, (), saving, ADJUSTABLE_DEFAULTS) == ADJUSTABLE_DEFAULTS

@@ -129,6 +129,26 @@ def test_progress_counts_the_steps_of_every_request_in_progress() -> None:
         assert tasks.snapshot().state["interrupted"] is False
 
 
+def test_progress_covers_both_passes_of_the_hires_fix() -> None:
+    """A1111's init doubles state.job_count for the hires fix; each pass of each image is a job."""
+    tasks = Tasks()
+    with tasks.track("txt2img", 2, passes=2, steps_per_image=4 + 3) as task:
+        preview = lambda: Image.new("RGB", (1, 1))  # noqa: E731
+        for _image in range(2):
+            for done in range(1, 5):
+                task.on_step(done, 4, preview)
+        snapshot = tasks.snapshot()
+        assert snapshot.state["job_count"] == 4 and snapshot.state["job_no"] == 2
+        assert snapshot.progress == pytest.approx(0.01 + 8 / 14)
+        for done in range(1, 4):
+            task.on_step(done, 3, preview)
+        snapshot = tasks.snapshot()
+        assert snapshot.state["job_no"] == 3 and snapshot.state["sampling_steps"] == 3
+        assert snapshot.progress == pytest.approx(0.01 + 11 / 14)
+        tasks.skip()
+        assert task.skipped
+
+
 # -- errors and auth -----------------------------------------------------------------------------------------
 
 

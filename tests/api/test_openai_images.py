@@ -356,7 +356,7 @@ def test_a_body_that_is_no_json_object_is_refused(raw: bytes, message: str) -> N
     assert error["message"].startswith(message)
 
 
-@pytest.mark.parametrize("model", ["dall-e-3", "gpt-image-1", "stable-diffusion-xl-1024-v1-0"])
+@pytest.mark.parametrize("model", ["dall-e-4", "gpt-image-9", "stable-diffusion-xl-1024-v1-0"])
 def test_another_model_is_model_not_found(model: str) -> None:
     with pytest.raises(ModelNotFound) as refused:
         generation(model=model, n=99)  # the model is checked before the other fields
@@ -457,7 +457,7 @@ def test_a_variation_is_image_to_image_with_no_prompt_at_06() -> None:
         (
             {},
             {"image": [png()], "image[]": [png()]},
-            "Invalid 'image': this server edits one image per request, but 2 were sent.",
+            "Invalid 'image': this model edits one image per request, but 2 were sent.",
             "image",
             "invalid_value",
         ),
@@ -512,7 +512,7 @@ def test_a_variation_is_image_to_image_with_no_prompt_at_06() -> None:
             "decimal_above_max_value",
         ),
         ({"style": "vivid"}, None, "Unknown parameter: 'style'.", "style", "unknown_parameter"),
-        ({"model": "dall-e-2"}, None, None, None, "model_not_found"),
+        ({"model": "dall-e-4"}, None, None, None, "model_not_found"),
     ],
 )
 def test_bad_edit_forms_are_refused_in_openais_words(

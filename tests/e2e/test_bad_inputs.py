@@ -166,7 +166,9 @@ def test_bad_body_is_a_validation_exception(
 
 def test_unknown_model_id_through_boto3(strict_server: RunningServer) -> None:
     with pytest.raises(ClientError) as caught:
-        bedrock(strict_server.url).invoke_model(modelId="stability.sd3-large-v1:0", body=json.dumps(body()))
+        bedrock(strict_server.url).invoke_model(
+            modelId="amazon.titan-image-generator-v2:0", body=json.dumps(body())
+        )
     assert caught.value.response["Error"]["Code"] == "ValidationException"
     assert caught.value.response["Error"]["Message"] == "The provided model identifier is invalid."
 

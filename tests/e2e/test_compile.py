@@ -1,5 +1,6 @@
-"""`serve --compile --warmup`: shapes compiled before /ping turns healthy, requests of any batch size served
-through the compiled graphs (on the engine thread that captured them), and the path shown in /metrics."""
+"""`serve --compile --warmup`: shapes compiled before /ping turns healthy, requests of any batch size and
+prompt length served through the compiled graphs (on the engine thread that captured them), and the path
+shown in /metrics."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ def compiled_server(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -
     running = start_server(
         tmp_path_factory.mktemp("logs"),
         *("--model", "tiny", "--relaxed-sizes", "--compile", "--warmup", "64x64:1,2"),
+        *("--warmup-prompt-chunks", "2"),
         wait=False,
     )
     wait_ready(running, timeout_s=600)
@@ -38,8 +40,9 @@ def unet_calls(server: RunningServer) -> dict[str, float]:
 
 def test_warm_up_runs_before_the_server_is_healthy(compiled_server: RunningServer) -> None:
     log = compiled_server.log()
-    assert "warming up 64x64, batch 1 (1/2)" in log and "warming up 64x64, batch 2 (2/2)" in log
-    assert log.index("batch 2 (2/2)") < log.index("listening on"), "announced once warm"
+    assert "warming up 64x64, batch 1 (1/3)" in log and "warming up 64x64, batch 2 (2/3)" in log
+    assert "warming up 64x64, batch 1, prompts of 154 tokens (3/3)" in log
+    assert log.index("tokens (3/3)") < log.index("listening on"), "announced once warm"
 
 
 def test_requests_of_any_batch_size_run_compiled(compiled_server: RunningServer) -> None:
@@ -55,3 +58,21 @@ def test_requests_of_any_batch_size_run_compiled(compiled_server: RunningServer)
     after = unet_calls(compiled_server)
     assert after["compiled"] > before["compiled"]
     assert after["eager"] == before["eager"] == 0
+
+
+def test_prompts_over_75_tokens_run_compiled_beside_short_ones(compiled_server: RunningServer) -> None:
+    before = unet_calls(compiled_server)
+    texts = ["a kite", "a long prompt, " * 20, "a kite at dusk", "a long prompt, " * 25]  # 1 and 2 chunks
+    with ThreadPoolExecutor(len(texts)) as pool:
+        answers = list(
+            pool.map(
+                lambda text: httpx.post(
+                    compiled_server.url + PATH, content=body(text_prompts=[{"text": text}]), timeout=300
+                ),
+                texts,
+            )
+        )
+    assert [answer.status_code for answer in answers] == [200] * len(texts)
+    after = unet_calls(compiled_server)
+    assert after["compiled"] > before["compiled"]
+    assert after["eager"] == 0

@@ -202,11 +202,11 @@ def test_bad_fields_are_bad_requests_naming_the_parameter(client: openai.OpenAI)
 
 def test_another_model_is_not_found(client: openai.OpenAI) -> None:
     with pytest.raises(openai.NotFoundError) as refused:
-        client.images.generate(prompt="a lighthouse", model="dall-e-3")
+        client.images.generate(prompt="a lighthouse", model="dall-e-4")
     assert_openai_error(refused.value, 404, "model_not_found", None)
     # The SDK puts our message in its own.
     assert refused.value.message == (
-        "Error code: 404 - The model `dall-e-3` does not exist or you do not have access to it."
+        "Error code: 404 - The model `dall-e-4` does not exist or you do not have access to it."
     )
 
 
@@ -250,7 +250,7 @@ def test_an_edit_takes_one_image(client: openai.OpenAI) -> None:
     assert isinstance(refused.value.body, dict)
     assert (
         refused.value.body["message"]
-        == "Invalid 'image': this server edits one image per request, but 2 were sent."
+        == "Invalid 'image': this model edits one image per request, but 2 were sent."
     )
 
 
@@ -288,16 +288,24 @@ def test_forms_must_be_multipart(server: RunningServer) -> None:
 
 
 def test_models_lists_and_retrieves_ours(client: openai.OpenAI) -> None:
-    (model,) = client.models.list().data
+    model, *openais = client.models.list().data
     assert (model.id, model.object, model.owned_by, model.created) == (
         MODEL_ID,
         "model",
         "stabilityai",
         1690329600,
     )
+    assert [m.id for m in openais] == [
+        "dall-e-2",
+        "dall-e-3",
+        "gpt-image-1",
+        "gpt-image-1-mini",
+        "gpt-image-1.5",
+    ]
     assert client.models.retrieve(MODEL_ID) == model
+    assert client.models.retrieve("gpt-image-1").id == "gpt-image-1"
     with pytest.raises(openai.NotFoundError) as refused:
-        client.models.retrieve("gpt-image-1")
+        client.models.retrieve("gpt-image-9")
     assert_openai_error(refused.value, 404, "model_not_found", None)
 
 

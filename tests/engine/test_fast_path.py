@@ -59,10 +59,10 @@ def test_repeated_prompts_skip_the_text_encoders_and_give_the_same_image(cache_d
     calls = 0
     encode = engine.prompts.encode_uncached
 
-    def counting(texts: list[str]) -> list:  # type: ignore[type-arg]
+    def counting(texts: list[str], *layer: int) -> list:  # type: ignore[type-arg]
         nonlocal calls
         calls += 1
-        return encode(texts)
+        return encode(texts, *layer)
 
     engine.prompts.encode_uncached = counting  # type: ignore[method-assign]
     first = engine.generate([request()])[0].image
@@ -72,7 +72,10 @@ def test_repeated_prompts_skip_the_text_encoders_and_give_the_same_image(cache_d
     assert first.tobytes() == second.tobytes()
     engine.prompts.cache_bytes = 0
     engine.generate([request("another prompt")])
-    assert set(engine.prompts.cache) == {"", "another prompt"}, "the cache keeps only what it is bounded to"
+    # Keyed by (the first encoder's layer, text): clip skip's layers are kept apart.
+    assert set(engine.prompts.cache) == {(2, ""), (2, "another prompt")}, (
+        "the cache keeps what it is bounded to"
+    )
 
 
 def test_the_projections_are_fused() -> None:

@@ -132,3 +132,19 @@ def test_a_negative_prompt_changes_the_image(engine: Engine) -> None:
     plain = engine.generate([request([("a cat", 1.0)])])[0].image
     negative = engine.generate([request([("a cat", 1.0)], [("blurry, dark", 1.0)])])[0].image
     assert np.abs(as_array(plain) - as_array(negative)).max() > 1
+
+
+def test_a_text_the_two_tokenizers_cut_into_different_chunk_counts_is_encoded(engine: Engine) -> None:
+    # The tiny model's two tokenizers have different vocabularies: the first reads "!?" as one token, the
+    # second as two, so 60 of them are one chunk for the first and two for the second.
+    text = "!?" * 60
+    counts = [
+        len(tokenizer([text], add_special_tokens=False).input_ids[0])
+        for tokenizer in (engine.pipe.tokenizer, engine.pipe.tokenizer_2)
+    ]
+    assert counts[0] <= 75 < counts[1]
+    with torch.inference_mode():
+        encoded = engine.prompts.encode_texts([text])[0]
+    assert encoded.chunks == 2
+    image = engine.generate([request([(text, 1.0)], [])])[0].image
+    assert image.size == (64, 64)

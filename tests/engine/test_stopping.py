@@ -10,6 +10,7 @@ from PIL import Image
 
 from sdxl_bedrock.engine.pipeline import Engine
 from sdxl_bedrock.engine.pixels import pixels_from_images
+from sdxl_bedrock.errors import InvalidRequest
 from sdxl_bedrock.schema import Sampler
 from tests.engine.conftest import as_array, generation_request
 
@@ -77,5 +78,5 @@ def test_a_window_without_steps_resizes_an_init_image_of_another_size(engine: En
 
 def test_an_init_image_of_another_size_takes_no_mask(engine: Engine) -> None:
     wide = Image.new("RGB", (96, 64))
-    with pytest.raises(ValueError, match="no mask"):
+    with pytest.raises(InvalidRequest, match="no mask"):
         engine.start([generation_request(init_image=wide, mask=Image.new("L", (64, 64), 255))])

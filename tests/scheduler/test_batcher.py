@@ -21,6 +21,7 @@ from PIL import Image
 from sdxl_bedrock.errors import ModelFailure, ModelTimeout, ShuttingDown, Throttled
 from sdxl_bedrock.metrics import Metrics
 from sdxl_bedrock.scheduler.batcher import Batcher
+from sdxl_bedrock.scheduler.planner import GROW_EVERY
 from sdxl_bedrock.scheduler.types import StepCallback
 from sdxl_bedrock.schema import GeneratedImage, GenerationRequest, Sampler, WeightedPrompt
 
@@ -77,6 +78,8 @@ class StandInEngine:
     tick fail; `fail_row` seeds fail alone as the real engine reports a row's own failure."""
 
     fail_tick: Callable[[list[int]], BaseException | None] = lambda seeds: None
+    fail_join: Callable[[list[int]], BaseException | None] = lambda seeds: None
+    fail_finish: Callable[[list[int]], BaseException | None] = lambda seeds: None
     fail_row: set[int] = field(default_factory=set)
     ticks: list[list[int]] = field(default_factory=list)
     joins: list[list[int]] = field(default_factory=list)
@@ -91,6 +94,9 @@ class StandInEngine:
         self, requests: Sequence[GenerationRequest], on_steps: Sequence[StepCallback | None] | None = None
     ) -> list[StandInRow]:
         self.joins.append([r.seed for r in requests])
+        error = self.fail_join([r.seed for r in requests])
+        if error is not None:
+            raise error
         return [StandInRow(r, s) for r, s in zip(requests, on_steps or [None] * len(requests), strict=True)]
 
     def tick(self, rows: Sequence[StandInRow]) -> None:
@@ -112,6 +118,9 @@ class StandInEngine:
                 )
 
     def finish(self, rows: Sequence[StandInRow]) -> None:
+        error = self.fail_finish([row.request.seed for row in rows])
+        if error is not None:
+            raise error
         for row in rows:
             self.finished.append((row.request.seed, len(self.ticks)))
             row.result = GeneratedImage(
@@ -425,5 +434,83 @@ def test_progress_reaches_each_job_with_its_own_row() -> None:
         )
         await batcher.close()
         assert seen == {1: [(1, 3, 1), (2, 3, 1), (3, 3, 1)], 2: [(1, 2, 2), (2, 2, 2)]}
+
+    run(scenario())
+
+
+def test_a_failing_join_or_finish_fails_only_the_request_that_fails_alone() -> None:
+    async def scenario(stage: str) -> None:
+        def fail_with_2(seeds: list[int]) -> BaseException | None:
+            return RuntimeError(f"injected {stage} fault") if 2 in seeds else None
+
+        engine = StandInEngine(**{f"fail_{stage}": fail_with_2})
+        engine.gate.clear()
+        batcher = Batcher(engine, max_batch_size=8, max_wait_s=0)
+        batcher.start()
+        jobs = [asyncio.ensure_future(batcher.submit(request(seed))) for seed in (1, 2, 3)]
+        while batcher.depth < 3:
+            await asyncio.sleep(0)
+        engine.gate.set()
+        outcomes = await asyncio.gather(*jobs, return_exceptions=True)
+        await batcher.close()
+        assert [isinstance(outcome, ModelFailure) for outcome in outcomes] == [False, True, False], stage
+        assert [outcome.seed for outcome in outcomes if isinstance(outcome, GeneratedImage)] == [1, 3]
+        assert batcher.metrics.rows_failed.labels(stage, "RuntimeError")._value.get() == 1
+
+    for stage in ("join", "finish"):
+        run(scenario(stage))
+
+
+def test_rows_waiting_for_their_sizes_turn_leave_room_for_another_size() -> None:
+    async def scenario() -> None:
+        engine = StandInEngine()
+        engine.gate.clear()
+        batcher = Batcher(engine, max_batch_size=2, max_wait_s=0)
+        batcher.start()
+        # Two of 64x64 fill their size's slots; the third of that size waits, the 128-wide ones join.
+        sizes = [64, 64, 64, 128, 128]
+        jobs = [
+            asyncio.ensure_future(batcher.submit(request(seed, steps=2, width=width)))
+            for seed, width in enumerate(sizes, start=1)
+        ]
+        while batcher.depth < len(jobs):
+            await asyncio.sleep(0)
+        engine.gate.set()
+        await asyncio.gather(*jobs)
+        await batcher.close()
+        assert engine.joins[0] == [1, 2, 4, 5], "the 128-wide rows joined past the waiting 64x64 one"
+        assert [3] in engine.joins[1:]
+
+    run(scenario())
+
+
+def test_an_out_of_memory_cap_is_in_metrics_and_grows_back() -> None:
+    async def scenario() -> None:
+        failures = iter([OutOfMemoryError("CUDA out of memory")])
+        engine = StandInEngine(fail_tick=lambda seeds: next(failures, None) if len(seeds) == 4 else None)
+        engine.gate.clear()
+        batcher = Batcher(engine, max_batch_size=4, max_wait_s=0)
+        batcher.start()
+        jobs = [asyncio.ensure_future(batcher.submit(request(seed, steps=3))) for seed in range(1, 5)]
+        while batcher.depth < 4:
+            await asyncio.sleep(0)
+        engine.gate.set()
+        assert sorted(image.seed for image in await asyncio.gather(*jobs)) == [1, 2, 3, 4]
+        assert batcher.metrics.row_cap.labels("64x64")._value.get() == 2
+        assert batcher.metrics.stage_retries.labels("tick", "out_of_memory")._value.get() == 1
+        assert engine.ticks[1:3] == [[1, 2], [3, 4]], "the same tick, run again in halves"
+        # Only a tick at the cap says the cap could be larger: each round offers more rows than the cap. A
+        # round's rows may still be split over ticks below the cap (the engine thread can take the first
+        # before the rest arrive, on a busy machine), so rounds go on until it has grown or far past the
+        # 2 * GROW_EVERY ticks at the cap it needs.
+        for seed in range(10, 10 + 30 * GROW_EVERY):
+            if batcher.planner.cap((64, 64)) == 4:
+                break
+            await asyncio.gather(*(batcher.submit(request(seed * 10 + k, steps=1)) for k in range(4)))
+        await batcher.close()
+        assert batcher.planner.cap((64, 64)) == 4, "grown back"
+        assert "64x64" not in {
+            sample.labels.get("size") for sample in batcher.metrics.row_cap.collect()[0].samples
+        }
 
     run(scenario())

@@ -358,6 +358,16 @@ def _is_base64_text(data: bytes) -> bool:
     return True
 
 
+def resized(
+    image: Image.Image, mask: Image.Image | None, size: tuple[int, int]
+) -> tuple[Image.Image, Image.Image | None]:
+    """The image (Lanczos) and its mask (nearest: it stays two-valued) at `size`."""
+    if image.size == size:
+        return image, mask
+    resized_mask = mask.resize(size, Image.Resampling.NEAREST) if mask is not None else None
+    return image.resize(size, Image.Resampling.LANCZOS), resized_mask
+
+
 def _named(decode: Any, error_name: str) -> Image.Image:
     try:
         image: Image.Image = decode()

@@ -51,22 +51,21 @@ from sdxl_bedrock.engine.rows import (
     TickBatch,
     guide,
 )
-from sdxl_bedrock.engine.samplers import (
-    denoising_window,
-    plan_sampling,
-    timestep_to_sigma,
-    training_sigmas,
-)
+from sdxl_bedrock.engine.samplers import plan_sampling, timestep_to_sigma, training_sigmas
 from sdxl_bedrock.engine.vae import BudgetedVae, spoil
 from sdxl_bedrock.errors import InvalidRequest, ModelFailure
 from sdxl_bedrock.faults import Faults, FaultStage
 from sdxl_bedrock.schema import (
+    FilteredBy,
     FinishReason,
     GeneratedImage,
     GenerationRequest,
+    InitLatents,
+    PromptSpan,
     Sampler,
     WeightedPrompt,
 )
+from sdxl_bedrock.strength import window_steps
 
 log = logging.getLogger(__name__)
 
@@ -138,10 +137,13 @@ class Engine:
             faults=faults,
         )
 
-    def warm_up(self, width: int, height: int, batch_size: int) -> None:
-        """One small text-to-image batch of this shape: compiles (and captures CUDA graphs) off the clock."""
+    def warm_up(self, width: int, height: int, batch_size: int, prompt_chunks: int = 1) -> None:
+        """One small text-to-image batch of this shape, its prompts `prompt_chunks` chunks of 77 tokens
+        long: compiles (and captures CUDA graphs) off the clock."""
+        # Chunk breaks make the length exact whatever the checkpoint's tokenizer.
+        spans = tuple(PromptSpan("warm-up", starts_chunk=index > 0) for index in range(prompt_chunks))
         request = GenerationRequest(
-            prompts=(WeightedPrompt("warm-up", 1.0),),
+            prompts=(WeightedPrompt("warm-up" * prompt_chunks, 1.0, spans),),
             negative_prompts=(),
             width=width,
             height=height,
@@ -256,7 +258,7 @@ class Engine:
         if resized and request.mask is not None:
             raise ValueError("an init image resized in latent space takes no mask")
         generator = torch.Generator("cpu").manual_seed(request.seed)
-        window = denoising_window(request.steps, request.denoise_from, request.denoise_to)
+        window = window_steps(request.steps, request.denoise_from, request.denoise_to)
         plan = plan_sampling(
             request.sampler,
             self.scheduler_config,
@@ -269,6 +271,8 @@ class Engine:
             # CLIP guidance draws its cutouts from the same generator between the steps' draws.
             noise_look_ahead=1 if request.clip_guidance is not None else NOISE_LOOK_AHEAD,
         )
+        if request.init_latents is not None and (plan.steps == 0 or request.init_image is not None):
+            raise ValueError("init latents take no init image, and a window of at least one step")
         return Row(request, generator, plan, on_step)
 
     def prepare_latents(self, rows: Sequence[Row]) -> None:
@@ -292,6 +296,9 @@ class Engine:
                 if tuple(encoded.shape[-2:]) != grid:
                     encoded = torch.nn.functional.interpolate(encoded, size=grid, mode="bilinear")
                 clean[row.serial] = encoded
+        for row in rows:
+            if row.request.init_latents is not None:
+                clean[row.serial] = self.given_latents(row.request.init_latents, row.pixel_size)
         channels = self.pipe.unet.config.in_channels
         for row in rows:
             height, width = (side // self.vae_scale_factor for side in row.pixel_size)
@@ -304,6 +311,20 @@ class Engine:
                 row.start = StartingLatents(row.plan.noised(source, noise, 0), noise, source)
             if row.request.mask is not None and source is not None:
                 row.mask = latent_mask([row.request.mask], self.vae_scale_factor, source)
+
+    def given_latents(self, given: InitLatents, pixel_size: tuple[int, int]) -> torch.Tensor:
+        """A request's init latents on the model's device, resized to the grid of `given.resize_to` and cut
+        to the row's grid around the centre."""
+        latents = torch.as_tensor(given.latents).to(self.device, self.dtype)
+        height, width = (side // self.vae_scale_factor for side in pixel_size)
+        resize_width, resize_height = given.resize_to or (pixel_size[1], pixel_size[0])
+        grid = (resize_height // self.vae_scale_factor, resize_width // self.vae_scale_factor)
+        if tuple(latents.shape[-2:]) != grid:
+            latents = torch.nn.functional.interpolate(
+                latents, size=grid, mode=given.resize.value, antialias=given.antialias
+            )
+        top, left = (grid[0] - height) // 2, (grid[1] - width) // 2
+        return latents[:, :, top : top + height, left : left + width]
 
     def row_conditioning(self, request: GenerationRequest, prompts: RowPrompts) -> RowConditioning:
         size_ids = [request.height, request.width, 0, 0, request.height, request.width]
@@ -435,6 +456,12 @@ class Engine:
                 image = self.paste_original(row.request, image)
                 # 8. screen with the content filter
                 row.result = self.screen(row.request, image)
+        for row in pending:
+            result = row.result
+            if row.request.return_latents and row.final is not None and result is not None:
+                # Host memory: a later request may run on another device, and the wire holds them opaque.
+                latents = row.final.detach().to("cpu", torch.float32)
+                row.result = dataclasses.replace(result, latents=latents)
 
     def decoded_again(self, row: Row) -> Image.Image | None:
         """A row whose decode was not finite: its latents decoded again with the VAE alone in float32 (a
@@ -480,8 +507,16 @@ class Engine:
         content_filter = self.content_filter
         if content_filter is not None:
             texts = [p.text for p in request.prompts]
-            if content_filter.check_prompt(texts) or content_filter.check_image(image):
-                return GeneratedImage(obscure(image), request.seed, FinishReason.CONTENT_FILTERED)
+            if content_filter.check_prompt(texts):
+                filtered_by: FilteredBy | None = FilteredBy.PROMPT
+            elif content_filter.check_image(image):
+                filtered_by = FilteredBy.OUTPUT_IMAGE
+            else:
+                filtered_by = None
+            if filtered_by is not None:
+                return GeneratedImage(
+                    obscure(image), request.seed, FinishReason.CONTENT_FILTERED, filtered_by
+                )
         return GeneratedImage(image, request.seed)
 
     # -- latent scaling (SDXL uses a plain scaling factor; some VAEs add a mean and std) -------------------

@@ -15,10 +15,21 @@ from typing import Any
 
 import torch
 
-from sdxl_bedrock.engine.prompts import PromptEmbeddings, blend_prompts, emphasize, tokenize_prompts
+from sdxl_bedrock.engine.prompts import (
+    Chunks,
+    PromptEmbeddings,
+    blend_prompts,
+    chunk_spans,
+    emphasize,
+    tokenize_prompts,
+)
 from sdxl_bedrock.schema import GenerationRequest, PromptKey, WeightedPrompt
 
 Prompts = tuple[WeightedPrompt, ...]
+# SDXL conditions on each text encoder's penultimate hidden state (diffusers' `encode_prompt`).
+PENULTIMATE = 2
+LayerKey = tuple[int, PromptKey]
+"""A cached encoding: the first encoder's layer (counted from its output) and the prompt's key."""
 # Bounded by bytes, not entries: a 2000-character prompt is ~27 chunks of 77 tokens.
 PROMPT_CACHE_BYTES = 256 * 1024 * 1024
 
@@ -43,33 +54,41 @@ class PromptEncoder:
         self.dtype = dtype
         self.zero_unconditional = bool(pipe.config.get("force_zeros_for_empty_prompt", True))
         # Repeated prompts (and style templates) skip the text encoders.
-        self.cache: OrderedDict[PromptKey, PromptEmbeddings] = OrderedDict()
+        self.cache: OrderedDict[LayerKey, PromptEmbeddings] = OrderedDict()
         self.cache_bytes = PROMPT_CACHE_BYTES
 
     def encode(self, requests: Sequence[GenerationRequest], guided: Sequence[bool]) -> list[RowPrompts]:
         """Each request's conditioning (`guided[i]`: request i uses classifier-free guidance). One
         text-encoder call for all the requests' texts not in the cache."""
         styled = [styled_prompts(request) for request in requests]
-        keys = list(
-            dict.fromkeys(
-                ["", *(p.encoding_key() for prompts, negatives in styled for p in (*prompts, *negatives))]
-            )
-        )
-        encoded = dict(zip(keys, self.encode_texts(keys), strict=True))
-        empty = encoded[""]
+        layers = [request.first_encoder_layer or PENULTIMATE for request in requests]
+        wanted: dict[int, dict[PromptKey, None]] = {}
+        for layer, (prompts, negatives) in zip(layers, styled, strict=True):
+            keys = wanted.setdefault(layer, {"": None})
+            keys.update(dict.fromkeys(p.encoding_key() for p in (*prompts, *negatives)))
+        encoded = {
+            (layer, key): embeddings
+            for layer, keys in wanted.items()
+            for key, embeddings in zip(keys, self.encode_texts(list(keys), layer), strict=True)
+        }
 
-        def blended(prompts: Sequence[WeightedPrompt]) -> PromptEmbeddings | None:
+        def blended(
+            prompts: Sequence[WeightedPrompt], layer: int, empty: PromptEmbeddings
+        ) -> PromptEmbeddings | None:
             if not any(p.weight > 0 for p in prompts):
                 return None
             return blend_prompts(
-                [encoded[p.encoding_key()] for p in prompts], [p.weight for p in prompts], empty.tokens
+                [encoded[layer, p.encoding_key()] for p in prompts], [p.weight for p in prompts], empty.tokens
             )
 
         embeddings = []
-        for is_guided, (prompts, negative_prompts) in zip(guided, styled, strict=True):
-            positive = blended(prompts) or empty
+        for is_guided, layer, (prompts, negative_prompts) in zip(guided, layers, styled, strict=True):
+            empty = encoded[layer, ""]
+            positive = blended(prompts, layer, empty) or empty
             negative = (
-                (blended(negative_prompts) or self.unconditional(positive, empty)) if is_guided else None
+                (blended(negative_prompts, layer, empty) or self.unconditional(positive, empty))
+                if is_guided
+                else None
             )
             embeddings.append(RowPrompts(positive, negative, empty))
         return embeddings
@@ -81,33 +100,46 @@ class PromptEncoder:
             return PromptEmbeddings(torch.zeros_like(positive.tokens), torch.zeros_like(positive.pooled))
         return empty
 
-    def encode_texts(self, texts: Sequence[PromptKey]) -> list[PromptEmbeddings]:
-        """`encode_uncached` through a bounded LRU cache of recent prompts (texts, or spans with emphasis)."""
+    def encode_texts(
+        self, texts: Sequence[PromptKey], first_layer: int = PENULTIMATE
+    ) -> list[PromptEmbeddings]:
+        """`encode_uncached` through a bounded LRU cache of recent prompts (texts, or spans with emphasis),
+        kept apart by the first encoder's layer they are taken from."""
         cache = self.cache
-        missing = [text for text in dict.fromkeys(texts) if text not in cache]
+        keys = [(first_layer, text) for text in texts]
+        missing = [key for key in dict.fromkeys(keys) if key not in cache]
         if missing:
-            cache.update(zip(missing, self.encode_uncached(missing), strict=True))
-        for text in texts:
-            cache.move_to_end(text)
-        encoded = [cache[text] for text in texts]
+            encoded = self.encode_uncached([text for _, text in missing], first_layer)
+            cache.update(zip(missing, encoded, strict=True))
+        for key in keys:
+            cache.move_to_end(key)
+        found = [cache[key] for key in keys]
         held = sum(e.tokens.nbytes + e.pooled.nbytes for e in cache.values())
-        while held > self.cache_bytes and len(cache) > len(texts):
+        while held > self.cache_bytes and len(cache) > len(keys):
             _, evicted = cache.popitem(last=False)
             held -= evicted.tokens.nbytes + evicted.pooled.nbytes
-        return encoded
+        return found
 
-    def encode_uncached(self, texts: list[PromptKey]) -> list[PromptEmbeddings]:
-        """Both CLIP encoders' penultimate hidden states, chunk by chunk, each encoder's emphasised by the
-        spans' emphasis (prompts.emphasize), concatenated along the feature axis: tokens [77 * chunks,
-        768 + 1280]; the pooled output of the second encoder's first chunk [1280]."""
+    def encode_uncached(
+        self, texts: list[PromptKey], first_layer: int = PENULTIMATE
+    ) -> list[PromptEmbeddings]:
+        """Both CLIP encoders' hidden states (the first encoder's `first_layer`-th from its output, the
+        second's penultimate), chunk by chunk, each encoder's emphasised by the spans' emphasis
+        (prompts.emphasize), concatenated along the feature axis: tokens [77 * chunks, 768 + 1280]; the
+        pooled output of the second encoder's first chunk [1280]."""
         pipe = self.pipe
         hidden_states = []
         pooled: torch.Tensor | None = None
-        for tokenizer, text_encoder in (
-            (pipe.tokenizer, pipe.text_encoder),
-            (pipe.tokenizer_2, pipe.text_encoder_2),
-        ):
-            chunked = tokenize_prompts(tokenizer, texts)
+        encoders = (
+            (pipe.tokenizer, pipe.text_encoder, first_layer),
+            (pipe.tokenizer_2, pipe.text_encoder_2, PENULTIMATE),
+        )
+        # Two tokenizers with different vocabularies (a fine-tune's, the tiny model's) can cut one text
+        # into different chunk counts, and the features are concatenated chunk by chunk.
+        tokenized = equal_chunk_counts(
+            [(tokenize_prompts(tokenizer, texts), tokenizer) for tokenizer, _, _ in encoders]
+        )
+        for chunked, (_, text_encoder, layer) in zip(tokenized, encoders, strict=True):
             token_ids = torch.tensor(
                 [chunk for chunks in chunked for chunk in chunks.token_ids], device=self.device
             )
@@ -115,7 +147,7 @@ class PromptEncoder:
             if output[0].ndim == 2:
                 pooled = output[0]
             emphasis = [factors for chunks in chunked for factors in chunks.emphasis]
-            hidden_states.append(emphasize(output.hidden_states[-2], emphasis))
+            hidden_states.append(emphasize(output.hidden_states[-layer], emphasis))
             counts = [len(chunks.token_ids) for chunks in chunked]
         assert pooled is not None, "the second text encoder must have a projection"
         features = torch.cat(hidden_states, dim=-1).to(self.dtype)
@@ -124,6 +156,26 @@ class PromptEncoder:
             PromptEmbeddings(features[start : start + count].flatten(0, 1), pooled[start].to(self.dtype))
             for start, count in zip(starts, counts, strict=True)
         ]
+
+
+def equal_chunk_counts(tokenized: Sequence[tuple[list[Chunks], Any]]) -> list[list[Chunks]]:
+    """Each tokenizer's chunks of each prompt, the shorter ones padded at the end with empty chunks
+    ([BOS, EOS, pad...], emphasis 1) to the longest count for that prompt, as A1111 pads the shorter
+    prompts of a batch."""
+    counts = [max(len(each[i].token_ids) for each, _ in tokenized) for i in range(len(tokenized[0][0]))]
+    padded = []
+    for chunked, tokenizer in tokenized:
+        empty = chunk_spans([], tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id)
+        padded.append(
+            [
+                Chunks(
+                    chunks.token_ids + empty.token_ids * (count - len(chunks.token_ids)),
+                    chunks.emphasis + empty.emphasis * (count - len(chunks.token_ids)),
+                )
+                for chunks, count in zip(chunked, counts, strict=True)
+            ]
+        )
+    return padded
 
 
 def styled_prompts(request: GenerationRequest) -> tuple[Prompts, Prompts]:

@@ -42,11 +42,13 @@ class PromptEmbeddings:
 @dataclass(frozen=True)
 class BatchEmbeddings:
     """Row-stacked conditioning: `tokens` [B, 77 * K, D], `pooled` [B, P], and `token_mask` [B, 77 * K]
-    (1 = attend) when some row was padded to K chunks, else None."""
+    (1 = attend) when some row was padded to K chunks, else None; `chunks`, each row's own chunk count
+    (known on the host, so that a compiled UNet can pick a graph by it without reading the mask back)."""
 
     tokens: torch.Tensor
     pooled: torch.Tensor
     token_mask: torch.Tensor | None
+    chunks: tuple[int, ...]
 
 
 def chunk_token_ids(token_ids: Sequence[int], bos: int, eos: int, pad: int) -> list[list[int]]:
@@ -179,10 +181,11 @@ def stack_rows(rows: Sequence[PromptEmbeddings], empty_chunk: torch.Tensor) -> B
     chunks = max(row.chunks for row in rows)
     tokens = torch.stack([pad_chunks(row.tokens, chunks, empty_chunk) for row in rows])
     pooled = torch.stack([row.pooled for row in rows])
-    if all(row.chunks == chunks for row in rows):
-        return BatchEmbeddings(tokens, pooled, None)
+    own = tuple(row.chunks for row in rows)
+    if all(count == chunks for count in own):
+        return BatchEmbeddings(tokens, pooled, None, own)
     # Made on the device from the chunk counts the host knows: no host-to-device copy, so no wait on a GPU.
     mask = torch.zeros(tokens.shape[:2], dtype=tokens.dtype, device=tokens.device)
     for index, row in enumerate(rows):
         mask[index, : row.chunks * CLIP_WINDOW] = 1
-    return BatchEmbeddings(tokens, pooled, mask)
+    return BatchEmbeddings(tokens, pooled, mask, own)

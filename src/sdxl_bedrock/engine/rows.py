@@ -153,6 +153,12 @@ def guide(noise_uncond: torch.Tensor, noise_text: torch.Tensor, cfg_scales: torc
     return noise_uncond + scales * (noise_text - noise_uncond)
 
 
+# A tick's stacked conditioning: tokens, token mask, pooled, time ids, guidance scales, chunks per UNet row.
+Conditioning = tuple[
+    torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor, torch.Tensor, tuple[int, ...]
+]
+
+
 class TickBatch:
     """One tick's UNet batch: the unconditional rows of the guided rows, then every row's conditional row.
 
@@ -162,7 +168,7 @@ class TickBatch:
 
     def __init__(self) -> None:
         self._key: tuple[int, ...] = ()
-        self._conditioning: tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor, torch.Tensor]
+        self._conditioning: Conditioning
 
     @staticmethod
     def ordered(rows: Sequence[Row]) -> list[Row]:
@@ -175,15 +181,13 @@ class TickBatch:
         uncond_calls, all_calls = calls[:guided], calls
         sample = torch.cat([call.model_input for call in (*uncond_calls, *all_calls) if call is not None])
         timestep = torch.stack([call.timestep for call in (*uncond_calls, *all_calls) if call is not None])
-        tokens, token_mask, pooled, time_ids, _ = self.conditioning(ordered, guided)
-        return UNetInputs(sample, timestep, tokens, token_mask, pooled, time_ids)
+        tokens, token_mask, pooled, time_ids, _, chunks = self.conditioning(ordered, guided)
+        return UNetInputs(sample, timestep, tokens, token_mask, pooled, time_ids, chunks)
 
     def cfg_scales(self, ordered: Sequence[Row]) -> torch.Tensor:
         return self.conditioning(ordered, sum(row.guided for row in ordered))[4]
 
-    def conditioning(
-        self, ordered: Sequence[Row], guided: int
-    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def conditioning(self, ordered: Sequence[Row], guided: int) -> Conditioning:
         key = tuple(row.serial for row in ordered)
         if key != self._key:
             parts = [row.conditioning for row in ordered]
@@ -206,5 +210,6 @@ class TickBatch:
                 embeddings.pooled,
                 time_ids,
                 cfg_scales,
+                embeddings.chunks,
             )
         return self._conditioning

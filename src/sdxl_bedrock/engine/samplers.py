@@ -131,16 +131,6 @@ def diffusers_numpy_warnings_silenced() -> Iterator[None]:
         yield
 
 
-def denoising_window(steps: int, denoise_from: float, denoise_to: float) -> tuple[int, int]:
-    """Indices [first, last) of a `steps`-step schedule run by a window from `denoise_from` to `denoise_to`.
-
-    `denoise_from` = 1 - image_strength. The start matches diffusers' `get_timesteps` for `strength`.
-    """
-    first = steps - min(int(steps * denoise_from), steps)
-    last = steps - min(int(steps * denoise_to), steps)
-    return first, max(last, first)
-
-
 # -- one request's run over its window -----------------------------------------------------------------------
 
 
@@ -198,7 +188,8 @@ def plan_sampling(
 ) -> SamplingPlan:
     """The run of `sampler` over steps [first, last) of a `steps`-step schedule, for one request (batch row)
     whose random draws come from `generator`; `sigma_schedule` spaces its noise levels and `eta` (None: the
-    sampler's default) scales the fresh noise of a sampler that takes it. Step noise is drawn
+    sampler's default) scales the fresh noise of a sampler that takes it. `window` is the request's
+    (strength.window_steps: its strength as diffusers' `get_timesteps` counts it). Step noise is drawn
     `noise_look_ahead` draws at a time (engine/noise.py; 1 where something else draws from `generator`
     during the run).
 

@@ -2,12 +2,15 @@
 
 The models hold A1111's fields with A1111's defaults (its StableDiffusionProcessingTxt2Img / Img2Img, as
 its API exposes them), with JSON's types (A1111's pydantic would also read `"20"` as 20; here an integer is
-written as one, and `inpaint_full_res` alone also takes A1111's radio index 0 or 1); a key A1111 does not
-have is refused. Every field `webuiapi` sends by default is accepted at that value. A field A1111 has
-whose set value this server cannot honour is a 422 naming the field, never ignored; fields that have no
-effect in A1111 either at the values given (the hires-fix fields without `enable_hr`, `s_tmin`/`s_tmax`
-without `s_churn`, `image_cfg_scale` for a model that is not instruct-pix2pix, `eta` for a deterministic
-sampler, `do_not_save_*`, which A1111's API overrides) are accepted as A1111 accepts them.
+written as one, and `inpaint_full_res` alone also takes A1111's radio index 0 or 1). A key A1111 does not
+have is ignored, as A1111's pydantic models ignore it (modules/api/models.py: no `extra` setting):
+SillyTavern sends its own `url` and `auth` beside A1111's fields, and SD.Next's `clip_skip`. Every field
+`webuiapi` sends by default is accepted at that value. A field A1111 has whose set value this server cannot
+honour is a 422 naming the field, never ignored; fields that have no effect in A1111 either at the values
+given (the hires-fix fields without `enable_hr`, `s_tmin`/`s_tmax` without `s_churn`, `image_cfg_scale` for
+a model that is not instruct-pix2pix, `eta` for a deterministic sampler, a schedule for DDIM,
+`do_not_save_*`, which A1111's API overrides from `save_images`) are accepted as A1111 accepts them. Forge's
+`hr_cfg` is honoured where given.
 
 Our rules where A1111 is silent or differs:
 - `width` and `height`: multiples of 8 from 64 to 2048 (A1111 rounds other values down to a multiple of 8).
@@ -21,17 +24,33 @@ Our rules where A1111 is silent or differs:
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
 from PIL import Image, ImageOps
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
 from sdxl_bedrock.api.a1111 import images
+from sdxl_bedrock.api.a1111.errors import A1111Refusal
+from sdxl_bedrock.api.a1111.hires import (
+    DEFAULT_LATENT_MODE,
+    LATENT_MODES,
+    PIXEL_UPSCALERS,
+    HiresFix,
+    hires_sizes,
+    second_pass_schedule,
+)
 from sdxl_bedrock.api.a1111.names import Resolved, resolve
-from sdxl_bedrock.api.a1111.options import ServedModel, check_settings
+from sdxl_bedrock.api.a1111.options import (
+    ADJUSTABLE_DEFAULTS,
+    ServedModel,
+    check_settings,
+    first_encoder_layer,
+)
 from sdxl_bedrock.api.a1111.prompts import ParsedPrompt, parse_prompt
 from sdxl_bedrock.api.validation import (
     MAX_SEED,
@@ -42,9 +61,11 @@ from sdxl_bedrock.api.validation import (
     shown,
     validate,
 )
-from sdxl_bedrock.errors import Location, ProblemKind
+from sdxl_bedrock.config import Settings
+from sdxl_bedrock.errors import Location, MalformedBody, ProblemKind
 from sdxl_bedrock.presets import STYLE_PRESETS
 from sdxl_bedrock.schema import SAMPLERS_WITH_ETA, GenerationRequest, Sampler
+from sdxl_bedrock.strength import FULL_SCHEDULE, DenoiseWindow, from_strength
 
 SIZE_STEP, SIZE_MIN, SIZE_MAX = 8, 64, 2048
 MAX_STEPS = 150
@@ -57,7 +78,7 @@ Size = Annotated[int, Field(description=f"A multiple of {SIZE_STEP} from {SIZE_M
 class ProcessingFields(BaseModel):
     """The fields txt2img and img2img share, with A1111's defaults."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+    model_config = ConfigDict(extra="ignore", strict=True, allow_inf_nan=False)
 
     prompt: str = ""
     negative_prompt: str = ""
@@ -103,7 +124,12 @@ class ProcessingFields(BaseModel):
     script_name: Annotated[str | None, Field(description="No scripts here.")] = None
     script_args: Annotated[list[Any], Field(description="Empty.")] = Field(default_factory=list)
     send_images: bool = True
-    save_images: Annotated[bool, Field(description="Not true: nothing is saved on the server.")] = False
+    save_images: Annotated[
+        bool,
+        Field(
+            description="Write the images as A1111 does, under the server's --outputs-dir (if it has one)."
+        ),
+    ] = False
     alwayson_scripts: Annotated[dict[str, Any], Field(description="Empty.")] = Field(default_factory=dict)
     force_task_id: str | None = None
     infotext: Annotated[str | None, Field(description="Not set: infotext is not read here.")] = None
@@ -114,19 +140,31 @@ class ProcessingFields(BaseModel):
 class Txt2ImgBody(ProcessingFields):
     """`POST /sdapi/v1/txt2img`."""
 
-    enable_hr: Annotated[bool, Field(description="Not true: no hires fix here.")] = False
+    enable_hr: Annotated[
+        bool, Field(description="The hires fix: a second, image-to-image pass at the upscaled size.")
+    ] = False
     firstphase_width: Annotated[int, Field(description="Only 0.")] = 0
     firstphase_height: Annotated[int, Field(description="Only 0.")] = 0
-    hr_scale: float = 2.0
-    hr_upscaler: str | None = None
-    hr_second_pass_steps: int = 0
-    hr_resize_x: int = 0
-    hr_resize_y: int = 0
-    hr_checkpoint_name: str | None = None
+    hr_scale: Annotated[float, Field(gt=0, le=16)] = 2.0
+    hr_upscaler: Annotated[
+        str | None,
+        Field(
+            description="A latent mode (/sdapi/v1/latent-upscale-modes; null: Latent) or an upscaler "
+            "(/sdapi/v1/upscalers)."
+        ),
+    ] = None
+    hr_second_pass_steps: Annotated[int, Field(ge=0, le=MAX_STEPS, description="0: `steps`.")] = 0
+    hr_resize_x: Annotated[int, Field(ge=0, le=SIZE_MAX)] = 0
+    hr_resize_y: Annotated[int, Field(ge=0, le=SIZE_MAX)] = 0
+    hr_checkpoint_name: Annotated[str | None, Field(description="The served checkpoint, or null.")] = None
     hr_sampler_name: str | None = None
     hr_scheduler: str | None = None
     hr_prompt: str = ""
     hr_negative_prompt: str = ""
+    hr_cfg: Annotated[
+        float | None,
+        Field(ge=0, le=35, description="Forge's: the second pass's CFG scale (null: `cfg_scale`, as A1111)."),
+    ] = None
 
 
 def radio_index_as_bool(value: object) -> object:
@@ -168,9 +206,19 @@ class Img2ImgBody(ProcessingFields):
 
 
 @dataclass(frozen=True)
+class Hires:
+    """The hires fix of a plan: the second pass, and what the answer reports of it."""
+
+    fix: HiresFix
+    resolved: Resolved
+    all_prompts: tuple[str, str]
+
+
+@dataclass(frozen=True)
 class Plan:
-    """A validated body: the engine's request, the images' post-processing (img2img with a mask), and
-    what the answer reports."""
+    """A validated body: the engine's request, the images' post-processing (img2img with a mask, the hires
+    fix's second pass), and what the answer reports. `settings` are the changeable settings the request runs
+    with; `kept_settings` the overrides that outlast it (`override_settings_restore_afterwards` false)."""
 
     request: GenerationRequest
     body: ProcessingFields
@@ -178,35 +226,144 @@ class Plan:
     all_prompts: tuple[str, str]  # the styled prompt and negative prompt, as A1111 reports them
     seed: int
     overlay: images.Overlay | None = None
+    settings: Mapping[str, Any] = field(default_factory=lambda: dict(ADJUSTABLE_DEFAULTS))
+    kept_settings: Mapping[str, Any] = field(default_factory=dict)
+    hires: Hires | None = None
 
     @property
     def images(self) -> int:
         return self.body.batch_size * self.body.n_iter
 
+    @property
+    def steps_per_image(self) -> int | None:
+        """Steps each image runs in all its passes, where they are known before it starts."""
+        if self.hires is None:
+            return None
+        return self.body.steps + self.hires.fix.steps
+
 
 def parse_txt2img(
-    raw: bytes, *, served: ServedModel, max_images: int, random_seed: RandomSeed | None = None
+    raw: bytes,
+    *,
+    settings: Settings,
+    max_images: int,
+    adjustable: Mapping[str, Any] = ADJUSTABLE_DEFAULTS,
+    random_seed: RandomSeed | None = None,
 ) -> Plan:
-    """Validate a txt2img body (MalformedBody, a 422, on the first problem). `served` is the model that
-    `override_settings` may name; `max_images` bounds batch_size x n_iter."""
+    """Validate a txt2img body (MalformedBody, a 422, on the first problem). `settings` are the server's
+    (the model `override_settings` may name), `adjustable` the changeable A1111 settings as they are;
+    `max_images` bounds batch_size x n_iter."""
     body = validate(Txt2ImgBody, load_json_object(raw))
-    check_common(body, served, max_images)
-    refuse_if(body.enable_hr, "enable_hr", "the hires fix is not run here")
-    refuse_if(body.firstphase_width != 0, "firstphase_width", "the hires fix is not run here; send 0")
-    refuse_if(body.firstphase_height != 0, "firstphase_height", "the hires fix is not run here; send 0")
-    return plan(body, body.width, body.height, random_seed=random_seed)
+    effective, kept = check_common(body, settings, adjustable, max_images)
+    refuse_if(
+        body.firstphase_width != 0, "firstphase_width", "the legacy first-pass size is not run here; send 0"
+    )
+    refuse_if(
+        body.firstphase_height != 0, "firstphase_height", "the legacy first-pass size is not run here; send 0"
+    )
+    planned = plan(body, body.width, body.height, settings=effective, kept=kept, random_seed=random_seed)
+    if not body.enable_hr:
+        return planned
+    return with_hires(planned, body, ServedModel.of(settings))
+
+
+def with_hires(planned: Plan, body: Txt2ImgBody, served: ServedModel) -> Plan:
+    """The plan with the hires fix's second pass (hires.py); the first pass returns its latents for a latent
+    upscaler."""
+    upscaler = body.hr_upscaler if body.hr_upscaler is not None else DEFAULT_LATENT_MODE
+    if upscaler not in LATENT_MODES and upscaler not in PIXEL_UPSCALERS:
+        offered = [*PIXEL_UPSCALERS[:1], *LATENT_MODES, *PIXEL_UPSCALERS[1:]]
+        raise malformed(
+            ("hr_upscaler",),
+            f"{shown(upscaler)} is not an upscaler here (no upscaler model is loaded); this server has: "
+            + ", ".join(offered),
+            kind=ProblemKind.NOT_ALLOWED,
+            value=upscaler,
+        )
+    strength = body.denoising_strength
+    if not strength:
+        raise malformed(
+            ("denoising_strength",),
+            f"{shown(strength)}: the hires fix's second pass needs a denoising strength above 0",
+            kind=ProblemKind.NOT_ALLOWED,
+            value=strength,
+        )
+    refuse_if(
+        body.hr_checkpoint_name not in (None, "", "Use same checkpoint", *served.names),
+        "hr_checkpoint_name",
+        f"the second pass runs the one model served here, {served.title}",
+    )
+    sizes = hires_sizes(body.width, body.height, body.hr_scale, body.hr_resize_x, body.hr_resize_y)
+    width, height = sizes.output
+    if not (SIZE_MIN <= width <= SIZE_MAX and SIZE_MIN <= height <= SIZE_MAX):
+        blamed = "hr_resize_x" if body.hr_resize_x else "hr_resize_y" if body.hr_resize_y else "hr_scale"
+        raise malformed(
+            (blamed,),
+            f"the hires fix would make {width}x{height}; each side must be from {SIZE_MIN} to {SIZE_MAX}",
+            kind=ProblemKind.OUT_OF_RANGE,
+            value=getattr(body, blamed),
+        )
+    sampler_name = (
+        body.hr_sampler_name if body.hr_sampler_name not in (None, "", "Use same sampler") else None
+    )
+    scheduler = body.hr_scheduler if body.hr_scheduler not in (None, "", "Use same scheduler") else None
+    resolved = resolve(
+        sampler_name or body.sampler_name,
+        body.sampler_index,
+        scheduler or body.scheduler,
+        fields=(
+            "hr_sampler_name" if sampler_name else "sampler_name",
+            "hr_scheduler" if scheduler else "scheduler",
+        ),
+    )
+    prompt, negative_prompt = styled(
+        body.hr_prompt or body.prompt, body.hr_negative_prompt or body.negative_prompt, body.styles or ()
+    )
+    positive = parse_prompt(prompt, "hr_prompt" if body.hr_prompt else "prompt", positive=True)
+    negative = parse_prompt(
+        negative_prompt,
+        "hr_negative_prompt" if body.hr_negative_prompt else "negative_prompt",
+        positive=False,
+    )
+    steps = body.hr_second_pass_steps or body.steps
+    schedule, denoise_from = second_pass_schedule(steps, strength)
+    second = GenerationRequest(
+        prompts=(positive.weighted(),),
+        negative_prompts=(negative.weighted(),) if has_text(negative) else (),
+        width=width,
+        height=height,
+        seed=planned.seed,
+        steps=schedule,
+        cfg_scale=body.hr_cfg if body.hr_cfg is not None else body.cfg_scale,
+        sampler=resolved.sampler.sampler,
+        denoise_from=denoise_from,
+        sigma_schedule=resolved.schedule,
+        eta=eta_for(resolved.sampler.sampler, body.eta),
+        first_encoder_layer=planned.request.first_encoder_layer,
+    )
+    fix = HiresFix(upscaler, sizes, steps, second)
+    first = dataclasses.replace(planned.request, return_latents=fix.latent is not None)
+    return dataclasses.replace(planned, request=first, hires=Hires(fix, resolved, (prompt, negative_prompt)))
 
 
 def parse_img2img(
-    raw: bytes, *, served: ServedModel, max_images: int, random_seed: RandomSeed | None = None
+    raw: bytes,
+    *,
+    settings: Settings,
+    max_images: int,
+    adjustable: Mapping[str, Any] = ADJUSTABLE_DEFAULTS,
+    random_seed: RandomSeed | None = None,
 ) -> Plan:
-    """Validate an img2img body, decode its images and do A1111's pixel work on them (MalformedBody)."""
+    """Validate an img2img body, decode its images and do A1111's pixel work on them (MalformedBody, or
+    A1111's own refusals)."""
     body = validate(Img2ImgBody, load_json_object(raw))
-    check_common(body, served, max_images)
+    effective, kept = check_common(body, settings, adjustable, max_images)
     init_images = body.init_images
+    if init_images is None:
+        raise A1111Refusal(404, "Init image not found")
     if not init_images:
         raise malformed(
-            (), "required key [init_images] not found", kind=ProblemKind.REQUIRED_KEY, value="init_images"
+            ("init_images",), "expected exactly one image, found none", kind=ProblemKind.TOO_SHORT, value=0
         )
     if len(init_images) > 1:
         raise malformed(
@@ -239,10 +396,13 @@ def parse_img2img(
             value=3,
         )
     width, height = body.width, body.height
-    denoise = body.denoising_strength
+    denoise = from_strength(body.denoising_strength)
+    planned = functools.partial(
+        plan, body, width, height, settings=effective, kept=kept, random_seed=random_seed
+    )
     if mask is None:
         source = init if body.resize_mode == 3 else images.resize_image(body.resize_mode, init, width, height)
-        return plan(body, width, height, init_image=source, denoise_from=denoise, random_seed=random_seed)
+        return planned(init_image=source, denoise=denoise)
     if mask.size != init.size:
         mask = images.resize_image(0, mask, *init.size)  # our rule: a mask of another size is stretched
     if body.inpainting_mask_invert:
@@ -252,7 +412,7 @@ def parse_img2img(
     if body.inpaint_full_res and region is None:
         # A1111: an empty mask with "only masked" falls back to plain img2img.
         source = images.resize_image(body.resize_mode, init, width, height)
-        return plan(body, width, height, init_image=source, denoise_from=denoise, random_seed=random_seed)
+        return planned(init_image=source, denoise=denoise)
     if region is not None:
         x1, y1, x2, y2 = images.expand_crop_region(region, width, height, *mask.size)
         engine_mask = images.resize_image(2, mask.crop((x1, y1, x2, y2)), width, height)
@@ -264,19 +424,14 @@ def parse_img2img(
         overlay = images.Overlay(images.overlay_of(source, images.double_mask(engine_mask)))
     if body.inpainting_fill == 0:
         source = images.fill(source, engine_mask)
-    return plan(
-        body,
-        width,
-        height,
-        init_image=source,
-        mask=engine_mask,
-        denoise_from=denoise,
-        overlay=overlay,
-        random_seed=random_seed,
-    )
+    return planned(init_image=source, mask=engine_mask, denoise=denoise, overlay=overlay)
 
 
-def check_common(body: ProcessingFields, served: ServedModel, max_images: int) -> None:
+def check_common(
+    body: ProcessingFields, settings: Settings, adjustable: Mapping[str, Any], max_images: int
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The rules both bodies share. Returns the changeable settings the request runs with, and those of
+    its overrides that are kept after it."""
     for name in ("width", "height"):
         side = getattr(body, name)
         if side % SIZE_STEP or not SIZE_MIN <= side <= SIZE_MAX:
@@ -316,9 +471,8 @@ def check_common(body: ProcessingFields, served: ServedModel, max_images: int) -
     refuse_if(bool(body.script_name), "script_name", "no scripts run here (/sdapi/v1/scripts)")
     refuse_if(bool(body.script_args), "script_args", "no scripts run here (/sdapi/v1/scripts)")
     refuse_if(bool(body.alwayson_scripts), "alwayson_scripts", "no scripts run here (/sdapi/v1/scripts)")
-    refuse_if(body.save_images, "save_images", "nothing is saved on this server; the images come back")
     refuse_if(bool(body.infotext), "infotext", "infotext is not read here; send the fields themselves")
-    check_settings(body.override_settings or {}, ("override_settings",), served)
+    overrides = check_settings(body.override_settings or {}, ("override_settings",), settings, adjustable)
     for index, name in enumerate(body.styles or ()):
         if name not in STYLE_PRESETS:
             raise malformed(
@@ -327,6 +481,8 @@ def check_common(body: ProcessingFields, served: ServedModel, max_images: int) -
                 kind=ProblemKind.NOT_ALLOWED,
                 value=name,
             )
+    kept = {} if body.override_settings_restore_afterwards else overrides
+    return {**adjustable, **overrides}, kept
 
 
 def plan(
@@ -336,8 +492,10 @@ def plan(
     *,
     init_image: Image.Image | None = None,
     mask: Image.Image | None = None,
-    denoise_from: float = 1.0,
+    denoise: DenoiseWindow = FULL_SCHEDULE,
     overlay: images.Overlay | None = None,
+    settings: Mapping[str, Any] = ADJUSTABLE_DEFAULTS,
+    kept: Mapping[str, Any] | None = None,
     random_seed: RandomSeed | None = None,
 ) -> Plan:
     resolved = resolve(body.sampler_name, body.sampler_index, body.scheduler)
@@ -355,14 +513,16 @@ def plan(
         steps=body.steps,
         cfg_scale=body.cfg_scale,
         sampler=resolved.sampler.sampler,
-        denoise_from=denoise_from,
+        denoise_from=denoise.denoise_from,
+        denoise_to=denoise.denoise_to,
         init_image=init_image,
         mask=mask,
         samples=body.batch_size * body.n_iter,
         sigma_schedule=resolved.schedule,
         eta=eta,
+        first_encoder_layer=first_encoder_layer(settings),
     )
-    return Plan(request, body, resolved, (prompt, negative_prompt), seed, overlay)
+    return Plan(request, body, resolved, (prompt, negative_prompt), seed, overlay, settings, kept or {})
 
 
 def has_text(prompt: ParsedPrompt) -> bool:
@@ -398,10 +558,14 @@ def eta_for(sampler: Sampler, eta: float | None) -> float | None:
 
 
 def image_field(value: str, location: Location) -> Image.Image:
-    """A base64 image, with or without A1111's `data:image/...;base64,` prefix."""
+    """A base64 image, with or without A1111's `data:image/...;base64,` prefix; one that does not decode is
+    A1111's own refusal (api.py, decode_base64_to_image)."""
     if value.startswith("data:image/"):
         value = value.split(";", 1)[-1].split(",", 1)[-1]
-    return decode_base64_field(value, location, error_name="invalid_image")
+    try:
+        return decode_base64_field(value, location, error_name="invalid_image")
+    except MalformedBody:
+        raise A1111Refusal(500, "Invalid encoded image") from None
 
 
 def refuse_if(condition: bool, field: str, reason: str) -> None:

@@ -3,6 +3,9 @@
 - A body problem: 422 `{"detail": [{"loc": ["body", "steps"], "msg": "...", "type": "..."}]}`, FastAPI's
   validation shape (pydantic v1's `type` names); `loc` starts with "body" and names the field.
 - An unknown route under /sdapi/: 404 `{"detail": "Not Found"}`, FastAPI's.
+- A refusal A1111 makes itself (A1111Refusal: an img2img without `init_images` is 404 "Init image not
+  found", an image that does not decode 500 "Invalid encoded image", POST /options naming another
+  checkpoint 500 RuntimeError "model '...' not found"): A1111's middleware shape with A1111's status.
 - Anything else: A1111's middleware shape `{"error", "detail", "body", "errors"}` with the status: 401 for
   auth (with `WWW-Authenticate: Basic`, as A1111's `--api-auth`), 429 for a full queue, 503 while the model
   loads or the server shuts down, 408 past the server's timeout, 500 for an engine failure.
@@ -50,6 +53,19 @@ PROBLEM_TYPES = {
 }
 
 
+class A1111Refusal(errors.ServiceError):
+    """A refusal A1111 makes itself, answered as its middleware answers it: `status`, the exception's type
+    (`error`), its `detail`, and the exception as text (`errors`, by default `STATUS: detail`, as
+    FastAPI's HTTPException prints)."""
+
+    def __init__(self, status: int, detail: str, *, error: str = "HTTPException", text: str | None = None):
+        super().__init__(detail or (text or ""))
+        self.status = status
+        self.error = error
+        self.detail = detail
+        self.text = text if text is not None else f"{status}: {detail}"
+
+
 class ValidationProblem(BaseModel):
     """One finding (FastAPI also sends pydantic's `input`, `ctx`, `url` for the errors it finds itself)."""
 
@@ -87,6 +103,8 @@ class ErrorBody(BaseModel):
 
 
 def status_of(error: errors.ServiceError) -> int:
+    if isinstance(error, A1111Refusal):
+        return error.status
     return most_specific(STATUSES, error)
 
 
@@ -105,7 +123,9 @@ def error_response(error: errors.ServiceError, request_id: str) -> Response:
     status = status_of(error)
     body: BaseModel
     headers: dict[str, str] = {}
-    if isinstance(error, errors.InvalidRequest):
+    if isinstance(error, A1111Refusal):
+        body = ErrorBody(error=error.error, detail=error.detail, body="", errors=error.text)
+    elif isinstance(error, errors.InvalidRequest):
         body = ValidationErrorBody(detail=[validation_problem(error)])
     elif isinstance(error, errors.NotFound):
         body = NotFoundBody(detail="Not Found")

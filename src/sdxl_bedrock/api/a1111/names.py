@@ -6,9 +6,12 @@ sampler's name (`DPM++ 2M Karras`), which A1111 still reads and so do we (`resol
 sampler's own schedule as A1111 has it: Karras for DPM++ 2M, DPM++ 2S a, DPM2 and DPM2 a, the model's own
 spacing for the others.
 
+DDIM is one of A1111's timestep samplers (modules/sd_samplers_timesteps.py), which walk their own
+timesteps: any of A1111's schedules is taken with it and has no effect, as in A1111.
+
 Our rules where A1111 differs: a sampler or scheduler this server does not run is a 422 naming the field
 (A1111 1.10 falls back to its default sampler and schedule without a word); Karras with a sampler whose
-scheduler has no Karras schedule (Euler a, DDIM, DDPM) is a 422 too. `DDPM` is ours (A1111 has none).
+scheduler has no Karras schedule (Euler a, DDPM) is a 422 too. `DDPM` is ours (A1111 has none).
 """
 
 from __future__ import annotations
@@ -64,6 +67,8 @@ SAMPLERS: tuple[A1111Sampler, ...] = (
     A1111Sampler("DDPM", Sampler.DDPM, ("ddpm",)),
 )
 SAMPLERS_BY_NAME = {sampler.name: sampler for sampler in SAMPLERS}
+# Those A1111 runs as timestep samplers, which take no schedule.
+TIMESTEP_SAMPLERS = frozenset({Sampler.DDIM})
 SAMPLER_NAMES = {sampler.sampler: sampler.name for sampler in SAMPLERS}
 # A1111's samplers.py: `samplers[0]` is its default; the API model's `sampler_index` defaults to "Euler".
 DEFAULT_SAMPLER_INDEX = "Euler"
@@ -126,21 +131,33 @@ class Resolved:
     scheduler: str
 
 
-def resolve(sampler_name: str | None, sampler_index: str | None, scheduler: str | None) -> Resolved:
+def resolve(
+    sampler_name: str | None,
+    sampler_index: str | None,
+    scheduler: str | None,
+    *,
+    fields: tuple[str, str] = ("sampler_name", "scheduler"),
+) -> Resolved:
     """A1111's `get_sampler_and_scheduler`: the sampler named by `sampler_name` (else `sampler_index`), a
-    schedule label appended to it taking the place of `scheduler`. Raises MalformedBody (422)."""
-    field_name = "sampler_name" if sampler_name else "sampler_index"
+    schedule label appended to it taking the place of `scheduler`. `fields` name the sampler's and the
+    scheduler's field in refusals (the hires fix has its own). Raises MalformedBody (422)."""
+    field_name = fields[0] if sampler_name else "sampler_index"
     name = sampler_name or sampler_index or DEFAULT_SAMPLER_INDEX
-    chosen = scheduler_named(scheduler)
+    suffixed = None
     for candidate in SCHEDULERS:
         suffix = " " + candidate.label
         if name.endswith(suffix):
-            chosen, name = candidate, name[: -len(suffix)]
+            suffixed, name = candidate, name[: -len(suffix)]
             break
     found = SAMPLERS_BY_NAME.get(name)
     if found is None:
         names = [sampler.name for sampler in SAMPLERS]
         raise unknown(field_name, name, "sampler", names, SAMPLERS_NOT_RUN_HERE)
+    if found.sampler in TIMESTEP_SAMPLERS and suffixed is None and known_scheduler(scheduler):
+        # A1111's timestep samplers (sd_samplers_timesteps.py) walk their own timesteps, whatever the
+        # schedule (SillyTavern sends `normal` by default); the infotext names the one sent.
+        return Resolved(found, SigmaSchedule.DEFAULT, scheduler_label(scheduler))
+    chosen = suffixed or scheduler_named(scheduler, fields[1])
     schedule = found.automatic_schedule if chosen.schedule is None else chosen.schedule
     if schedule is SigmaSchedule.KARRAS and found.sampler not in SAMPLERS_WITH_KARRAS_SIGMAS:
         raise malformed(
@@ -155,14 +172,25 @@ def resolve(sampler_name: str | None, sampler_index: str | None, scheduler: str 
     return Resolved(found, schedule, label)
 
 
-def scheduler_named(name: str | None) -> A1111Scheduler:
+def scheduler_named(name: str | None, field_name: str = "scheduler") -> A1111Scheduler:
     if not name:
         return AUTOMATIC
     found = SCHEDULERS_BY_NAME.get(name)
     if found is None:
         labels = [scheduler.label for scheduler in SCHEDULERS]
-        raise unknown("scheduler", name, "scheduler", labels, SCHEDULERS_NOT_RUN_HERE)
+        raise unknown(field_name, name, "scheduler", labels, SCHEDULERS_NOT_RUN_HERE)
     return found
+
+
+def known_scheduler(name: str | None) -> bool:
+    return not name or name in SCHEDULERS_BY_NAME or name in SCHEDULERS_NOT_RUN_HERE
+
+
+def scheduler_label(name: str | None) -> str:
+    if not name:
+        return AUTOMATIC.label
+    found = SCHEDULERS_BY_NAME.get(name)
+    return found.label if found is not None else name
 
 
 def unknown(

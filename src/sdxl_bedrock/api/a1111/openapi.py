@@ -8,7 +8,7 @@ from pydantic import BaseModel
 
 from sdxl_bedrock import errors
 from sdxl_bedrock.api.a1111.bodies import Img2ImgBody, Txt2ImgBody
-from sdxl_bedrock.api.a1111.errors import error_docs
+from sdxl_bedrock.api.a1111.errors import ErrorBody, error_docs
 from sdxl_bedrock.api.openapi import JSON, REQUEST_ID_HEADER, Schema, request_body
 
 # Auth (when on), a bug. Generation adds the body, the queue, the engine, the timeout, loading, shutdown.
@@ -63,13 +63,30 @@ def settings_request_body() -> Schema:
     return request_body({JSON: schema})
 
 
-def responses(model: Any, description: str, route_errors: tuple[type[errors.ServiceError], ...]) -> Any:
+def responses(
+    model: Any,
+    description: str,
+    route_errors: tuple[type[errors.ServiceError], ...],
+    a1111_refusals: dict[int, str] | None = None,
+) -> Any:
+    """The route's answers; `a1111_refusals` the statuses of the refusals A1111 itself makes there."""
     answer: dict[str, Any] = {"description": description, "headers": REQUEST_ID_HEADER}
     if isinstance(model, dict):
         answer["content"] = {JSON: {"schema": model}}
     else:
         answer["model"] = model
-    return {200: answer, **error_docs(route_errors)}
+    documented = error_docs(route_errors)
+    for status, when in (a1111_refusals or {}).items():
+        entry = documented.setdefault(
+            status, {"description": "", "headers": dict(REQUEST_ID_HEADER), "model": ErrorBody}
+        )
+        entry["description"] = f"{entry['description']} A1111's own refusal: {when}.".strip()
+    return {200: answer, **documented}
+
+
+# The refusals A1111 makes itself (errors.A1111Refusal), by route.
+IMG2IMG_REFUSALS = {404: "no init_images", 500: "an image that does not decode"}
+SETTINGS_REFUSALS = {500: "a checkpoint that is not served"}
 
 
 NULL: Schema = {"type": "null"}

@@ -27,10 +27,15 @@ from sdxl_bedrock.scheduler.types import Preview
 
 @dataclass(eq=False)
 class Task:
-    """One request in progress: `images` rows of the same steps."""
+    """One request in progress: `images` rows of the same steps, in `passes` passes (2 with the hires fix,
+    whose second pass A1111 counts as one more job per image); `steps_per_image` counts the steps of all
+    passes where they are known before the first step."""
 
     job: str  # A1111's job name: "txt2img" or "img2img"
     images: int
+    passes: int = 1
+    steps_per_image: int | None = None
+    skipped: bool = False
     started: float = field(default_factory=time.time)
     stop: StopSignal = field(default_factory=StopSignal)
     window: int = 0  # steps each image runs (known from its first step)
@@ -69,11 +74,13 @@ class Tasks:
         self.job_timestamp = ""
 
     @contextmanager
-    def track(self, job: str, images: int) -> Iterator[Task]:
+    def track(
+        self, job: str, images: int, *, passes: int = 1, steps_per_image: int | None = None
+    ) -> Iterator[Task]:
         if not self.running:  # A1111's state.begin: a new job clears the last one's flags
             self.interrupted = self.skipped = False
             self.job_timestamp = datetime.now().strftime("%Y%m%d%H%M%S")
-        task = Task(job, images)
+        task = Task(job, images, passes, steps_per_image)
         self.running.append(task)
         try:
             yield task
@@ -88,6 +95,7 @@ class Tasks:
     def skip(self) -> None:
         self.skipped = True
         for task in self.running:
+            task.skipped = True
             task.stop.skip()
 
     def snapshot(self, now: float | None = None) -> Snapshot:
@@ -98,7 +106,7 @@ class Tasks:
             "interrupted": self.interrupted,
             "stopping_generation": False,
             "job": "+".join(sorted({task.job for task in tasks})),
-            "job_count": sum(task.images for task in tasks),
+            "job_count": sum(task.images * task.passes for task in tasks),
             "job_timestamp": self.job_timestamp,
             "job_no": sum(task.images_done for task in tasks),
             "sampling_step": latest.step if latest is not None else 0,
@@ -106,7 +114,7 @@ class Tasks:
         }
         if not tasks:
             return Snapshot(0.0, 0.0, state, None, None)
-        asked = sum(task.images * task.window for task in tasks if task.window)
+        asked = sum(task.images * (task.steps_per_image or task.window) for task in tasks if task.window)
         done = sum(task.row_steps for task in tasks)
         progress = 0.01 + (done / asked if asked else 0.0)
         elapsed = (now if now is not None else time.time()) - min(task.started for task in tasks)

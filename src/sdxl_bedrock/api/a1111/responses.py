@@ -1,9 +1,11 @@
 """A1111's answers as pydantic models (they serialize and document them), and the `info` of a generation.
 
 `info` is a JSON string, as A1111's `Processed.js()` makes it: the styled prompts of every image asked for,
-its seeds, the sampler, size and steps, and one infotext per image returned (A1111's PNG "parameters"
-line: `prompt`, `Negative prompt: ...`, `Steps: 20, Sampler: Euler a, Schedule type: Automatic, ...`).
-The infotext is not written into the PNGs (A1111's `enable_pnginfo`; off here, and said so in /options).
+its seeds, the sampler, size and steps (the first pass's, with the hires fix), and one infotext per image
+returned (A1111's PNG "parameters" text: `prompt`, `Negative prompt: ...`, `Steps: 20, Sampler: Euler a,
+Schedule type: Automatic, ...`, in create_infotext's order), which each PNG also carries
+(`enable_pnginfo`). Ours, where a request asked for `save_images`: `saved_images`, the files written
+(relative to --outputs-dir), and `comments` saying why when none was.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, RootModel
 
 from sdxl_bedrock import __version__
-from sdxl_bedrock.api.a1111.bodies import Img2ImgBody, Plan
+from sdxl_bedrock.api.a1111.bodies import Hires, Img2ImgBody, Plan, Txt2ImgBody
 from sdxl_bedrock.api.a1111.options import ServedModel
 from sdxl_bedrock.generation import sample_requests
 from sdxl_bedrock.schema import Artifact
@@ -76,6 +78,23 @@ class SDModelItem(BaseModel):
     config: str | None
 
 
+class SDVaeItem(BaseModel):
+    model_name: str
+    filename: str
+
+
+class UpscalerItem(BaseModel):
+    name: str
+    model_name: str | None
+    model_path: str | None
+    model_url: str | None
+    scale: float | None
+
+
+class LatentUpscaleModeItem(BaseModel):
+    name: str
+
+
 class PromptStyleItem(BaseModel):
     name: str
     prompt: str | None
@@ -103,9 +122,14 @@ class Empty(BaseModel):
 
 
 def generation_body(
-    plan: Plan, artifacts: list[Artifact], images_base64: list[str], served: ServedModel
+    plan: Plan,
+    artifacts: list[Artifact],
+    images_base64: list[str],
+    served: ServedModel,
+    saved: list[str] | None = None,
+    not_saved: str | None = None,
 ) -> bytes:
-    """The txt2img / img2img answer."""
+    """The txt2img / img2img answer; `saved` and `not_saved` where the request asked for save_images."""
     body = plan.body
     excluded = (
         {"init_images", "mask"} if isinstance(body, Img2ImgBody) and not body.include_init_images else set()
@@ -113,14 +137,20 @@ def generation_body(
     parameters = body.model_dump(mode="json")
     for key in excluded:
         parameters[key] = None
-    info = info_json(plan, artifacts, served)
+    info = info_json(plan, artifacts, served, saved, not_saved)
     answer = GenerationResponse(
         images=images_base64 if body.send_images else [], parameters=parameters, info=info
     )
     return answer.model_dump_json().encode()
 
 
-def info_json(plan: Plan, artifacts: list[Artifact], served: ServedModel) -> str:
+def info_json(
+    plan: Plan,
+    artifacts: list[Artifact],
+    served: ServedModel,
+    saved: list[str] | None = None,
+    not_saved: str | None = None,
+) -> str:
     body = plan.body
     prompt, negative_prompt = plan.all_prompts
     all_seeds = [sample.seed for sample in sample_requests(plan.request)]
@@ -155,11 +185,20 @@ def info_json(plan: Plan, artifacts: list[Artifact], served: ServedModel) -> str
         "infotexts": [infotext(plan, artifact.seed, served) for artifact in artifacts],
         "styles": list(body.styles or ()),
         "job_timestamp": datetime.now().strftime("%Y%m%d%H%M%S"),
-        "clip_skip": 1,
+        "clip_skip": clip_skip(plan),
         "is_using_inpainting_conditioning": False,
         "version": VERSION,
     }
+    if plan.body.save_images:
+        obj["saved_images"] = saved or []
+        if not_saved is not None:
+            obj["comments"] = not_saved
     return json.dumps(obj, ensure_ascii=False)
+
+
+def clip_skip(plan: Plan) -> int:
+    """A1111 reports the setting whatever its effect (none on SDXL without sdxl_clip_l_skip)."""
+    return int(plan.settings["CLIP_stop_at_last_layers"])
 
 
 def extra_parameters(plan: Plan) -> dict[str, Any]:
@@ -167,6 +206,8 @@ def extra_parameters(plan: Plan) -> dict[str, Any]:
     extra: dict[str, Any] = {"Schedule type": plan.resolved.scheduler}
     if plan.request.eta is not None:
         extra["Eta"] = plan.request.eta
+    if isinstance(body, Txt2ImgBody) and plan.hires is not None:
+        extra.update(hires_parameters(plan, body, plan.hires))
     if isinstance(body, Img2ImgBody):
         extra["Denoising strength"] = body.denoising_strength
         if body.mask is not None:
@@ -178,11 +219,35 @@ def extra_parameters(plan: Plan) -> dict[str, Any]:
     return {key: value for key, value in extra.items() if value is not None}
 
 
+def hires_parameters(plan: Plan, body: Txt2ImgBody, hires: Hires) -> dict[str, Any]:
+    """What StableDiffusionProcessingTxt2Img.init adds for the hires fix, in its order (and Forge's
+    `Hires CFG Scale` for `hr_cfg`)."""
+    prompt, negative_prompt = plan.all_prompts
+    hires_prompt, hires_negative_prompt = hires.all_prompts
+    first_label, hires_label = plan.resolved.scheduler, hires.resolved.scheduler
+    resized = body.hr_resize_x != 0 or body.hr_resize_y != 0
+    return {
+        "Denoising strength": body.denoising_strength,
+        "Hires sampler": hires.resolved.sampler.name
+        if hires.resolved.sampler.name != plan.resolved.sampler.name
+        else None,
+        "Hires prompt": hires_prompt if hires_prompt != prompt else None,
+        "Hires negative prompt": hires_negative_prompt if hires_negative_prompt != negative_prompt else None,
+        "Hires schedule type": hires_label if hires_label != first_label else None,
+        "Hires CFG Scale": body.hr_cfg,
+        "Hires upscale": None if resized else body.hr_scale,
+        "Hires resize": f"{body.hr_resize_x}x{body.hr_resize_y}" if resized else None,
+        "Hires steps": body.hr_second_pass_steps or None,
+        "Hires upscaler": body.hr_upscaler,
+    }
+
+
 def infotext(plan: Plan, seed: int, served: ServedModel) -> str:
     """A1111's create_infotext for one image, with what this server knows."""
     body = plan.body
     prompt, negative_prompt = plan.all_prompts
     extra = extra_parameters(plan)
+    skip = clip_skip(plan)
     parameters: dict[str, Any] = {
         "Steps": body.steps,
         "Sampler": plan.resolved.sampler.name,
@@ -191,10 +256,13 @@ def infotext(plan: Plan, seed: int, served: ServedModel) -> str:
         "Seed": seed,
         "Size": f"{body.width}x{body.height}",
         "Model": served.model_name,
+        "Denoising strength": extra.pop("Denoising strength", None),
+        "Clip skip": skip if skip > 1 else None,
+        "RNG": "CPU",  # A1111 names its noise source unless it is the GPU
         **extra,
         "Version": VERSION,
     }
-    line = ", ".join(f"{key}: {quoted(value)}" for key, value in parameters.items())
+    line = ", ".join(f"{key}: {quoted(value)}" for key, value in parameters.items() if value is not None)
     negative = f"\nNegative prompt: {negative_prompt}" if negative_prompt else ""
     return f"{prompt}{negative}\n{line}".strip()
 

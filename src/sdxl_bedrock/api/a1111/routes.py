@@ -1,8 +1,9 @@
 """The A1111 web UI API routes (`/sdapi/v1/...`) over the shared engine.
 
 txt2img and img2img make images through the batcher, so concurrent calls share UNet calls (A1111 runs one
-at a time); progress, interrupt and skip act on this wire's requests in progress (progress.py); the
-listing routes describe this server in A1111's shapes.
+at a time), the hires fix's second pass too (hires.py); progress, interrupt and skip act on this wire's
+requests in progress (progress.py); the listing routes describe this server in A1111's shapes, and
+`/options` changes the settings that can change here (options.py).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import io
 import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
@@ -20,12 +22,15 @@ from starlette.responses import Response
 from sdxl_bedrock.api.a1111 import images, openapi
 from sdxl_bedrock.api.a1111.auth import check_auth
 from sdxl_bedrock.api.a1111.bodies import Plan, parse_img2img, parse_txt2img
+from sdxl_bedrock.api.a1111.errors import A1111Refusal
+from sdxl_bedrock.api.a1111.hires import LATENT_MODES, PIXEL_UPSCALERS, UPSCALER_SCALE
 from sdxl_bedrock.api.a1111.names import SAMPLERS, SCHEDULERS
-from sdxl_bedrock.api.a1111.options import ServedModel, check_settings, options
+from sdxl_bedrock.api.a1111.options import Adjustable, ServedModel, check_settings, options
 from sdxl_bedrock.api.a1111.progress import Tasks
 from sdxl_bedrock.api.a1111.responses import (
     Empty,
     GenerationResponse,
+    LatentUpscaleModeItem,
     MemoryResponse,
     ProgressResponse,
     PromptStyleItem,
@@ -33,14 +38,18 @@ from sdxl_bedrock.api.a1111.responses import (
     SchedulerItem,
     ScriptsList,
     SDModelItem,
+    SDVaeItem,
     SettingsMap,
+    UpscalerItem,
     generation_body,
+    infotext,
 )
+from sdxl_bedrock.api.a1111.saving import save_images
 from sdxl_bedrock.api.body import read_body
 from sdxl_bedrock.api.deps import authenticated
 from sdxl_bedrock.api.openapi import JSON
 from sdxl_bedrock.api.validation import load_json_object
-from sdxl_bedrock.codecs import encode_png, png_to_base64
+from sdxl_bedrock.codecs import encode_png, png_to_base64, with_png_text
 from sdxl_bedrock.presets import STYLE_PRESETS
 from sdxl_bedrock.runtime import Runtime
 from sdxl_bedrock.scheduler.types import Preview
@@ -64,6 +73,14 @@ def tasks_of(app: FastAPI) -> Tasks:
     return tasks
 
 
+def adjustable_of(app: FastAPI) -> Adjustable:
+    """This app's changeable A1111 settings (made on first use, at A1111's defaults)."""
+    adjustable: Adjustable | None = getattr(app.state, "a1111_options", None)
+    if adjustable is None:
+        adjustable = app.state.a1111_options = Adjustable()
+    return adjustable
+
+
 def json_response(answer: BaseModel | list[Any] | None) -> Response:
     """A model, a list of models, or JSON's null (A1111's answer where its handler returns nothing)."""
     if isinstance(answer, BaseModel):
@@ -73,25 +90,61 @@ def json_response(answer: BaseModel | list[Any] | None) -> Response:
 
 async def generate(request: Request, runtime: Runtime, job: str, parse: Parser) -> Response:
     raw = await read_body(request)
-    served = ServedModel.of(runtime.settings)
-    plan = await runtime.workers.on_host(parse, raw, served=served, max_images=runtime.settings.max_queue)
-    with tasks_of(request.app).track(job, plan.images) as task:
+    adjustable = adjustable_of(request.app)
+    plan = await runtime.workers.on_host(
+        parse,
+        raw,
+        settings=runtime.settings,
+        adjustable=adjustable.snapshot(),
+        max_images=runtime.settings.max_queue,
+    )
+    adjustable.values.update(plan.kept_settings)
+    passes = 1 if plan.hires is None else 2
+    with tasks_of(request.app).track(
+        job, plan.images, passes=passes, steps_per_image=plan.steps_per_image
+    ) as task:
         artifacts = await runtime.generations.generate(plan.request, task.on_step, task.stop)
-    body = await runtime.workers.on_host(answer, plan, artifacts, served)
+        hires = plan.hires
+        if hires is not None and artifacts and not task.stop.interrupted:
+            # A1111's sample_hr_pass: an interrupt during the first pass answers the first pass's images.
+            seconds = await runtime.workers.on_host(lambda: [hires.fix.second_pass(a) for a in artifacts])
+            artifacts = await runtime.generations.generate_all(seconds, task.on_step, task.stop)
+        stopped = task.stop.interrupted or task.skipped
+    body = await runtime.workers.on_host(
+        answer, plan, artifacts, ServedModel.of(runtime.settings), job, runtime.settings.outputs_dir, stopped
+    )
     return Response(body, media_type=JSON)
 
 
-def answer(plan: Plan, artifacts: list[Artifact], served: ServedModel) -> bytes:
-    """The images (composited with the init image where A1111 does that: inpainting) and the answer."""
+def answer(
+    plan: Plan,
+    artifacts: list[Artifact],
+    served: ServedModel,
+    job: str,
+    outputs_dir: Path | None,
+    stopped: bool,
+) -> bytes:
+    """The images (composited with the init image where A1111 does that: inpainting), each carrying its
+    infotext, saved where asked, and the answer."""
     overlay = plan.overlay
-    if overlay is None or not plan.body.send_images:
-        encoded = [png_to_base64(artifact.png) for artifact in artifacts]
+    if overlay is None:
+        pngs = [artifact.png for artifact in artifacts]
     else:
-        encoded = [
-            png_to_base64(encode_png(images.apply_overlay(Image.open(io.BytesIO(artifact.png)), overlay)))
-            for artifact in artifacts
-        ]
-    return generation_body(plan, artifacts, encoded, served)
+        pngs = [encode_png(images.apply_overlay(Image.open(io.BytesIO(a.png)), overlay)) for a in artifacts]
+    texts = [infotext(plan, artifact.seed, served) for artifact in artifacts]
+    saved: list[str] | None = None
+    not_saved: str | None = None
+    if plan.body.save_images:
+        if outputs_dir is None:
+            not_saved = "save_images: nothing was saved; this server was started without --outputs-dir"
+        elif stopped:
+            not_saved = "save_images: nothing was saved; the request was interrupted or skipped, as in A1111"
+        elif pngs:
+            saved = save_images(outputs_dir, job, pngs, [a.seed for a in artifacts], texts)
+    encoded = [
+        png_to_base64(with_png_text(png, "parameters", text)) for png, text in zip(pngs, texts, strict=True)
+    ]
+    return generation_body(plan, artifacts, encoded, served, saved, not_saved)
 
 
 @router.post(
@@ -109,7 +162,9 @@ async def txt2img(request: Request, runtime: Caller) -> Response:
     "/img2img",
     summary="img2img (A1111)",
     response_class=Response,
-    responses=openapi.responses(GenerationResponse, "The images.", openapi.GENERATION_ERRORS),
+    responses=openapi.responses(
+        GenerationResponse, "The images.", openapi.GENERATION_ERRORS, openapi.IMG2IMG_REFUSALS
+    ),
     openapi_extra=openapi.generation_request_body(img2img=True),
 )
 async def img2img(request: Request, runtime: Caller) -> Response:
@@ -222,6 +277,43 @@ async def sd_models(runtime: Caller) -> Response:
 
 
 @router.get(
+    "/sd-vae",
+    summary="VAEs (A1111): the checkpoint's own",
+    response_class=Response,
+    responses=openapi.responses(list[SDVaeItem], "The VAE files A1111 would list.", openapi.ROUTE_ERRORS),
+)
+async def sd_vaes(runtime: Caller) -> Response:
+    """A1111 lists its VAE files here, never its `Automatic` and `None` choices; the one VAE here is the
+    checkpoint's own, listed by the checkpoint's name (sd_vae takes all three)."""
+    served = ServedModel.of(runtime.settings)
+    return json_response([SDVaeItem(model_name=served.model_name, filename=served.filename)])
+
+
+@router.get(
+    "/upscalers",
+    summary="Upscalers (A1111): those that need no model",
+    response_class=Response,
+    responses=openapi.responses(list[UpscalerItem], "The pixel upscalers.", openapi.ROUTE_ERRORS),
+)
+async def upscalers(runtime: Caller) -> Response:
+    items = [
+        UpscalerItem(name=name, model_name=None, model_path=None, model_url=None, scale=UPSCALER_SCALE)
+        for name in PIXEL_UPSCALERS
+    ]
+    return json_response(items)
+
+
+@router.get(
+    "/latent-upscale-modes",
+    summary="Latent upscale modes (A1111)",
+    response_class=Response,
+    responses=openapi.responses(list[LatentUpscaleModeItem], "A1111's six.", openapi.ROUTE_ERRORS),
+)
+async def latent_upscale_modes(runtime: Caller) -> Response:
+    return json_response([LatentUpscaleModeItem(name=name) for name in LATENT_MODES])
+
+
+@router.get(
     "/prompt-styles",
     summary="Styles: this server's style presets (A1111)",
     response_class=Response,
@@ -251,20 +343,27 @@ async def scripts(runtime: Caller) -> Response:
     response_class=Response,
     responses=openapi.responses(SettingsMap, "The settings.", openapi.ROUTE_ERRORS),
 )
-async def get_options(runtime: Caller) -> Response:
-    return json_response(SettingsMap(options(runtime.settings)))
+async def get_options(request: Request, runtime: Caller) -> Response:
+    return json_response(SettingsMap(options(runtime.settings, adjustable_of(request.app).snapshot())))
 
 
 @router.post(
     "/options",
     summary="Set settings (A1111): only to what the server does already",
     response_class=Response,
-    responses=openapi.responses(openapi.NULL, "Accepted (A1111 answers null).", openapi.SETTINGS_ERRORS),
+    responses=openapi.responses(
+        openapi.NULL, "Accepted (A1111 answers null).", openapi.SETTINGS_ERRORS, openapi.SETTINGS_REFUSALS
+    ),
     openapi_extra=openapi.settings_request_body(),
 )
 async def set_options(request: Request, runtime: Caller) -> Response:
     requested = await runtime.workers.on_host(load_json_object, await read_body(request))
-    check_settings(requested, (), ServedModel.of(runtime.settings))
+    checkpoint = requested.get("sd_model_checkpoint")
+    if checkpoint is not None and checkpoint not in ServedModel.of(runtime.settings).names:
+        # A1111's set_config raises before it sets anything; its middleware answers the exception.
+        raise A1111Refusal(500, "", error="RuntimeError", text=f"model {checkpoint!r} not found")
+    adjustable = adjustable_of(request.app)
+    adjustable.values.update(check_settings(requested, (), runtime.settings, adjustable.snapshot()))
     return json_response(None)
 
 

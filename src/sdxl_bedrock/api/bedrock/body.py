@@ -47,6 +47,7 @@ from sdxl_bedrock.api.validation import (
 )
 from sdxl_bedrock.errors import ProblemKind
 from sdxl_bedrock.schema import GenerationRequest
+from sdxl_bedrock.strength import FULL_SCHEDULE, DenoiseWindow
 
 IMAGE_TO_IMAGE_KEYS = (
     "init_image_mode",
@@ -130,11 +131,11 @@ def check_mode_keys(given: set[str]) -> None:
                 )
 
 
-def masked_denoise_range(body: InvokeModelBody) -> tuple[float, float]:
+def masked_denoise_range(body: InvokeModelBody) -> DenoiseWindow:
     """A masked request's window: all of the schedule, unless `image_strength` or STEP_SCHEDULE says
     otherwise."""
     if body.init_image_mode == "IMAGE_STRENGTH" and "image_strength" not in body.model_fields_set:
-        return 1.0, 0.0
+        return FULL_SCHEDULE
     return denoise_range(body)
 
 

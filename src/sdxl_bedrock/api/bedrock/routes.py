@@ -1,11 +1,14 @@
 """The Bedrock Runtime routes: POST /model/{modelId}/invoke and /invoke-with-response-stream for
-stability.stable-diffusion-xl-v1; and the operations SDXL does not take (Converse, ConverseStream,
+stability.stable-diffusion-xl-v1, and with `--stability-image-models` for Bedrock's current Stability
+image models (image_models.py); and the operations SDXL does not take (Converse, ConverseStream,
 CountTokens, StartAsyncInvoke), each refused as Bedrock refuses a model that does not support it."""
 
 from __future__ import annotations
 
+import functools
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 from urllib.parse import unquote
@@ -16,14 +19,23 @@ from starlette.responses import Response, StreamingResponse
 from sdxl_bedrock.api.auth import SigV4Authorization, check_bedrock_credentials, check_bedrock_signature
 from sdxl_bedrock.api.bedrock import openapi
 from sdxl_bedrock.api.bedrock.body import Invocation, parse_invoke_body
+from sdxl_bedrock.api.bedrock.image_models import (
+    CHECKPOINT_HEADER,
+    ImageInvocation,
+    checkpoint_name,
+    image_model,
+    image_models_json,
+    parse_image_body,
+)
 from sdxl_bedrock.api.bedrock.responses import artifacts_json
-from sdxl_bedrock.api.bedrock.stream import progress_options, stream_events
+from sdxl_bedrock.api.bedrock.stream import ProgressOptions, progress_options, stream_events
 from sdxl_bedrock.api.body import read_body
 from sdxl_bedrock.api.deps import runtime_of
 from sdxl_bedrock.api.openapi import JSON
 from sdxl_bedrock.api.validation import load_json_object
-from sdxl_bedrock.errors import InvalidRequest, NotFound
+from sdxl_bedrock.errors import AccessDenied, InvalidRequest, NotFound
 from sdxl_bedrock.runtime import Runtime
+from sdxl_bedrock.schema import Artifact
 
 MODEL_NAME = "stability.stable-diffusion-xl-v1"
 MODEL_IDS = frozenset({MODEL_NAME, f"{MODEL_NAME}:0"})
@@ -37,6 +49,20 @@ END_OF_LIFE = (
 )
 FOUNDATION_MODEL_ARN = re.compile(
     r"^arn:aws(?:-cn|-us-gov|-iso|-iso-b)?:bedrock:[a-z0-9-]+::foundation-model/(?P<model>[^/]+)$"
+)
+# The cross-region inference profiles of the Stability image models (`us.stability.sd3-5-large-v1:0`).
+INFERENCE_PROFILE_ARN = re.compile(
+    r"^arn:aws(?:-cn|-us-gov|-iso|-iso-b)?:bedrock:[a-z0-9-]+:[0-9]{12}:inference-profile/(?P<model>[^/]+)$"
+)
+# Bedrock's words for a model the account may not use, then why this server does not serve it.
+NO_ACCESS = "You don't have access to the model with the specified model ID."
+IMAGE_MODELS_OFF = (
+    f"{NO_ACCESS} This server answers Bedrock's Stability image models ({{name}}) only when started with "
+    "--stability-image-models, and then with its SDXL checkpoint."
+)
+SERVICE_NEEDS = (
+    f"{NO_ACCESS} This server cannot serve {{model_id}} ({{name}}): it needs {{needs}}, "
+    "and the server has an SDXL checkpoint only."
 )
 # Match on the raw, still percent-encoded path: an ARN's %2F must not become a path separator.
 MODEL_ROUTE = re.compile(r"^/model/(?P<model>[^/]+)/(?P<action>[^/]+)$")
@@ -68,23 +94,32 @@ ModelIdParameter = Annotated[
 ]
 
 
-def parse_model_id(raw_segment: str) -> str:
+def parse_model_id(raw_segment: str, *, image_models: bool = False) -> str:
     """The canonical model id named by a path segment (percent-encoded); see `canonical_model_id`."""
-    return canonical_model_id(unquote(raw_segment))
+    return canonical_model_id(unquote(raw_segment), image_models=image_models)
 
 
-def canonical_model_id(model_id: str) -> str:
-    """The canonical model id named by an id or its foundation-model ARN.
+def canonical_model_id(model_id: str, *, image_models: bool = False) -> str:
+    """The canonical model id named by an id or its foundation-model ARN; with `image_models`, also the
+    Stability image models this server serves, by id, inference profile id or either's ARN.
 
-    Raises NotFound for a retired SDXL id, InvalidRequest for any other id."""
-    arn = FOUNDATION_MODEL_ARN.match(model_id)
+    Raises NotFound for a retired SDXL id; AccessDenied for an image model while `image_models` is off, or
+    one that needs a model this server lacks (saying why); InvalidRequest for any other id."""
+    arn = FOUNDATION_MODEL_ARN.match(model_id) or INFERENCE_PROFILE_ARN.match(model_id)
     if arn:
         model_id = arn.group("model")
     if model_id in RETIRED_MODEL_IDS:
         raise NotFound(END_OF_LIFE)
-    if model_id not in MODEL_IDS:
+    if model_id in MODEL_IDS:
+        return MODEL_NAME
+    image = image_model(model_id)
+    if image is None:
         raise InvalidRequest(INVALID_MODEL_ID, field="modelId")
-    return MODEL_NAME
+    if not image_models:
+        raise AccessDenied(IMAGE_MODELS_OFF.format(name=image.name))
+    if image.needs is not None:
+        raise AccessDenied(SERVICE_NEEDS.format(model_id=image.model_id, name=image.name, needs=image.needs))
+    return image.model_id
 
 
 def model_segment(request: Request) -> str:
@@ -136,15 +171,36 @@ async def bedrock_caller(request: Request) -> BedrockCaller:
 Caller = Annotated[BedrockCaller, Depends(bedrock_caller)]
 
 
-async def validated_invocation(request: Request, caller: BedrockCaller, accept_header: str) -> Invocation:
+async def validated_invocation(
+    request: Request, caller: BedrockCaller, accept_header: str
+) -> Invocation | ImageInvocation:
     """What both operations check, in AWS's order: auth, then the model id, the accept type, the body.
     Credentials are checked before the body is read; the signature (a hash of the body) after, off the loop.
     """
     runtime = caller.runtime
+    settings = runtime.settings
     raw = await caller.read_body(request)
-    parse_model_id(model_segment(request))
+    model_id = parse_model_id(model_segment(request), image_models=settings.stability_image_models)
     check_accept(request, accept_header)
-    return await runtime.workers.on_host(parse_invoke_body, raw, relaxed_sizes=runtime.settings.relaxed_sizes)
+    if model_id == MODEL_NAME:
+        return await runtime.workers.on_host(parse_invoke_body, raw, relaxed_sizes=settings.relaxed_sizes)
+    image = image_model(model_id)
+    assert image is not None
+    return await runtime.workers.on_host(parse_image_body, image, raw, relaxed_sizes=settings.relaxed_sizes)
+
+
+def answer_encoder(invocation: Invocation | ImageInvocation) -> Callable[[list[Artifact]], bytes]:
+    """The wire's JSON for the invocation's body family."""
+    if isinstance(invocation, ImageInvocation):
+        return functools.partial(image_models_json, invocation=invocation)
+    return artifacts_json
+
+
+def checkpoint_headers(runtime: Runtime, invocation: Invocation | ImageInvocation) -> dict[str, str]:
+    """An image model's answer names the SDXL checkpoint that made it; SDXL's answer stays Bedrock's."""
+    if isinstance(invocation, ImageInvocation):
+        return {CHECKPOINT_HEADER: checkpoint_name(runtime.settings.model)}
+    return {}
 
 
 @router.post(
@@ -161,9 +217,13 @@ async def invoke_model(model_id: ModelIdParameter, request: Request, caller: Cal
     runtime = caller.runtime
     invocation = await validated_invocation(request, caller, accept_header="accept")
     artifacts = await runtime.generations.generate(invocation.request)
-    body = await runtime.workers.on_host(artifacts_json, artifacts)
+    body = await runtime.workers.on_host(answer_encoder(invocation), artifacts)
     latency_ms = int((time.monotonic() - started) * 1000)
-    return Response(body, media_type=JSON, headers={"X-Amzn-Bedrock-Invocation-Latency": str(latency_ms)})
+    headers = {
+        "X-Amzn-Bedrock-Invocation-Latency": str(latency_ms),
+        **checkpoint_headers(runtime, invocation),
+    }
+    return Response(body, media_type=JSON, headers=headers)
 
 
 @router.post(
@@ -182,11 +242,13 @@ async def invoke_model_with_response_stream(
     invocation = await validated_invocation(request, caller, accept_header="x-amzn-bedrock-accept")
     generation = invocation.request
     runtime.generations.admit(generation)  # refusals before the 200 are ordinary error responses
-    progress = progress_options(invocation.extras)
+    progress = (
+        progress_options(invocation.extras) if isinstance(invocation, Invocation) else ProgressOptions()
+    )
     return StreamingResponse(
-        stream_events(runtime, generation, progress),
+        stream_events(runtime, generation, progress, answer_encoder(invocation)),
         media_type="application/vnd.amazon.eventstream",
-        headers={"X-Amzn-Bedrock-Content-Type": JSON},
+        headers={"X-Amzn-Bedrock-Content-Type": JSON, **checkpoint_headers(runtime, invocation)},
     )
 
 
@@ -197,7 +259,7 @@ async def refuse_model_operation(request: Request, caller: BedrockCaller, operat
     """What Converse, ConverseStream and CountTokens check, in InvokeModel's order: auth, then the model
     id (a retired or unknown id answers as InvokeModel's does), then the refusal."""
     await caller.read_body(request)
-    parse_model_id(model_segment(request))
+    parse_model_id(model_segment(request), image_models=caller.runtime.settings.stability_image_models)
     raise InvalidRequest(UNSUPPORTED_OPERATIONS[operation], field="modelId")
 
 
@@ -242,5 +304,5 @@ async def start_async_invoke(request: Request, caller: Caller) -> Response:
         raise InvalidRequest(MODEL_ID_MISSING, field="modelId")
     if not isinstance(model_id, str):
         raise InvalidRequest(INVALID_MODEL_ID, field="modelId")
-    canonical_model_id(model_id)
+    canonical_model_id(model_id, image_models=caller.runtime.settings.stability_image_models)
     raise InvalidRequest(UNSUPPORTED_OPERATIONS["StartAsyncInvoke"], field="modelId")

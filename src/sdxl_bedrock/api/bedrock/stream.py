@@ -16,7 +16,7 @@ import base64
 import io
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from PIL import Image
@@ -27,7 +27,7 @@ from sdxl_bedrock.api.bedrock.responses import artifacts_json
 from sdxl_bedrock.errors import InvalidRequest, ServiceError
 from sdxl_bedrock.runtime import Runtime
 from sdxl_bedrock.scheduler.types import PendingPreview, Preview
-from sdxl_bedrock.schema import GenerationRequest
+from sdxl_bedrock.schema import Artifact, GenerationRequest
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,10 @@ def progress_chunk(done: int, total: int, preview_jpeg: str | None) -> bytes:
 
 
 async def stream_events(
-    runtime: Runtime, request: GenerationRequest, options: ProgressOptions
+    runtime: Runtime,
+    request: GenerationRequest,
+    options: ProgressOptions,
+    encode: Callable[[list[Artifact]], bytes] = artifacts_json,
 ) -> AsyncIterator[bytes]:
     steps: asyncio.Queue[tuple[int, int, PendingPreview | None]] = asyncio.Queue()
     loop = asyncio.get_running_loop()
@@ -107,7 +110,7 @@ async def stream_events(
             log.exception("unexpected error in a response stream", exc_info=error)
             yield eventstream.exception_frame("internalServerException", "An internal error occurred.")
             return
-        yield eventstream.chunk_frame(await runtime.workers.on_host(artifacts_json, artifacts))
+        yield eventstream.chunk_frame(await runtime.workers.on_host(encode, artifacts))
     finally:
         # The client went away (or the stream ended): let the batcher drop or stop this work.
         work.cancel()

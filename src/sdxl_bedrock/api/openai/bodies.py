@@ -5,6 +5,15 @@ The pydantic models check each field and document it (their JSON schema is the O
 functions apply the rules across fields and the tables of mapping.py, so the `GenerationRequest` they
 build holds no OpenAI name. Problems are worded as OpenAI words them (errors.py).
 
+`model` picks a contract (mapping.py): this server's own id (or none) takes the fields below; OpenAI's ids
+(`dall-e-2`, `dall-e-3`, `gpt-image-1`, `gpt-image-1-mini`, `gpt-image-1.5`, unless the server runs with
+`--strict-model-names`) and `--model-alias` names for them each take what OpenAI's reference gives that
+model: its sizes, its `n` bound, which of `quality`, `style`, `response_format`, `output_format`,
+`output_compression`, `background` and `moderation` it takes (a parameter it does not take is OpenAI's
+`Unknown parameter`), its defaults (DALL·E answers `url`, DALL·E 3 is `vivid`), whether it edits or makes
+variations. A size SDXL does not make well is made at the SDXL size of the nearest aspect ratio and resized
+to the size asked for (on a server with `--relaxed-sizes`, a size its rule takes is made as it is).
+
 Our rules where OpenAI's documents are silent or speak of other models:
 - `null` for an optional field of the JSON body means absent, as OpenAI's SDKs send it.
 - Form values are text and read leniently: `"2"` is the integer 2. A repeated text field keeps its last value.
@@ -12,7 +21,10 @@ Our rules where OpenAI's documents are silent or speak of other models:
   edit or a variation); on a server started with `--relaxed-sizes`, any multiple of 64 from 64 to 2048 as on
   the other faces. An edit or a variation with an explicit `size` other than the image's resizes the image
   (and the mask) to it, stretching it if the aspect differs; without one the image must have such a size.
-- Edits take one image (`image`, or a single `image[]`); an image's own transparency is no mask.
+- Edits take one image (`image`, or a single `image[]`), GPT image models up to 16: each image is edited on
+  its own with the prompt (SDXL reads no image as a reference), at the first image's output size, `n`
+  images each, in the order sent; the mask applies to the first (OpenAI's rule). An image's own
+  transparency is no mask.
 - `mask`: a PNG with an alpha channel the size of the image; its fully transparent pixels (alpha 0) are
   regenerated, every other pixel is kept.
 - `seed` (ours) 0..4294967295, 0 or absent picks one at random; the images of a request have the seeds
@@ -23,8 +35,10 @@ Our rules where OpenAI's documents are silent or speak of other models:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
+import math
 import re
 import secrets
 from collections.abc import Callable, Mapping, Sequence
@@ -47,6 +61,8 @@ from sdxl_bedrock.api.openai.mapping import (
     MAX_PROMPT_CHARS,
     MODEL_ID,
     MODERATIONS,
+    OPENAI_MODELS,
+    OURS,
     OUTPUT_FORMATS,
     QUALITY_REPORTED,
     QUALITY_STEPS,
@@ -55,6 +71,7 @@ from sdxl_bedrock.api.openai.mapping import (
     STYLES,
     UNSUPPORTED_PARAMETERS,
     VARIATION_STRENGTH,
+    Contract,
     OutputFormat,
     ReportedQuality,
 )
@@ -66,11 +83,14 @@ from sdxl_bedrock.api.validation import (
     check_dimensions,
     load_json_object,
     random_nonzero_seed,
+    resized,
     shown,
 )
 from sdxl_bedrock.codecs import decode_image_bytes
+from sdxl_bedrock.config import Settings, checkpoint_name
 from sdxl_bedrock.errors import MalformedBody, Problem, ProblemKind
 from sdxl_bedrock.schema import GenerationRequest, WeightedPrompt
+from sdxl_bedrock.strength import from_strength
 
 if TYPE_CHECKING:
     QualityName: TypeAlias = str
@@ -132,7 +152,13 @@ Strength = Annotated[
 class SharedFields(StrictFields):
     """What generations, edits and variations all take."""
 
-    model: Annotated[str | None, Field(description=f"`{MODEL_ID}`, or absent. Another id: 404.")] = None
+    model: Annotated[
+        str | None,
+        Field(
+            description=f"`{MODEL_ID}` (or absent), or one of OpenAI's ids, each with its own contract "
+            "(docs/API.md). Another id: 404."
+        ),
+    ] = None
     n: Annotated[int, Field(ge=1, le=MAX_IMAGES, description="How many images (default 1).")] | None = None
     size: Annotated[str, Field(max_length=11, description=_SIZE_RULE)] | None = None
     response_format: (
@@ -229,41 +255,90 @@ class VariationForm(SharedFields):
 
 @dataclass(frozen=True)
 class Output:
-    """How the images go back: `response_format` b64_json or url, the file format, the encoder's quality."""
+    """How the images go back: `response_format` b64_json or url, the file format, the encoder's quality,
+    and `resize_to`, the size asked for where the images are made at another (Lanczos)."""
 
     response_format: str = "b64_json"
     output_format: OutputFormat = "png"
     compression: int = DEFAULT_COMPRESSION
+    resize_to: tuple[int, int] | None = None
+
+
+@dataclass(frozen=True)
+class ModelNames:
+    """The model ids this wire takes and the contract of each (mapping.py); `checkpoint` is the name of the
+    checkpoint they are all served with."""
+
+    aliases: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    strict: bool = False
+    checkpoint: str = "tiny"
+
+    @classmethod
+    def of(cls, settings: Settings) -> ModelNames:
+        return cls(settings.model_aliases, settings.strict_model_names, checkpoint_name(settings.model))
+
+    def names(self) -> list[str]:
+        """Every id taken, ours first (GET /v1/models)."""
+        openai = [] if self.strict else list(OPENAI_MODELS)
+        return list(dict.fromkeys([MODEL_ID, *openai, *self.aliases]))
+
+    def contract(self, model: object) -> Contract:
+        """The contract of `model` (absent or not a string: ours; a value of another type fails validation
+        later). Raises ModelNotFound."""
+        if not isinstance(model, str) or model == MODEL_ID:
+            return OURS
+        if model in OPENAI_MODELS and (not self.strict or model in self.aliases):
+            return OPENAI_MODELS[model]
+        if model in self.aliases:
+            return OURS
+        raise ModelNotFound(f"The model `{shown(model)}` does not exist or you do not have access to it.")
+
+
+DEFAULT_MODEL_NAMES = ModelNames()
 
 
 @dataclass(frozen=True)
 class ImagesRequest:
-    """A request of this wire: what to make, how to answer, and what the answer reports.
+    """A request of this wire: what to make (one request per image an edit starts from), how to answer, and
+    what the answer reports.
 
     `user_id` is the opaque id of `user` (or `safety_identifier`), for the log; never the value itself."""
 
-    generation: GenerationRequest
+    generations: tuple[GenerationRequest, ...]
     output: Output
     quality: ReportedQuality | None
     revised_prompt: str | None
     user_id: str | None
+    contract: Contract = OURS
+
+    @property
+    def generation(self) -> GenerationRequest:
+        return self.generations[0]
 
     @property
     def size(self) -> str:
-        return f"{self.generation.width}x{self.generation.height}"
+        width, height = self.output.resize_to or (self.generation.width, self.generation.height)
+        return f"{width}x{height}"
 
 
 def parse_generation(
-    raw: bytes, *, relaxed_sizes: bool = False, random_seed: RandomSeed | None = None
+    raw: bytes,
+    *,
+    relaxed_sizes: bool = False,
+    random_seed: RandomSeed | None = None,
+    models: ModelNames = DEFAULT_MODEL_NAMES,
 ) -> ImagesRequest:
     """Validate a /v1/images/generations JSON body. Raises MalformedBody, or ModelNotFound."""
     document = _json_body(raw)
-    check_model(document.get("model"))
+    contract = models.contract(document.get("model"))
     body = validate(GenerationBody, without_nulls(document))
-    output = output_of(body)
-    width, height = output_size(body.size, relaxed=relaxed_sizes, default=DEFAULT_SIZE)
-    style = STYLES[body.style] if body.style is not None else None
-    quality = body.quality or DEFAULT_QUALITY
+    check_contract(body, contract)
+    size = output_size(body.size, relaxed=relaxed_sizes, default=DEFAULT_SIZE, contract=contract)
+    width, height = made_size(size, relaxed_sizes)
+    output = output_of(body, contract, size, (width, height))
+    style_name = body.style or contract.default_style
+    style = STYLES[style_name] if style_name is not None else None
+    quality = body.quality or contract.default_quality
     generation = GenerationRequest(
         prompts=(WeightedPrompt(body.prompt, 1.0),),
         negative_prompts=(),
@@ -277,7 +352,8 @@ def parse_generation(
         samples=body.n or 1,
     )
     revised = style.template.format(prompt=body.prompt) if style is not None else None
-    return ImagesRequest(generation, output, QUALITY_REPORTED[quality], revised, user_id(body, body))
+    reported = QUALITY_REPORTED[quality] if contract.reports else None
+    return ImagesRequest((generation,), output, reported, revised, user_id(body, body), contract)
 
 
 def parse_edit(
@@ -286,38 +362,53 @@ def parse_edit(
     *,
     relaxed_sizes: bool = False,
     random_seed: RandomSeed | None = None,
+    models: ModelNames = DEFAULT_MODEL_NAMES,
 ) -> ImagesRequest:
     """Validate a /v1/images/edits form: text `fields` by name, the uploaded `files`' bytes by name (`image`
     or `image[]`, and `mask`). Raises MalformedBody, or ModelNotFound."""
     check_files(fields, files, EDIT_FILES)
-    check_model(fields.get("model"))
+    contract = models.contract(fields.get("model"))
+    if not contract.edit_images:
+        raise not_this_models(
+            "model", fields["model"], "edits", [m for m, c in OPENAI_MODELS.items() if c.edit_images]
+        )
     body = validate(EditForm, dict(fields), lax=True)
-    output = output_of(body)
-    image = decode_file(one_image(files), "image")
+    check_contract(body, contract)
+    sent = [data for name in IMAGE_FILES for data in files.get(name, ())]
+    if len(sent) > contract.edit_images:
+        most = "one image" if contract.edit_images == 1 else f"up to {contract.edit_images} images"
+        raise invalid("image", f"this model edits {most} per request, but {len(sent)} were sent")
+    sources = [decode_file(data, "image") for data in sent]
     masks = files.get("mask", ())
     if len(masks) > 1:
         raise invalid("mask", f"send one mask, not {len(masks)}")
-    mask = mask_of(masks[0], image) if masks else None
-    width, height = output_size(body.size, relaxed=relaxed_sizes, default=image.size)
-    image, mask = resized(image, mask, (width, height))
-    default_strength = EDIT_STRENGTH if mask is None else MASKED_EDIT_STRENGTH
-    strength = body.strength if body.strength is not None else default_strength
-    quality = body.quality or DEFAULT_QUALITY
-    generation = GenerationRequest(
-        prompts=(WeightedPrompt(body.prompt, 1.0),),
-        negative_prompts=(),
-        width=width,
-        height=height,
-        seed=body.seed or (random_seed or random_nonzero_seed)(),
-        steps=QUALITY_STEPS[quality],
-        cfg_scale=CFG_SCALE,
-        sampler=SAMPLER,
-        denoise_from=strength,
-        init_image=image.convert("RGB"),
-        mask=mask,
-        samples=body.n or 1,
+    mask = mask_of(masks[0], sources[0]) if masks else None
+    size = output_size(
+        body.size, relaxed=relaxed_sizes, default=edit_default(sources[0], contract), contract=contract
     )
-    return ImagesRequest(generation, output, QUALITY_REPORTED[quality], None, user_id(body, body))
+    width, height = made_size(size, relaxed_sizes)
+    output = output_of(body, contract, size, (width, height))
+    quality = body.quality or contract.default_quality
+    samples = body.n or 1
+    seed = body.seed or (random_seed or random_nonzero_seed)()
+    generations = []
+    for index, source in enumerate(sources):
+        image, image_mask = resized(source, mask if index == 0 else None, (width, height))
+        default_strength = EDIT_STRENGTH if image_mask is None else MASKED_EDIT_STRENGTH
+        generations.append(
+            image_to_image(
+                body.prompt,
+                image,
+                image_mask,
+                # Every image of the answer has a seed of its own: consecutive, image after image.
+                seed=(seed + index * samples - 1) % MAX_SEED + 1,
+                quality=quality,
+                strength=body.strength if body.strength is not None else default_strength,
+                samples=samples,
+            )
+        )
+    reported = QUALITY_REPORTED[quality] if contract.reports else None
+    return ImagesRequest(tuple(generations), output, reported, None, user_id(body, body), contract)
 
 
 def parse_variation(
@@ -326,41 +417,120 @@ def parse_variation(
     *,
     relaxed_sizes: bool = False,
     random_seed: RandomSeed | None = None,
+    models: ModelNames = DEFAULT_MODEL_NAMES,
 ) -> ImagesRequest:
     """Validate a /v1/images/variations form (see `parse_edit`): image-to-image with an empty prompt."""
     check_files(fields, files, VARIATION_FILES)
-    check_model(fields.get("model"))
+    contract = models.contract(fields.get("model"))
+    if not contract.variations:
+        raise not_this_models(
+            "model", fields["model"], "variations", [m for m, c in OPENAI_MODELS.items() if c.variations]
+        )
     body = validate(VariationForm, dict(fields), lax=True)
+    check_contract(body, contract)
     image = decode_file(one_image(files), "image")
-    width, height = output_size(body.size, relaxed=relaxed_sizes, default=image.size)
+    size = output_size(
+        body.size, relaxed=relaxed_sizes, default=edit_default(image, contract), contract=contract
+    )
+    width, height = made_size(size, relaxed_sizes)
     image, _ = resized(image, None, (width, height))
-    generation = GenerationRequest(
-        prompts=(WeightedPrompt("", 1.0),),
-        negative_prompts=(),
-        width=width,
-        height=height,
+    generation = image_to_image(
+        "",
+        image,
+        None,
         seed=body.seed or (random_seed or random_nonzero_seed)(),
-        steps=QUALITY_STEPS[DEFAULT_QUALITY],
-        cfg_scale=CFG_SCALE,
-        sampler=SAMPLER,
-        denoise_from=body.strength if body.strength is not None else VARIATION_STRENGTH,
-        init_image=image.convert("RGB"),
+        quality=DEFAULT_QUALITY,
+        strength=body.strength if body.strength is not None else VARIATION_STRENGTH,
         samples=body.n or 1,
     )
-    output = Output(response_format=body.response_format or "b64_json")
-    return ImagesRequest(generation, output, None, None, user_id(body, None))
+    resize_to = size if size != (width, height) else None
+    output = Output(
+        response_format=body.response_format or contract.default_response_format, resize_to=resize_to
+    )
+    return ImagesRequest((generation,), output, None, None, user_id(body, None), contract)
+
+
+def image_to_image(
+    prompt: str,
+    image: Image.Image,
+    mask: Image.Image | None,
+    *,
+    seed: int,
+    quality: str,
+    strength: float,
+    samples: int,
+) -> GenerationRequest:
+    """An edit's or a variation's request: `image` (already at the size made) regenerated at OpenAI's
+    `strength` (diffusers' meaning), inside `mask` where there is one."""
+    window = from_strength(strength)
+    return GenerationRequest(
+        prompts=(WeightedPrompt(prompt, 1.0),),
+        negative_prompts=(),
+        width=image.width,
+        height=image.height,
+        seed=seed,
+        steps=QUALITY_STEPS[quality],
+        cfg_scale=CFG_SCALE,
+        sampler=SAMPLER,
+        denoise_from=window.denoise_from,
+        denoise_to=window.denoise_to,
+        init_image=image.convert("RGB"),
+        mask=mask,
+        samples=samples,
+    )
 
 
 # ---- the rules across fields -----------------------------------------------------------------------------
 
 
-def check_model(model: object) -> None:
-    """Any id but ours is OpenAI's 404 model_not_found (a value of another type fails validation later)."""
-    if isinstance(model, str) and model != MODEL_ID:
-        raise ModelNotFound(f"The model `{shown(model)}` does not exist or you do not have access to it.")
+def check_contract(body: SharedFields, contract: Contract) -> None:
+    """What the model's contract adds to the fields' own rules (mapping.Contract)."""
+    given = body.model_fields_set
+    not_taken = []
+    if contract.styles is None:
+        not_taken.append("style")
+    if contract.response_formats is None:
+        not_taken.append("response_format")
+    if not contract.output_fields:
+        not_taken += ["output_format", "output_compression", "background", "moderation"]
+    for name in not_taken:
+        if name in given:
+            raise MalformedBody(
+                Problem((), f"unknown parameter [{name}]", ProblemKind.EXTRANEOUS_KEY, name),
+                kind="unknown_parameter",
+            )
+    if body.n is not None and body.n > contract.max_images:
+        most = contract.max_images
+        description = f"integer above maximum value. Expected a value <= {most}, but got {body.n} instead"
+        raise _problem(("n",), description, ProblemKind.OUT_OF_RANGE, body.n, "integer_above_max_value")
+    for name, allowed in (("quality", contract.qualities), ("style", contract.styles)):
+        value = getattr(body, name, None)
+        if value is not None and allowed is not None and value not in allowed:
+            description = f"Supported values are: {listing(allowed)}"
+            raise _problem((name,), description, ProblemKind.NOT_ALLOWED, value, "invalid_value")
+    prompt = getattr(body, "prompt", None)
+    if prompt is not None and len(prompt) > contract.max_prompt_chars:
+        description = (
+            f"string too long. Expected a string with maximum length {contract.max_prompt_chars}, "
+            f"but got a string with length {len(prompt)} instead"
+        )
+        raise _problem(("prompt",), description, ProblemKind.TOO_LONG, prompt, "string_above_max_length")
 
 
-def output_of(body: OutputFields) -> Output:
+def not_this_models(param: str, model: str, what: str, models: Sequence[str]) -> MalformedBody:
+    """A model OpenAI does not offer this operation with: its invalid_value, listing those it does."""
+    return _problem(
+        (param,),
+        f"Supported values are: {listing(models)} ({what} are not offered for this model)",
+        ProblemKind.NOT_ALLOWED,
+        model,
+        "invalid_value",
+    )
+
+
+def output_of(body: OutputFields, contract: Contract, size: tuple[int, int], made: tuple[int, int]) -> Output:
+    """How the images go back; `size` is the output's, which the images are resized to where they are
+    `made` at another."""
     if body.stream:
         raise invalid("stream", "streaming is not supported by this server; send false or leave it out")
     output_format: OutputFormat = body.output_format or "png"
@@ -370,12 +540,51 @@ def output_of(body: OutputFields) -> Output:
             "output_compression", "compression less than 100 is not supported for the png output format"
         )
     response_format = body.response_format if isinstance(body, SharedFields) else None
-    return Output(response_format or "b64_json", output_format, compression)
+    resize_to = size if made != size else None
+    return Output(response_format or contract.default_response_format, output_format, compression, resize_to)
 
 
-def output_size(size: str | None, *, relaxed: bool, default: tuple[int, int]) -> tuple[int, int]:
+def made_size(size: tuple[int, int], relaxed: bool) -> tuple[int, int]:
+    """The size an image of `size` is made at: its own where the server's size rule takes it, else the SDXL
+    size of the nearest aspect ratio (ratios compared on a log scale, so 2:1 is as far from 1:1 as 1:2)."""
+    if allowed_size(*size, relaxed=relaxed):
+        return size
+    aspect = math.log(size[0] / size[1])
+    return min(SDXL_V1_SIZES, key=lambda sdxl: abs(math.log(sdxl[0] / sdxl[1]) - aspect))
+
+
+def edit_default(image: Image.Image, contract: Contract) -> tuple[int, int]:
+    """An edit's or a variation's size without one: the image's own (this server's id), the model's
+    default, or for a model whose default is `auto` its size nearest the image's aspect ratio."""
+    if contract.sizes is None:
+        return image.size
+    if contract.default_size is not None:
+        return contract.default_size
+    aspect = math.log(image.width / image.height)
+    return min(contract.sizes, key=lambda size: abs(math.log(size[0] / size[1]) - aspect))
+
+
+def output_size(
+    size: str | None, *, relaxed: bool, default: tuple[int, int], contract: Contract = OURS
+) -> tuple[int, int]:
     """(width, height) of the output: `size`, or for `auto` (or none) `default` (1024x1024, or the size of
-    the image an edit or a variation starts from, blamed as `image` when it is not allowed)."""
+    the image an edit or a variation starts from, blamed as `image` when it is not allowed). A model with
+    its own sizes takes those (and `auto` where it does)."""
+    if contract.sizes is not None:
+        allowed = [f"{width}x{height}" for width, height in contract.sizes] + (
+            [AUTO] if contract.auto_size else []
+        )
+        if size is not None and size not in allowed:
+            raise MalformedBody(
+                Problem(
+                    ("size",), f"Supported values are: {listing(allowed)}", ProblemKind.NOT_ALLOWED, size
+                ),
+                kind="invalid_value",
+            )
+        if size is None or size == AUTO:
+            return contract.default_size or default
+        parts = size.split("x")
+        return int(parts[0]), int(parts[1])
     if size is None or size == AUTO:
         width, height = default
         if not allowed_size(width, height, relaxed=relaxed):
@@ -474,16 +683,6 @@ def mask_of(data: bytes, image: Image.Image) -> Image.Image:
             "they must be the same size",
         )
     return mask.getchannel("A").point(lambda alpha: 255 if alpha == 0 else 0)
-
-
-def resized(
-    image: Image.Image, mask: Image.Image | None, size: tuple[int, int]
-) -> tuple[Image.Image, Image.Image | None]:
-    """The image (Lanczos) and its mask (nearest: it stays two-valued) at `size`."""
-    if image.size == size:
-        return image, mask
-    resized_mask = mask.resize(size, Image.Resampling.NEAREST) if mask is not None else None
-    return image.resize(size, Image.Resampling.LANCZOS), resized_mask
 
 
 # A key made at start: `user` ids in the log are the same within a run, and cannot be reversed by hashing

@@ -1,9 +1,10 @@
-"""What OpenAI's Images API names mean on SDXL: the model id, `quality` as steps, `style` as a style preset,
-the strengths of edits and variations, and the output formats. docs/API.md ("OpenAI Images API") documents
-these tables; change them together."""
+"""What OpenAI's Images API names mean on SDXL: the model ids and each one's contract, `quality` as steps,
+`style` as a style preset, the strengths of edits and variations, and the output formats. docs/API.md
+("OpenAI Images API") documents these tables; change them together."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal, get_args
 
 from sdxl_bedrock.presets import STYLE_PRESETS, StylePreset
@@ -82,3 +83,120 @@ UNSUPPORTED_PARAMETERS = frozenset(
         "prompt_rewriter",
     }
 )
+
+
+# ---- OpenAI's own model ids, each with its contract -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Contract:
+    """What a model id takes, as OpenAI's Images API reference gives it for that model, and its defaults.
+
+    `sizes` None: the SDXL sizes (and `auto`) of this server's own id; `auto_size`: `auto` is a size (the
+    default where `default_size` is None). `qualities`, `styles` and `response_formats` None: the model does
+    not take the parameter (OpenAI: `Unknown parameter`). `output_fields`: `output_format`,
+    `output_compression`, `background`, `moderation` (GPT image models only). `edit_images`: how many images
+    an edit takes (0: no edits); `reports`: whether the answer carries `background`, `output_format`,
+    `quality` and `size` (GPT image models' answers do, DALL·E's do not)."""
+
+    name: str
+    sizes: tuple[tuple[int, int], ...] | None
+    auto_size: bool
+    default_size: tuple[int, int] | None
+    max_images: int
+    qualities: tuple[str, ...] | None
+    default_quality: str
+    styles: tuple[str, ...] | None
+    default_style: str | None
+    response_formats: tuple[str, ...] | None
+    default_response_format: str
+    output_fields: bool
+    edit_images: int
+    variations: bool
+    max_prompt_chars: int
+    reports: bool
+
+
+SQUARE = (1024, 1024)
+OURS = Contract(
+    name=MODEL_ID,
+    sizes=None,
+    auto_size=True,
+    default_size=None,
+    max_images=MAX_IMAGES,
+    qualities=tuple(QUALITY_STEPS),
+    default_quality=DEFAULT_QUALITY,
+    styles=tuple(STYLES),
+    default_style=None,
+    response_formats=RESPONSE_FORMATS,
+    default_response_format="b64_json",
+    output_fields=True,
+    edit_images=1,
+    variations=True,
+    max_prompt_chars=MAX_PROMPT_CHARS,
+    reports=True,
+)
+DALL_E_2 = Contract(
+    name="dall-e-2",
+    sizes=((256, 256), (512, 512), SQUARE),
+    auto_size=False,
+    default_size=SQUARE,
+    max_images=MAX_IMAGES,
+    qualities=("standard",),
+    default_quality="standard",
+    styles=None,
+    default_style=None,
+    response_formats=RESPONSE_FORMATS,
+    default_response_format="url",
+    output_fields=False,
+    edit_images=1,
+    variations=True,
+    max_prompt_chars=1000,
+    reports=False,
+)
+DALL_E_3 = Contract(
+    name="dall-e-3",
+    sizes=(SQUARE, (1792, 1024), (1024, 1792)),
+    auto_size=False,
+    default_size=SQUARE,
+    max_images=1,
+    qualities=("standard", "hd"),
+    default_quality="standard",
+    styles=("vivid", "natural"),
+    default_style="vivid",
+    response_formats=RESPONSE_FORMATS,
+    default_response_format="url",
+    output_fields=False,
+    edit_images=0,
+    variations=False,
+    max_prompt_chars=MAX_PROMPT_CHARS,
+    reports=False,
+)
+# OpenAI allows 32000 characters for GPT image models; every 75 tokens of prompt add a chunk to every UNet
+# call of the request, so they keep this server's bound.
+GPT_IMAGE = Contract(
+    name="gpt-image",
+    sizes=(SQUARE, (1536, 1024), (1024, 1536)),
+    auto_size=True,
+    default_size=None,
+    max_images=MAX_IMAGES,
+    qualities=("low", "medium", "high", "auto"),
+    default_quality="auto",
+    styles=None,
+    default_style=None,
+    response_formats=None,
+    default_response_format="b64_json",
+    output_fields=True,
+    edit_images=16,
+    variations=False,
+    max_prompt_chars=MAX_PROMPT_CHARS,
+    reports=True,
+)
+# The model ids of OpenAI's Images API reference, served by the default checkpoint.
+OPENAI_MODELS: dict[str, Contract] = {
+    "dall-e-2": DALL_E_2,
+    "dall-e-3": DALL_E_3,
+    "gpt-image-1": GPT_IMAGE,
+    "gpt-image-1-mini": GPT_IMAGE,
+    "gpt-image-1.5": GPT_IMAGE,
+}

@@ -44,7 +44,12 @@ IMAGE_NAME_SCHEMA: Schema = {
 
 
 def model_id_schema(model_ids: list[str]) -> Schema:
-    return {"enum": sorted(model_ids), "description": "Any other model: 404 model_not_found."}
+    return {
+        "enum": sorted(model_ids),
+        "description": "Also the server's --model-alias names; with --strict-model-names only ours and "
+        "those. "
+        "Any other model: 404 model_not_found.",
+    }
 
 
 def nullable_schema(model: type[BaseModel]) -> Schema:
@@ -104,7 +109,14 @@ def variation_request_body() -> Schema:
 
 def images_responses() -> dict[int | str, Any]:
     return {
-        200: {"description": "The images.", "headers": REQUEST_ID_HEADER, "model": ImagesResponse},
+        200: {
+            "description": "The images.",
+            "headers": {
+                **REQUEST_ID_HEADER,
+                "X-Checkpoint": string_header("The name of the checkpoint that made the images (ours)."),
+            },
+            "model": ImagesResponse,
+        },
         **error_docs(IMAGES_ROUTE_ERRORS),
     }
 

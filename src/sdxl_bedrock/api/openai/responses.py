@@ -3,22 +3,18 @@ images themselves in the format the request asked for."""
 
 from __future__ import annotations
 
-import io
 from typing import Annotated, Literal
 
-from PIL import Image
 from pydantic import BaseModel, Field
 
 from sdxl_bedrock.api.openai.bodies import Output
 from sdxl_bedrock.api.openai.mapping import (
     MODEL_CREATED,
-    MODEL_ID,
     MODEL_OWNER,
     OutputFormat,
     ReportedQuality,
 )
-
-_PILLOW_FORMATS = {"jpeg": "JPEG", "webp": "WEBP"}
+from sdxl_bedrock.codecs import reencoded
 
 
 class ImageData(BaseModel):
@@ -35,14 +31,17 @@ class ImageData(BaseModel):
 
 
 class ImagesResponse(BaseModel):
-    """One entry of `data` per image, in the order of their seeds."""
+    """One entry of `data` per image, in the order of their seeds. DALL·E's answers carry only `created` and
+    `data`, as OpenAI's do."""
 
     created: Annotated[int, Field(description="Unix time, seconds.")]
-    data: Annotated[list[ImageData], Field(min_length=1, max_length=10)]
-    background: Literal["opaque"]
-    output_format: OutputFormat
-    quality: Annotated[ReportedQuality | None, Field(description="Absent for variations.")] = None
-    size: Annotated[str, Field(pattern="^[0-9]+x[0-9]+$", description="WIDTHxHEIGHT.")]
+    data: Annotated[list[ImageData], Field(min_length=1, max_length=160)]
+    background: Annotated[Literal["opaque"] | None, Field(description="Absent for DALL·E.")] = None
+    output_format: Annotated[OutputFormat | None, Field(description="Absent for DALL·E.")] = None
+    quality: Annotated[ReportedQuality | None, Field(description="Absent for variations and DALL·E.")] = None
+    size: Annotated[
+        str | None, Field(pattern="^[0-9]+x[0-9]+$", description="WIDTHxHEIGHT; absent for DALL·E.")
+    ] = None
 
 
 class Model(BaseModel):
@@ -59,15 +58,16 @@ class ModelList(BaseModel):
     data: list[Model]
 
 
-MODEL = Model(id=MODEL_ID, created=MODEL_CREATED, owned_by=MODEL_OWNER)
-MODELS = ModelList(data=[MODEL])
+def model_list(names: list[str]) -> ModelList:
+    """The ids this wire takes, each served by the one checkpoint."""
+    return ModelList(data=[model_of(name) for name in names])
+
+
+def model_of(name: str) -> Model:
+    return Model(id=name, created=MODEL_CREATED, owned_by=MODEL_OWNER)
 
 
 def encoded(png: bytes, output: Output) -> bytes:
-    """A PNG artifact in `output`'s format: the PNG itself, or JPEG / WebP at its quality."""
-    if output.output_format == "png":
-        return png
-    with Image.open(io.BytesIO(png)) as image:
-        buffer = io.BytesIO()
-        image.convert("RGB").save(buffer, _PILLOW_FORMATS[output.output_format], quality=output.compression)
-    return buffer.getvalue()
+    """A PNG artifact in `output`'s format (the PNG itself, or JPEG / WebP at its quality), resized
+    (Lanczos) to the size asked for where it was made at another."""
+    return reencoded(png, output.output_format, quality=output.compression, size=output.resize_to)

@@ -22,15 +22,21 @@ from sdxl_bedrock.api.body import read_body
 from sdxl_bedrock.api.deps import authenticated
 from sdxl_bedrock.api.forms import read_form
 from sdxl_bedrock.api.openai import openapi
-from sdxl_bedrock.api.openai.bodies import ImagesRequest, parse_edit, parse_generation, parse_variation
+from sdxl_bedrock.api.openai.bodies import (
+    ImagesRequest,
+    ModelNames,
+    parse_edit,
+    parse_generation,
+    parse_variation,
+)
 from sdxl_bedrock.api.openai.errors import (
     INCORRECT_KEY,
     MISSING_KEY,
     ContentPolicyViolation,
     ModelNotFound,
 )
-from sdxl_bedrock.api.openai.mapping import MEDIA_TYPES, MODEL_ID
-from sdxl_bedrock.api.openai.responses import MODEL, MODELS, ImageData, ImagesResponse, encoded
+from sdxl_bedrock.api.openai.mapping import MEDIA_TYPES, MODEL_ID, OPENAI_MODELS
+from sdxl_bedrock.api.openai.responses import ImageData, ImagesResponse, encoded, model_list, model_of
 from sdxl_bedrock.api.openai.store import ImageStore
 from sdxl_bedrock.api.openapi import JSON
 from sdxl_bedrock.api.validation import shown
@@ -48,7 +54,7 @@ MAX_FORM_FILES = 8
 
 router = APIRouter(prefix="/v1")
 # Documentation only: the handlers answer any other value with OpenAI's 404 themselves.
-ModelParameter = Annotated[str, Path(json_schema_extra=openapi.model_id_schema([MODEL_ID]))]
+ModelParameter = Annotated[str, Path(json_schema_extra=openapi.model_id_schema([MODEL_ID, *OPENAI_MODELS]))]
 ImageNameParameter = Annotated[str, Path(json_schema_extra=openapi.IMAGE_NAME_SCHEMA)]
 
 
@@ -93,10 +99,14 @@ def encode_all(artifacts: list[Artifact], images: ImagesRequest) -> list[bytes]:
     return [encoded(artifact.png, images.output) for artifact in artifacts]
 
 
+# Names the checkpoint that made an answer's images, whatever model id the request named.
+CHECKPOINT_HEADER = "X-Checkpoint"
+
+
 async def answer(request: Request, runtime: Runtime, images: ImagesRequest) -> Response:
     if images.user_id is not None:
         log.info("images for user %s", images.user_id)
-    artifacts = await runtime.generations.generate(images.generation)
+    artifacts = await runtime.generations.generate_all(images.generations)
     files = await runtime.workers.on_host(encode_all, artifacts, images)
     output = images.output
     if output.response_format == "url":
@@ -112,15 +122,17 @@ async def answer(request: Request, runtime: Runtime, images: ImagesRequest) -> R
         ]
     else:
         data = await runtime.workers.on_host(base64_data, files, artifacts, images.revised_prompt)
+    reports = images.contract.reports
     body = ImagesResponse(
         created=int(time.time()),
         data=data,
-        background="opaque",
-        output_format=output.output_format,
+        background="opaque" if reports else None,
+        output_format=output.output_format if reports else None,
         quality=images.quality,
-        size=images.size,
+        size=images.size if reports else None,
     )
-    return Response(body.model_dump_json(exclude_none=True), media_type=JSON)
+    headers = {CHECKPOINT_HEADER: ModelNames.of(runtime.settings).checkpoint}
+    return Response(body.model_dump_json(exclude_none=True), media_type=JSON, headers=headers)
 
 
 def base64_data(files: list[bytes], artifacts: list[Artifact], revised_prompt: str | None) -> list[ImageData]:
@@ -144,7 +156,10 @@ def base64_data(files: list[bytes], artifacts: list[Artifact], revised_prompt: s
 async def create_image(request: Request, runtime: Caller) -> Response:
     raw = await read_body(request)
     images = await runtime.workers.on_host(
-        parse_generation, raw, relaxed_sizes=runtime.settings.relaxed_sizes
+        parse_generation,
+        raw,
+        relaxed_sizes=runtime.settings.relaxed_sizes,
+        models=ModelNames.of(runtime.settings),
     )
     return await answer(request, runtime, images)
 
@@ -161,7 +176,11 @@ async def create_image(request: Request, runtime: Caller) -> Response:
 async def create_image_edit(request: Request, runtime: Caller) -> Response:
     fields, files = await read_images_form(request, runtime)
     images = await runtime.workers.on_host(
-        parse_edit, fields, files, relaxed_sizes=runtime.settings.relaxed_sizes
+        parse_edit,
+        fields,
+        files,
+        relaxed_sizes=runtime.settings.relaxed_sizes,
+        models=ModelNames.of(runtime.settings),
     )
     return await answer(request, runtime, images)
 
@@ -177,7 +196,11 @@ async def create_image_edit(request: Request, runtime: Caller) -> Response:
 async def create_image_variation(request: Request, runtime: Caller) -> Response:
     fields, files = await read_images_form(request, runtime)
     images = await runtime.workers.on_host(
-        parse_variation, fields, files, relaxed_sizes=runtime.settings.relaxed_sizes
+        parse_variation,
+        fields,
+        files,
+        relaxed_sizes=runtime.settings.relaxed_sizes,
+        models=ModelNames.of(runtime.settings),
     )
     return await answer(request, runtime, images)
 
@@ -207,7 +230,7 @@ async def image_file(name: ImageNameParameter, request: Request) -> Response:
     responses=openapi.models_responses(),
 )
 async def list_models(runtime: Caller) -> Response:
-    return Response(MODELS.model_dump_json(), media_type=JSON)
+    return Response(model_list(ModelNames.of(runtime.settings).names()).model_dump_json(), media_type=JSON)
 
 
 @router.get(
@@ -217,6 +240,6 @@ async def list_models(runtime: Caller) -> Response:
     responses=openapi.models_responses(not_found=True),
 )
 async def retrieve_model(model: ModelParameter, runtime: Caller) -> Response:
-    if model != MODEL_ID:
+    if model not in ModelNames.of(runtime.settings).names():
         raise ModelNotFound(f"The model `{shown(model)}` does not exist or you do not have access to it.")
-    return Response(MODEL.model_dump_json(), media_type=JSON)
+    return Response(model_of(model).model_dump_json(), media_type=JSON)

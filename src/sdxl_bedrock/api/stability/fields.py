@@ -45,6 +45,7 @@ from sdxl_bedrock.presets import (
     STYLE_PRESETS,
 )
 from sdxl_bedrock.schema import GenerationRequest, WeightedPrompt
+from sdxl_bedrock.strength import FULL_SCHEDULE, DenoiseWindow, from_image_strength
 
 CLIP_GUIDANCE_PRESET_NAMES = tuple(sorted((NO_CLIP_GUIDANCE, *CLIP_GUIDANCE_PRESETS)))
 if TYPE_CHECKING:
@@ -80,6 +81,14 @@ _STRING_FIELDS = (
     "init_image_mode",
     "mask_source",
     "mask_image",
+    # Bedrock's newer Stability bodies (api/bedrock/image_models.py), on the same base
+    "prompt",
+    "negative_prompt",
+    "aspect_ratio",
+    "mode",
+    "image",
+    "mask",
+    "output_format",
 )
 
 
@@ -211,10 +220,10 @@ def split_prompts(prompts: list[TextPrompt]) -> tuple[Prompts, Prompts]:
     return positive, negative
 
 
-def denoise_range(fields: InitImageModeFields) -> tuple[float, float]:
-    """(denoise_from, denoise_to): IMAGE_STRENGTH s denoises from 1 - s to 0."""
+def denoise_range(fields: InitImageModeFields) -> DenoiseWindow:
+    """The window of the init-image mode chosen: `image_strength`'s, or STEP_SCHEDULE's own two ends."""
     if fields.init_image_mode == "IMAGE_STRENGTH":
-        return 1.0 - fields.image_strength, 0.0
+        return from_image_strength(fields.image_strength)
     start, end = fields.step_schedule_start, fields.step_schedule_end
     if end >= start:
         raise malformed(
@@ -223,7 +232,7 @@ def denoise_range(fields: InitImageModeFields) -> tuple[float, float]:
             kind=ProblemKind.OUT_OF_RANGE,
             value=end,
         )
-    return start, end
+    return DenoiseWindow(start, end)
 
 
 def mask_of(
@@ -261,7 +270,7 @@ def generation_request(
     width: int,
     height: int,
     *,
-    denoise: tuple[float, float] = (1.0, 0.0),
+    denoise: DenoiseWindow = FULL_SCHEDULE,
     init_image: Image.Image | None = None,
     mask: Image.Image | None = None,
     random_seed: RandomSeed | None = None,
@@ -277,8 +286,8 @@ def generation_request(
         steps=fields.steps,
         cfg_scale=fields.cfg_scale,
         sampler=SAMPLER_NAMES[fields.sampler],
-        denoise_from=denoise[0],
-        denoise_to=denoise[1],
+        denoise_from=denoise.denoise_from,
+        denoise_to=denoise.denoise_to,
         init_image=init_image.convert("RGB") if init_image is not None else None,
         mask=mask,
         style=STYLE_PRESETS[fields.style_preset] if fields.style_preset is not None else None,
