@@ -3,13 +3,14 @@ small picture on a host thread.
 
 A preview made on the engine thread the plain way (`latents.cpu()`, then the picture and its JPEG) makes
 the host wait until the device has run everything queued before it: every row of the tick waits for one
-streaming client. Here the engine thread only queues a copy into pinned host memory and records a CUDA event
-behind it; whoever wants the picture (a host thread) waits for that event and does the arithmetic on the
-host. On the CPU the copy is plain and done at once; the code path is the same.
-"""
+streaming client. Here making a preview only queues a copy into pinned host memory, on a side stream behind
+the work that made the latents, and records a CUDA event after it; whoever wants the picture (a host thread)
+waits for that event and does the arithmetic and the encoding on the host. On the CPU the copy is plain and
+done at once."""
 
 from __future__ import annotations
 
+import functools
 import time
 
 import torch
@@ -39,6 +40,12 @@ def latent_rgb(latent: torch.Tensor) -> Image.Image:
     return Image.fromarray(pixels, "RGB")
 
 
+@functools.cache
+def copy_stream(device: torch.device) -> torch.cuda.Stream:
+    """The side stream that previews are copied to the host on, one per device."""
+    return torch.cuda.Stream(device)
+
+
 class LatentPreview:
     """Batch row 0 of latents [B, C, h, w] (on any device) at the moment it is made, on its way to the host.
 
@@ -50,11 +57,20 @@ class LatentPreview:
         channels = latents[0, : len(SDXL_LATENT_RGB_FACTORS)]
         on_cuda = channels.device.type == "cuda"
         self._host = torch.empty(channels.shape, dtype=channels.dtype, pin_memory=on_cuda)
-        self._host.copy_(channels, non_blocking=True)
         self._copied: torch.cuda.Event | None = None
-        if on_cuda:
+        if not on_cuda:
+            self._host.copy_(channels)
+            return
+        # On a stream of its own, behind the work that made the latents: the copy engine overlaps the next
+        # tick's kernels instead of sitting in their queue.
+        copies = copy_stream(channels.device)
+        copies.wait_stream(torch.cuda.current_stream(channels.device))
+        with torch.cuda.stream(copies):
+            self._host.copy_(channels, non_blocking=True)
             self._copied = torch.cuda.Event()
-            self._copied.record()
+            self._copied.record(copies)
+        # The caching allocator must not hand the latents' memory to the main stream before the copy ran.
+        channels.record_stream(copies)
 
     def ready(self) -> bool:
         """Whether the copy has landed (never waits)."""
