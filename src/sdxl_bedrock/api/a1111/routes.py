@@ -26,7 +26,7 @@ from sdxl_bedrock.api.a1111.errors import A1111Refusal
 from sdxl_bedrock.api.a1111.hires import LATENT_MODES, PIXEL_UPSCALERS, UPSCALER_SCALE
 from sdxl_bedrock.api.a1111.names import SAMPLERS, SCHEDULERS
 from sdxl_bedrock.api.a1111.options import Adjustable, ServedModel, check_settings, options
-from sdxl_bedrock.api.a1111.progress import Tasks
+from sdxl_bedrock.api.a1111.progress import Preview, Tasks
 from sdxl_bedrock.api.a1111.responses import (
     Empty,
     GenerationResponse,
@@ -52,7 +52,6 @@ from sdxl_bedrock.api.validation import load_json_object
 from sdxl_bedrock.codecs import encode_png, png_to_base64, with_png_text
 from sdxl_bedrock.presets import STYLE_PRESETS
 from sdxl_bedrock.runtime import Runtime
-from sdxl_bedrock.scheduler.types import Preview
 from sdxl_bedrock.schema import Artifact
 
 router = APIRouter(prefix="/sdapi/v1")
@@ -200,8 +199,7 @@ async def progress(
 
 
 def preview_base64(preview: Preview) -> str:
-    """On a host thread: the copy starts here and may wait for the device."""
-    return png_to_base64(encode_png(preview().image()))
+    return png_to_base64(encode_png(preview()))
 
 
 @router.post(
