@@ -5,14 +5,19 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from diffusers.utils.torch_utils import randn_tensor
+from PIL import Image
 from torch.overrides import TorchFunctionMode
 
-from sdxl_bedrock.engine.noise import RowNoise
+from sdxl_bedrock.engine import pipeline
+from sdxl_bedrock.engine.noise import NOISE_LOOK_AHEAD, RowNoise
+from sdxl_bedrock.engine.pipeline import Engine
 from sdxl_bedrock.engine.samplers import draws_step_noise, make_scheduler, plan_sampling
 from sdxl_bedrock.schema import SAMPLERS_WITH_ETA, Sampler
+from tests.engine.conftest import generation_request
 from tests.engine.test_samplers import run_with
 
 CPU = torch.device("cpu")
@@ -67,7 +72,9 @@ class GeneratorDraws(TorchFunctionMode):
 
 
 def sampler_cases() -> list[tuple[Sampler, float | None]]:
-    return [(sampler, None) for sampler in Sampler] + [(sampler, 0.5) for sampler in sorted(SAMPLERS_WITH_ETA)]
+    return [(sampler, None) for sampler in Sampler] + [
+        (sampler, 0.5) for sampler in sorted(SAMPLERS_WITH_ETA)
+    ]
 
 
 @pytest.mark.parametrize(("sampler", "eta"), sampler_cases())
@@ -101,3 +108,20 @@ def test_the_samplers_that_draw_are_the_ancestral_and_stochastic_ones() -> None:
         Sampler.EULER_ANCESTRAL,
     }
     assert draws_step_noise(Sampler.DDIM, 0.5) and not draws_step_noise(Sampler.DDIM, 0.0)
+
+
+@pytest.mark.parametrize(("sampler", "eta"), [case for case in sampler_cases() if draws_step_noise(*case)])
+def test_a_seed_makes_the_same_image_with_draws_made_ahead_as_with_one_draw_per_step(
+    engine: Engine, source: Image.Image, monkeypatch: pytest.MonkeyPatch, sampler: Sampler, eta: float | None
+) -> None:
+    """Byte for byte, text-to-image and image-to-image side by side: a look-ahead of 1 draws each step's
+    noise at that step, as the engine did before the noise source; 20 steps cross a look-ahead boundary."""
+    assert NOISE_LOOK_AHEAD < 20
+    requests = [
+        generation_request(seed=3, steps=20, sampler=sampler, eta=eta),
+        generation_request(seed=4, steps=20, sampler=sampler, eta=eta, init_image=source, denoise_from=0.7),
+    ]
+    ahead = [np.asarray(result.image) for result in engine.generate(requests)]
+    monkeypatch.setattr(pipeline, "NOISE_LOOK_AHEAD", 1)
+    one_per_step = [np.asarray(result.image) for result in engine.generate(requests)]
+    assert all(np.array_equal(a, b) for a, b in zip(ahead, one_per_step, strict=True))
