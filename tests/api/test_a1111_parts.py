@@ -108,20 +108,28 @@ def test_the_overlay_keeps_the_original_outside_the_mask() -> None:
 # -- progress ------------------------------------------------------------------------------------------------
 
 
+class HostPreview:
+    """A step's preview already on the host (engine/previews.py's LatentPreview has its copy to wait for)."""
+
+    def image(self) -> Image.Image:
+        return Image.new("RGB", (1, 1))
+
+
 def test_progress_counts_the_steps_of_every_request_in_progress() -> None:
     tasks = Tasks()
     assert tasks.snapshot().progress == 0 and tasks.snapshot().state["job_count"] == 0
     with tasks.track("txt2img", 2) as first, tasks.track("img2img", 1) as second:
         first.started = second.started = 100.0
         for done in (1, 2):
-            first.on_step(done, 4, lambda: Image.new("RGB", (1, 1)))
-        second.on_step(1, 2, lambda: Image.new("RGB", (1, 1)))
-        second.on_step(2, 2, lambda: Image.new("RGB", (1, 1)))
+            first.on_step(done, 4, HostPreview)
+        second.on_step(1, 2, HostPreview)
+        second.on_step(2, 2, HostPreview)
         snapshot = tasks.snapshot(now=110.0)
         assert snapshot.state["job_count"] == 3 and snapshot.state["job_no"] == 1
         assert snapshot.progress == pytest.approx(0.01 + 4 / (2 * 4 + 1 * 2))
         assert snapshot.eta_relative == pytest.approx(10 / snapshot.progress - 10)
         assert snapshot.state["job"] == "img2img+txt2img" and snapshot.preview is not None
+        assert snapshot.preview().size == (1, 1), "the picture, made when asked"
         tasks.interrupt()
         assert first.stop.interrupted and second.stop.interrupted
     assert tasks.snapshot().state["interrupted"] is True, "A1111 keeps the flag until the next job"
@@ -133,7 +141,7 @@ def test_progress_covers_both_passes_of_the_hires_fix() -> None:
     """A1111's init doubles state.job_count for the hires fix; each pass of each image is a job."""
     tasks = Tasks()
     with tasks.track("txt2img", 2, passes=2, steps_per_image=4 + 3) as task:
-        preview = lambda: Image.new("RGB", (1, 1))  # noqa: E731
+        preview = HostPreview
         for _image in range(2):
             for done in range(1, 5):
                 task.on_step(done, 4, preview)

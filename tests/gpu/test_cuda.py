@@ -5,6 +5,7 @@ machine)."""
 from __future__ import annotations
 
 import io
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -13,7 +14,8 @@ import torch
 from PIL import Image
 
 from sdxl_bedrock.engine.pipeline import Engine
-from sdxl_bedrock.schema import GenerationRequest, Sampler, WeightedPrompt
+from sdxl_bedrock.scheduler.types import PendingPreview, Preview
+from sdxl_bedrock.schema import SAMPLERS_WITH_ETA, GenerationRequest, Sampler, WeightedPrompt
 from tests.conftest import gradient_png
 from tests.engine.conftest import compilations, generation_request
 
@@ -22,15 +24,11 @@ pytestmark = [
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
 ]
 
-# Samplers whose steps draw no noise. The ancestral ones draw theirs from each request's CPU generator (so
-# a seed gives the same picture on any device), which copies that noise to the GPU at each step.
-DETERMINISTIC = [
-    Sampler.DPMPP_2M,
-    Sampler.EULER,
-    Sampler.DDIM,
-    Sampler.HEUN,
-    Sampler.LMS,
-    Sampler.DPM_2,
+# Every sampler, and the two that take an eta with one that adds noise: the ancestral ones draw their step
+# noise from each request's CPU generator (so a seed gives the same picture on any device), made ahead and
+# copied to the GPU from pinned memory without waiting (engine/noise.py).
+SAMPLER_CASES = [(sampler, None) for sampler in Sampler] + [
+    (sampler, 0.5) for sampler in sorted(SAMPLERS_WITH_ETA)
 ]
 
 
@@ -54,19 +52,35 @@ def single(cache_dir: object) -> Engine:
     return Engine.load("tiny", "cuda", "float32")
 
 
-@pytest.mark.parametrize("sampler", DETERMINISTIC)
-def test_the_denoising_loop_never_syncs_with_the_host(half: Engine, sampler: Sampler) -> None:
-    """CUDA's sync detector is armed from the end of the first step to the end of the last."""
+@pytest.mark.parametrize(("sampler", "eta"), SAMPLER_CASES)
+def test_the_denoising_loop_never_syncs_with_the_host(
+    half: Engine, sampler: Sampler, eta: float | None
+) -> None:
+    """CUDA's sync detector is armed from the end of the first step to the end of the last of a streaming row
+    that takes a preview at every step as api/bedrock/stream.py does (started on the engine thread, its
+    picture made on a host thread: engine/previews.py); its window is the longest, its companions' shorter."""
+    host = ThreadPoolExecutor(1, thread_name_prefix="host")
+    pictures: list[Future[Image.Image]] = []
 
-    def on_step(done: int, total: int, preview: object) -> None:
+    def streaming(done: int, total: int, preview: Preview) -> None:
         torch.cuda.set_sync_debug_mode("error" if done < total else "default")
+        pending: PendingPreview = preview()
+        pictures.append(host.submit(pending.image))
 
     try:
         half.generate(
-            [request(sampler=sampler), request(seed=2, sampler=sampler, cfg_scale=1.0)], [on_step, None]
+            [
+                request(sampler=sampler, eta=eta),
+                request(seed=2, sampler=sampler, eta=eta, cfg_scale=1.0),
+                request(seed=3, sampler=sampler, eta=eta, init_image=None, denoise_from=1.0),
+            ],
+            [None, None, streaming],
         )
+        images = [picture.result(timeout=60) for picture in pictures]
     finally:
         torch.cuda.set_sync_debug_mode("default")
+        host.shutdown()
+    assert len(images) == 30 and all(image.size == (16, 16) for image in images)
 
 
 def test_half_precision_makes_finite_images_equal_alone_and_batched(half: Engine) -> None:
@@ -77,9 +91,12 @@ def test_half_precision_makes_finite_images_equal_alone_and_batched(half: Engine
     assert np.abs(pixels(alone) - pixels(batched)).max() <= 2
 
 
-def test_a_seed_gives_the_same_picture_on_the_gpu_as_on_the_cpu(single: Engine, cache_dir: object) -> None:
+@pytest.mark.parametrize("sampler", [Sampler.DPMPP_2M, Sampler.EULER_ANCESTRAL, Sampler.DPMPP_2S_ANCESTRAL])
+def test_a_seed_gives_the_same_picture_on_the_gpu_as_on_the_cpu(
+    single: Engine, cache_dir: object, sampler: Sampler
+) -> None:
     cpu = Engine.load("tiny", "cpu", "float32")
-    on_gpu, on_cpu = (pixels(e.generate([request(seed=9)])[0].image) for e in (single, cpu))
+    on_gpu, on_cpu = (pixels(e.generate([request(seed=9, sampler=sampler)])[0].image) for e in (single, cpu))
     # Other noise would put them tens of levels apart; TF32 matmuls on the GPU leave a few levels at most.
     assert np.abs(on_gpu - on_cpu).mean() < 3.0, "same noise (CPU generators), only rounding apart"
 

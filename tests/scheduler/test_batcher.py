@@ -9,6 +9,7 @@ batcher, its planner and its clock are the real ones. tests/engine/test_continuo
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -38,6 +39,16 @@ def request(
         cfg_scale=7.0,
         sampler=sampler,
     )
+
+
+@dataclass(frozen=True)
+class StandInPreview:
+    """A preview already on the host: a pixel in the row's seed, so a job can tell its own row's."""
+
+    seed: int
+
+    def image(self) -> Image.Image:
+        return Image.new("RGB", (1, 1), (self.seed % 256, 0, 0))
 
 
 @dataclass(eq=False)
@@ -106,9 +117,9 @@ class StandInEngine:
                 continue
             row.steps_done += 1
             if row.on_step is not None:
-                # Each row's preview is drawn in its own seed, so a job can tell its own row from another's.
-                preview = lambda seed=row.request.seed: Image.new("RGB", (1, 1), (seed % 256, 0, 0))  # noqa: E731
-                row.on_step(row.steps_done, row.request.steps, preview)
+                row.on_step(
+                    row.steps_done, row.request.steps, functools.partial(StandInPreview, row.request.seed)
+                )
 
     def finish(self, rows: Sequence[StandInRow]) -> None:
         error = self.fail_finish([row.request.seed for row in rows])
@@ -419,7 +430,7 @@ def test_progress_reaches_each_job_with_its_own_row() -> None:
 
         def hook(seed: int) -> StepCallback:
             return lambda done, total, preview: seen[seed].append(
-                (done, total, preview().getpixel((0, 0))[0])
+                (done, total, preview().image().getpixel((0, 0))[0])
             )
 
         await asyncio.gather(

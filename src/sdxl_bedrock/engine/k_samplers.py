@@ -9,12 +9,14 @@ sent the `x` to go on from. That lets the engine batch the evaluations of many r
 point of its own run, into one UNet call (continuous batching), and act between steps (mask blending).
 `drive` runs one with a model, which gives back k-diffusion's call shape (`sample_dpmpp_2s_ancestral`).
 
-Unlike k-diffusion, every random draw comes from `generators`, one torch.Generator per batch row, so that a
-row's result never depends on the rows beside it.
+Unlike k-diffusion, a sampler draws its fresh noise from `noise` (engine/noise.py: each row's own draws,
+made ahead on its generator), so that a row's result never depends on the rows beside it; the k-diffusion
+call shape takes one torch.Generator per batch row instead.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
@@ -27,6 +29,8 @@ Denoiser = Callable[..., torch.Tensor]
 """`model(x, sigma, **extra_args) -> denoised`, with `sigma` a host (CPU) tensor of one noise level per batch
 row: the schedule lives on the host, and a level read back from the GPU would wait for its queued work."""
 StepInfo = dict[str, Any]
+Noise = Callable[[torch.Tensor], torch.Tensor]
+"""`noise(x)`: standard normal noise of `x`'s shape and dtype, on its device."""
 
 
 @dataclass(frozen=True)
@@ -54,9 +58,7 @@ KSamplerRun = Generator[Denoise | StepDone, torch.Tensor, torch.Tensor]
 
 
 class KSampler(Protocol):
-    def __call__(
-        self, x: torch.Tensor, sigmas: torch.Tensor, generators: Sequence[torch.Generator] = ()
-    ) -> KSamplerRun: ...
+    def __call__(self, x: torch.Tensor, sigmas: torch.Tensor, noise: Noise) -> KSamplerRun: ...
 
 
 def get_ancestral_step(sigma_from: float, sigma_to: float, eta: float = 1.0) -> tuple[float, float]:
@@ -79,7 +81,7 @@ def row_noise(like: torch.Tensor, generators: Sequence[torch.Generator]) -> torc
 def dpmpp_2s_ancestral(
     x: torch.Tensor,
     sigmas: torch.Tensor,
-    generators: Sequence[torch.Generator] = (),
+    noise: Noise,
     eta: float = 1.0,
     s_noise: float = 1.0,
 ) -> KSamplerRun:
@@ -105,7 +107,7 @@ def dpmpp_2s_ancestral(
             denoised_mid = yield Denoise(x_mid, sigma_mid, i)
             x = (sigma_down / sigma) * x - math.expm1(-h) * denoised_mid
         if sigma_up > 0:
-            x = x + row_noise(x, generators) * s_noise * sigma_up
+            x = x + noise(x) * s_noise * sigma_up
         x = yield StepDone(i, x, denoised, sigma)
     return x
 
@@ -154,4 +156,5 @@ def sample_dpmpp_2s_ancestral(
     s_noise: float = 1.0,
 ) -> torch.Tensor:
     """`dpmpp_2s_ancestral` in k-diffusion's call shape: the whole run with `model`."""
-    return drive(dpmpp_2s_ancestral(x, sigmas, generators, eta, s_noise), model, extra_args, callback)
+    noise = functools.partial(row_noise, generators=generators)
+    return drive(dpmpp_2s_ancestral(x, sigmas, noise, eta, s_noise), model, extra_args, callback)

@@ -40,6 +40,7 @@ from sdxl_bedrock.engine.clip_guidance import ClipGuide
 from sdxl_bedrock.engine.content_filter import ContentFilter, obscure
 from sdxl_bedrock.engine.loading import load_model
 from sdxl_bedrock.engine.masking import latent_mask, paste_outside_mask
+from sdxl_bedrock.engine.noise import NOISE_LOOK_AHEAD
 from sdxl_bedrock.engine.pixels import images_from_pixels, pixels_from_images
 from sdxl_bedrock.engine.prompt_encoding import PromptEncoder, RowPrompts, styled_prompts
 from sdxl_bedrock.engine.prompts import PromptEmbeddings
@@ -288,6 +289,8 @@ class Engine:
             self.device,
             request.sigma_schedule,
             request.eta,
+            # CLIP guidance draws its cutouts from the same generator between the steps' draws.
+            noise_look_ahead=1 if request.clip_guidance is not None else NOISE_LOOK_AHEAD,
         )
         if request.init_latents is not None and (plan.steps == 0 or request.init_image is not None):
             raise ValueError("init latents take no init image, and a window of at least one step")

@@ -11,46 +11,25 @@ from __future__ import annotations
 
 import functools
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
-from PIL import Image
 
 from sdxl_bedrock.engine.acceleration import UNetInputs
 from sdxl_bedrock.engine.masking import blend_outside_mask
+from sdxl_bedrock.engine.previews import LatentPreview
 from sdxl_bedrock.engine.prompts import PromptEmbeddings, stack_rows
 from sdxl_bedrock.engine.samplers import ModelCall, SamplerRun, SamplingPlan, StepEnd
+from sdxl_bedrock.scheduler.types import StepCallback
 from sdxl_bedrock.schema import GeneratedImage, GenerationRequest
 
 _SERIALS = itertools.count()
 
-RowStepCallback = Callable[[int, int, Callable[[], Image.Image]], None]
-"""Called after each of a row's steps with (steps done, steps in its window, preview): `preview()` makes a
-small picture of the row's current latents, cheaply (no VAE), for progress displays."""
-
-# A linear map from SDXL's 4 latent channels to RGB, fitted on SDXL latents (the "cheap approximation"
-# preview of ComfyUI and A1111): good enough to watch a picture form, at 1/8 of the output size.
-SDXL_LATENT_RGB_FACTORS = (
-    (0.3651, 0.4232, 0.4341),
-    (-0.2533, -0.0042, 0.1068),
-    (0.1076, 0.1111, -0.0362),
-    (-0.3165, -0.2492, -0.2188),
-)
-SDXL_LATENT_RGB_BIAS = (0.1084, -0.0175, -0.0011)
-
-
-def latent_preview(latents: torch.Tensor, row: int = 0) -> Image.Image:
-    """Batch row `row` of model latents [B, C, h, w] as a small RGB picture, by the linear latent-to-RGB
-    map."""
-    factors = torch.tensor(SDXL_LATENT_RGB_FACTORS, dtype=torch.float32)
-    bias = torch.tensor(SDXL_LATENT_RGB_BIAS, dtype=torch.float32)
-    latent = latents[row].float().cpu()
-    if latent.shape[0] != factors.shape[0]:
-        latent = latent[: factors.shape[0]]
-    rgb = torch.einsum("chw,cr->hwr", latent, factors) + bias
-    pixels = ((rgb.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
-    return Image.fromarray(pixels, "RGB")
+RowStepCallback = StepCallback
+"""Called after each of a row's steps with (steps done, steps in its window, preview): `preview()` starts a
+copy of the row's current latents to the host, without waiting, for a small picture made off the engine
+thread (engine/previews.py)."""
 
 
 @dataclass(frozen=True)
@@ -165,7 +144,7 @@ class Row:
         self.denoised = event.denoised
         self.steps_done = event.index + 1
         if self.on_step is not None:
-            self.on_step(self.steps_done, self.plan.steps, functools.partial(latent_preview, latents))
+            self.on_step(self.steps_done, self.plan.steps, functools.partial(LatentPreview, latents))
         return latents
 
 

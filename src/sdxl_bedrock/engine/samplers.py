@@ -39,6 +39,7 @@ from diffusers import (
 )
 
 from sdxl_bedrock.engine.k_samplers import Denoise, KSampler, KSamplerRun, dpmpp_2s_ancestral
+from sdxl_bedrock.engine.noise import NOISE_LOOK_AHEAD, RowNoise
 from sdxl_bedrock.schema import Sampler, SigmaSchedule
 
 
@@ -49,12 +50,17 @@ class SamplerSpec:
     overrides: dict[str, Any] = field(default_factory=dict)
     paper: str = ""
     k_sampler: KSampler | None = None
+    # Its steps draw fresh noise (engine/noise.py serves it); `eta_noise`: only with an eta above 0.
+    step_noise: bool = False
+    eta_noise: bool = False
 
 
 SAMPLERS: dict[Sampler, SamplerSpec] = {
-    Sampler.DDIM: SamplerSpec(DDIMScheduler, paper="Song et al. 2020, Denoising Diffusion Implicit Models"),
+    Sampler.DDIM: SamplerSpec(
+        DDIMScheduler, paper="Song et al. 2020, Denoising Diffusion Implicit Models", eta_noise=True
+    ),
     Sampler.DDPM: SamplerSpec(
-        DDPMScheduler, paper="Ho et al. 2020, Denoising Diffusion Probabilistic Models"
+        DDPMScheduler, paper="Ho et al. 2020, Denoising Diffusion Probabilistic Models", step_noise=True
     ),
     Sampler.DPMPP_2M: SamplerSpec(
         DPMSolverMultistepScheduler,
@@ -65,14 +71,17 @@ SAMPLERS: dict[Sampler, SamplerSpec] = {
         EulerDiscreteScheduler,
         paper="Lu et al. 2022, DPM-Solver++ (2S), ancestral",
         k_sampler=dpmpp_2s_ancestral,
+        step_noise=True,
     ),
     Sampler.DPM_2: SamplerSpec(KDPM2DiscreteScheduler, paper="Karras et al. 2022, DPM-Solver-2 variant"),
     Sampler.DPM_2_ANCESTRAL: SamplerSpec(
-        KDPM2AncestralDiscreteScheduler, paper="Karras et al. 2022, DPM-Solver-2, ancestral"
+        KDPM2AncestralDiscreteScheduler, paper="Karras et al. 2022, DPM-Solver-2, ancestral", step_noise=True
     ),
     Sampler.EULER: SamplerSpec(EulerDiscreteScheduler, paper="Karras et al. 2022, Algorithm 2 (Euler)"),
     Sampler.EULER_ANCESTRAL: SamplerSpec(
-        EulerAncestralDiscreteScheduler, paper="Ho et al. 2020 / Karras et al. 2022, Euler ancestral"
+        EulerAncestralDiscreteScheduler,
+        paper="Ho et al. 2020 / Karras et al. 2022, Euler ancestral",
+        step_noise=True,
     ),
     Sampler.HEUN: SamplerSpec(HeunDiscreteScheduler, paper="Karras et al. 2022, Algorithm 2 (Heun)"),
     Sampler.LMS: SamplerSpec(LMSDiscreteScheduler, paper="Karras et al. 2022, linear multistep"),
@@ -98,6 +107,12 @@ def make_scheduler(
 
 def takes_karras_sigmas(sampler: Sampler) -> bool:
     return "use_karras_sigmas" in inspect.signature(SAMPLERS[sampler].scheduler_class.__init__).parameters
+
+
+def draws_step_noise(sampler: Sampler, eta: float | None = None) -> bool:
+    """Whether the sampler's steps draw fresh noise, with this eta (None: its default)."""
+    spec = SAMPLERS[sampler]
+    return spec.step_noise or (spec.eta_noise and eta is not None and eta > 0)
 
 
 def takes_eta(sampler: Sampler) -> bool:
@@ -169,11 +184,14 @@ def plan_sampling(
     device: torch.device,
     sigma_schedule: SigmaSchedule = SigmaSchedule.DEFAULT,
     eta: float | None = None,
+    noise_look_ahead: int = NOISE_LOOK_AHEAD,
 ) -> SamplingPlan:
     """The run of `sampler` over steps [first, last) of a `steps`-step schedule, for one request (batch row)
     whose random draws come from `generator`; `sigma_schedule` spaces its noise levels and `eta` (None: the
     sampler's default) scales the fresh noise of a sampler that takes it. `window` is the request's
-    (strength.window_steps: its strength as diffusers' `get_timesteps` counts it).
+    (strength.window_steps: its strength as diffusers' `get_timesteps` counts it). Step noise is drawn
+    `noise_look_ahead` draws at a time (engine/noise.py; 1 where something else draws from `generator`
+    during the run).
 
     Raises ValueError for a schedule or an eta the sampler does not take."""
     if eta is not None and not takes_eta(sampler):
@@ -183,26 +201,37 @@ def plan_sampling(
         # The schedule stays on the host, where schedulers read its values (DDIM indexes by timestep);
         # a device copy feeds the model, so no step reads a value back from the device.
         scheduler.set_timesteps(steps, device="cpu")
+    first, last = window
+    # Never more draws ahead than the window has steps (the samplers draw at most once a step).
+    noise = RowNoise(generator, device, max(1, min(noise_look_ahead, last - first)))
     k_sampler = SAMPLERS[sampler].k_sampler
     if k_sampler is not None:
         if eta is not None:
             # takes_eta made sure this k-sampler has the parameter, which the KSampler protocol leaves out.
             k_sampler = functools.partial(cast(Callable[..., KSamplerRun], k_sampler), eta=eta)
-        return KDiffusionPlan(k_sampler, scheduler, window, generator, device)
-    plan = SchedulerPlan(scheduler, window, generator, device)
+        return KDiffusionPlan(k_sampler, scheduler, window, noise, device)
+    plan = SchedulerPlan(scheduler, window, noise, device, draws_step_noise(sampler, eta))
     if eta is not None:
         plan.step_kwargs["eta"] = eta
     return plan
 
 
 class SchedulerPlan:
-    """A diffusers scheduler over a window; `scheduler.order` model calls (timesteps) per step."""
+    """A diffusers scheduler over a window; `scheduler.order` model calls (timesteps) per step. Where its
+    steps draw noise (`step_noise`), `noise` serves the draws it makes from `noise.generator`."""
 
     def __init__(
-        self, scheduler: Any, window: tuple[int, int], generator: torch.Generator, device: torch.device
+        self,
+        scheduler: Any,
+        window: tuple[int, int],
+        noise: RowNoise,
+        device: torch.device,
+        step_noise: bool = False,
     ) -> None:
         first, last = window
         self.scheduler = scheduler
+        self.noise = noise
+        self.step_noise = step_noise
         self.order = int(scheduler.order)
         self.steps = last - first
         # The whole schedule from the window's start: its tail past the window gives the end's noise level.
@@ -215,7 +244,7 @@ class SchedulerPlan:
         self.init_noise_sigma = float(scheduler.init_noise_sigma)
         self.step_kwargs: dict[str, Any] = {}
         if "generator" in inspect.signature(scheduler.step).parameters:
-            self.step_kwargs["generator"] = generator
+            self.step_kwargs["generator"] = noise.generator
 
     def noised(self, clean: torch.Tensor, noise: torch.Tensor, index: int) -> torch.Tensor:
         if index == self.steps and self.ends_clean:
@@ -231,7 +260,8 @@ class SchedulerPlan:
             noise = yield ModelCall(
                 self.scheduler.scale_model_input(latents, timestep), self.model_timesteps[call], step
             )
-            output = self.scheduler.step(noise, timestep, latents, **self.step_kwargs)
+            with self.noise.serving_diffusers() if self.step_noise else contextlib.nullcontext():
+                output = self.scheduler.step(noise, timestep, latents, **self.step_kwargs)
             latents, denoised = output.prev_sample, clean_estimate(self.scheduler, output)
             if (call + 1) % self.order == 0 or call + 1 == self.calls:
                 latents = yield StepEnd(step, latents, denoised)
@@ -261,12 +291,12 @@ class KDiffusionPlan:
         k_sampler: KSampler,
         scheduler: Any,
         window: tuple[int, int],
-        generator: torch.Generator,
+        noise: RowNoise,
         device: torch.device,
     ) -> None:
         first, last = window
         self.k_sampler = k_sampler
-        self.generator = generator
+        self.noise = noise
         self.device = device
         self.steps = last - first
         self.sigmas = scheduler.sigmas[first : last + 1].to(torch.float32)
@@ -281,7 +311,7 @@ class KDiffusionPlan:
         return clean + noise * self.sigmas[index].to(clean.dtype)
 
     def run(self, latents: torch.Tensor) -> SamplerRun:
-        k_run = self.k_sampler(latents, self.sigmas, [self.generator])
+        k_run = self.k_sampler(latents, self.sigmas, self.noise.like)
         answer: torch.Tensor | None = None
         try:
             while True:

@@ -13,9 +13,23 @@ from PIL import Image
 
 from sdxl_bedrock.schema import GeneratedImage, GenerationRequest
 
-Preview = Callable[[], Image.Image]
+
+class PendingPreview(Protocol):
+    """A small picture of a row's latents at one step, on its way to the host (engine/previews.py)."""
+
+    def image(self) -> Image.Image:
+        """The picture (RGB, 1/8 of the output size). It may wait for the device (up to a tick), so call it on
+        a host thread (`Workers.on_host`), never on the engine thread or the event loop."""
+        ...
+
+
+Preview = Callable[[], PendingPreview]
+"""`preview()` takes the row's latents as they are at that step and starts their copy to the host without
+waiting: cheap enough for the engine thread (a step callback), and callable later from a host thread too."""
+
 StepCallback = Callable[[int, int, Preview], None]
-"""A job's progress hook, called on the engine thread after each of its steps with (done, total, preview)."""
+"""A job's progress hook, called on the engine thread after each of its steps with (done, total, preview).
+It must not wait: every row of the tick waits with it. Make the picture on a host thread."""
 
 
 class EngineRow(Protocol):

@@ -8,12 +8,17 @@ row steps done over all the steps asked (plus A1111's 0.01, so an idle bar reads
 (the cheap latent-to-RGB picture, 1/8 of the output size, made only when asked). `/interrupt` and `/skip`
 act on all of them (batching.StopSignal). Requests of the other wires are not listed or stopped.
 
+The engine thread only keeps a step's preview handle (scheduler.types.Preview): the copy of its latents to
+the host, its picture and the PNG all happen when `/progress` asks, on a host thread, so a polling client
+never holds up a tick.
+
 Each request's rows report their steps from the engine thread (`Task.on_step`); the event loop reads the
 counts, which only that thread writes.
 """
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -23,8 +28,14 @@ from datetime import datetime
 from PIL import Image
 
 from sdxl_bedrock.scheduler.stops import StopSignal
+from sdxl_bedrock.scheduler.types import Preview as StepPreview
 
 Preview = Callable[[], Image.Image]
+"""The latest step's picture; call it on a host thread (it may wait for the device)."""
+
+
+def picture(preview: StepPreview) -> Image.Image:
+    return preview().image()
 
 
 @dataclass(eq=False)
@@ -44,9 +55,9 @@ class Task:
     row_steps: int = 0  # steps done, all images together
     images_done: int = 0
     step: int = 0  # the latest step reported
-    preview: Preview | None = None
+    preview: StepPreview | None = None
 
-    def on_step(self, done: int, total: int, preview: Preview) -> None:
+    def on_step(self, done: int, total: int, preview: StepPreview) -> None:
         """The engine's step callback (engine thread): counts only, the preview is made when asked."""
         self.window = total
         self.row_steps += 1
@@ -124,4 +135,5 @@ class Tasks:
         preview = next(
             (task.preview for task in sorted(tasks, key=lambda t: -t.row_steps) if task.preview), None
         )
-        return Snapshot(min(progress, 1.0), eta_relative, state, textinfo, preview)
+        current = functools.partial(picture, preview) if preview is not None else None
+        return Snapshot(min(progress, 1.0), eta_relative, state, textinfo, current)

@@ -4,6 +4,9 @@ Without the opt-in the stream is exactly Bedrock's: one `chunk` event holding th
 With `"extras": {"progress": true}` a chunk `{"progress": {"step": i, "steps": n}}` precedes it after each
 denoising step, and every `progress_preview_every` steps (default 5; 0 turns previews off) that progress
 object also carries `"preview": "<base64 JPEG>"`, a small picture of the current latents.
+
+The engine thread only starts a preview's copy to the host (scheduler.types.Preview); the picture and its
+JPEG are made on a host thread as the stream sends the chunk, so a streaming client never holds up a tick.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from sdxl_bedrock.api.bedrock.errors import bedrock_error, bedrock_message
 from sdxl_bedrock.api.bedrock.responses import artifacts_json
 from sdxl_bedrock.errors import InvalidRequest, ServiceError
 from sdxl_bedrock.runtime import Runtime
+from sdxl_bedrock.scheduler.types import PendingPreview, Preview
 from sdxl_bedrock.schema import Artifact, GenerationRequest
 
 log = logging.getLogger(__name__)
@@ -56,6 +60,11 @@ def jpeg_base64(image: Image.Image) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
+def preview_jpeg(preview: PendingPreview) -> str:
+    """On a host thread: it may wait for the preview's copy."""
+    return jpeg_base64(preview.image())
+
+
 def progress_chunk(done: int, total: int, preview_jpeg: str | None) -> bytes:
     progress: dict[str, object] = {"step": done, "steps": total}
     if preview_jpeg is not None:
@@ -69,26 +78,29 @@ async def stream_events(
     options: ProgressOptions,
     encode: Callable[[list[Artifact]], bytes] = artifacts_json,
 ) -> AsyncIterator[bytes]:
-    frames: asyncio.Queue[bytes] = asyncio.Queue()
+    steps: asyncio.Queue[tuple[int, int, PendingPreview | None]] = asyncio.Queue()
     loop = asyncio.get_running_loop()
 
-    def on_step(done: int, total: int, preview: Callable[[], Image.Image]) -> None:
-        # On the engine thread: make the preview there (it is cheap), hand the frame to the event loop.
+    def on_step(done: int, total: int, preview: Preview) -> None:
+        # On the engine thread, which must not wait: only the copy of the latents starts here.
         wants_preview = options.preview_every > 0 and (done % options.preview_every == 0 or done == total)
-        frame = progress_chunk(done, total, jpeg_base64(preview()) if wants_preview else None)
-        loop.call_soon_threadsafe(frames.put_nowait, frame)
+        loop.call_soon_threadsafe(steps.put_nowait, (done, total, preview() if wants_preview else None))
+
+    async def frame(done: int, total: int, preview: PendingPreview | None) -> bytes:
+        jpeg = await runtime.workers.on_host(preview_jpeg, preview) if preview is not None else None
+        return progress_chunk(done, total, jpeg)
 
     work = asyncio.ensure_future(runtime.generations.generate(request, on_step if options.enabled else None))
     try:
         while not work.done():
-            getter = asyncio.ensure_future(frames.get())
+            getter = asyncio.ensure_future(steps.get())
             await asyncio.wait({work, getter}, return_when=asyncio.FIRST_COMPLETED)
             if getter.done():
-                yield getter.result()
+                yield await frame(*getter.result())
             else:
                 getter.cancel()
-        while not frames.empty():
-            yield frames.get_nowait()
+        while not steps.empty():
+            yield await frame(*steps.get_nowait())
         try:
             artifacts = work.result()
         except ServiceError as error:
