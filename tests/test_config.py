@@ -246,3 +246,15 @@ def test_model_aliases_name_the_served_checkpoint() -> None:
         Settings(model_aliases=["dall-e-3"])
     with pytest.raises(ValueError, match="given twice"):
         Settings(model_aliases=["a=tiny", "a=other"])
+
+
+def test_checkpoint_dirs_come_from_flags_or_a_variable_and_defer_the_alias_check() -> None:
+    assert Settings(checkpoint_dirs="/models, /more\n/third").checkpoint_dirs == (
+        Path("/models"),
+        Path("/more"),
+        Path("/third"),
+    )
+    # With a library, an alias may name any checkpoint in it: the server checks them when it reads it.
+    assert Settings(checkpoint_dirs=["/models"], model_aliases=["x=house-style"]).model_aliases == {
+        "x": "house-style"
+    }

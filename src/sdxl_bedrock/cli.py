@@ -114,6 +114,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     model_path.add_argument("name", choices=["tiny"])
     model_path.set_defaults(run=run_model_path)
+
+    models = commands.add_parser(
+        "models",
+        help="list the checkpoints a server with these folders would serve, and what it would refuse",
+        description="List the model library as `serve` would read it: each checkpoint's name, kind, size "
+        "and SHA-256 (A1111's short hash is its first 10 digits), then every file it would refuse, with "
+        "the reason. Nothing is loaded and nothing is downloaded.",
+    )
+    models.add_argument(
+        "--model", default="tiny", metavar="MODEL", help="the default checkpoint (as serve's)"
+    )
+    models.add_argument(
+        "--checkpoint-dir", action="append", default=[], type=Path, metavar="DIR", help="repeatable"
+    )
+    models.add_argument("--single-file-config", type=Path, metavar="DIR", help="as serve's")
+    models.add_argument("--json", action="store_true", help="one JSON object per line")
+    models.set_defaults(run=run_models)
     return parser
 
 
@@ -356,6 +373,32 @@ def progress_bar(step: int, steps: int, _preview: bytes | None) -> None:
     print(
         f"\r[{'#' * filled}{'.' * (width - filled)}] step {step}/{steps}", end="", file=sys.stderr, flush=True
     )
+
+
+def run_models(args: argparse.Namespace) -> int:
+    from sdxl_bedrock.library import Library
+
+    try:
+        listing = Library(
+            args.model, args.checkpoint_dir, single_file_config=args.single_file_config
+        ).refresh()
+    except ValueError as error:
+        print(f"sdxl-bedrock models: {error}", file=sys.stderr)
+        return 1
+    entries = [*listing.checkpoints.values(), *listing.refused]
+    if args.json:
+        for entry in entries:
+            print(json.dumps({**entry.describe(), "default": entry.name == listing.default}))
+        return 0
+    for entry in listing.checkpoints.values():
+        default = "  (default)" if entry.name == listing.default else ""
+        size = f"{entry.size_bytes / 2**20:,.1f} MiB" if entry.size_bytes else "built in"
+        print(f"{entry.name}  {entry.kind}  {size}  {entry.sha256 or '-'}{default}")
+        if entry.filename is not None:
+            print(f"    {entry.filename}")
+    for entry in listing.refused:
+        print(f"refused: {entry.name} ({entry.filename}): {entry.refused}")
+    return 0
 
 
 def run_model_path(args: argparse.Namespace) -> int:

@@ -301,6 +301,7 @@ def test_models_lists_and_retrieves_ours(client: openai.OpenAI) -> None:
         "gpt-image-1",
         "gpt-image-1-mini",
         "gpt-image-1.5",
+        "tiny",  # the checkpoint's own name: the model library's (docs/MODELS.md)
     ]
     assert client.models.retrieve(MODEL_ID) == model
     assert client.models.retrieve("gpt-image-1").id == "gpt-image-1"

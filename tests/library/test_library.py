@@ -103,3 +103,36 @@ def test_refresh_sees_new_and_removed_files(folder: Path, tmp_path: Path) -> Non
 
     shutil.rmtree(library_dir / "added")
     assert library.refresh().names == ["tiny"]
+
+
+def test_the_models_command_lists_what_a_server_would_find(
+    folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from sdxl_bedrock.cli import build_parser
+
+    args = build_parser().parse_args(
+        ["models", "--checkpoint-dir", str(folder), "--single-file-config", str(tiny_model_path()), "--json"]
+    )
+    assert args.run(args) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    served = [line["name"] for line in lines if line["refused"] is None]
+    assert served == ["tiny", "anime", "house-style", "sdxl-base"] and lines[0]["default"] is True
+    anime = next(line for line in lines if line["name"] == "anime")
+    assert anime["kind"] == "single-file" and anime["size_bytes"] > 0 and len(anime["sha256"]) == 64
+    assert any(line["name"] == "pickled" and "arbitrary code" in line["refused"] for line in lines)
+
+
+def test_a1111_progress_says_when_a_checkpoint_is_moving() -> None:
+    from types import SimpleNamespace
+    from typing import Any
+
+    from sdxl_bedrock.api.a1111.routes import moving_text
+
+    def runtime(moving: Any) -> Any:
+        return SimpleNamespace(engine=SimpleNamespace(moving=moving))
+
+    assert moving_text(runtime(None)) is None
+    assert moving_text(runtime(("anime", "device"))) == "Loading checkpoint anime"
+    assert moving_text(runtime(("anime", "host"))) == "Moving checkpoint anime to host"

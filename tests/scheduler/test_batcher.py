@@ -9,6 +9,7 @@ batcher, its planner and its clock are the real ones. tests/engine/test_continuo
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import threading
 from collections.abc import Callable, Sequence
@@ -516,5 +517,81 @@ def test_an_out_of_memory_cap_is_in_metrics_and_grows_back() -> None:
         assert "64x64" not in {
             sample.labels.get("size") for sample in batcher.metrics.row_cap.collect()[0].samples
         }
+
+    run(scenario())
+
+
+@dataclass
+class TwoCheckpointEngine(StandInEngine):
+    """A stand-in over several checkpoints, one on the device at a time (as CheckpointEngines with
+    --max-loaded-checkpoints 1): records what the batcher says is in use."""
+
+    default_name: str = "base"
+    max_on_device: int = 1
+    said_in_use: list[frozenset[str]] = field(default_factory=list)
+
+    def in_use(self, running: frozenset[str], queued: frozenset[str] = frozenset()) -> None:
+        self.said_in_use.append(running)
+
+
+def test_checkpoints_take_turns_and_a_turn_takes_every_waiting_row_of_its_checkpoint() -> None:
+    """Arrivals alternate between two checkpoints; with one on the device, rows of the two are never in
+    flight together, the second checkpoint's turn takes all its waiting rows at once, and neither starves."""
+
+    async def scenario() -> None:
+        engine = TwoCheckpointEngine()
+        engine.gate.clear()
+        batcher = Batcher(engine, max_batch_size=8, max_wait_s=0)
+        batcher.start()
+        names = ["base", "anime", "base", "anime", "base", "anime"]
+        jobs = [
+            asyncio.ensure_future(
+                batcher.submit(dataclasses.replace(request(seed, steps=3), checkpoint=name))
+            )
+            for seed, name in enumerate(names, start=1)
+        ]
+        while batcher.depth < len(names):
+            await asyncio.sleep(0)
+        engine.gate.set()
+        assert [image.seed for image in await asyncio.gather(*jobs)] == [1, 2, 3, 4, 5, 6]
+        await batcher.close()
+        assert engine.joins == [[1, 3, 5], [2, 4, 6]], "one turn each, every waiting row of it"
+        assert all(set(seeds) <= {1, 3, 5} or set(seeds) <= {2, 4, 6} for seeds in engine.ticks), (
+            "no tick mixes checkpoints"
+        )
+        assert all(len(running) <= 1 for running in engine.said_in_use)
+
+    run(scenario())
+
+
+def test_a_checkpoint_in_flight_lets_a_waiting_one_have_the_next_turn() -> None:
+    """Rows of a running checkpoint that arrive after a row of another one wait behind it: the other does
+    not starve under a steady stream for the first."""
+
+    async def scenario() -> None:
+        engine = TwoCheckpointEngine()
+        batcher = Batcher(engine, max_batch_size=8, max_wait_s=0)
+        batcher.start()
+        started = threading.Event()
+
+        def hold(done: int, total: int, preview: Any) -> None:
+            if done == 1:
+                engine.gate.clear()
+                started.set()
+
+        first = asyncio.ensure_future(batcher.submit(request(1, steps=3), hold))
+        await until(started)
+        other = asyncio.ensure_future(
+            batcher.submit(dataclasses.replace(request(2, steps=3), checkpoint="anime"))
+        )
+        while batcher.depth < 1:
+            await asyncio.sleep(0)
+        later = asyncio.ensure_future(batcher.submit(request(3, steps=3)))
+        while batcher.depth < 2:
+            await asyncio.sleep(0)
+        engine.gate.set()
+        await asyncio.gather(first, other, later)
+        await batcher.close()
+        assert engine.joins == [[1], [2], [3]], "the later base row waits for anime's turn"
 
     run(scenario())

@@ -200,10 +200,20 @@ async def progress(
                 "eta_relative": snapshot.eta_relative,
                 "state": snapshot.state,
                 "current_image": current_image,
-                "textinfo": snapshot.textinfo,
+                "textinfo": moving_text(runtime) or snapshot.textinfo,
             }
         )
     )
+
+
+def moving_text(runtime: Runtime) -> str | None:
+    """While a checkpoint is loaded or moved (rows wait for it), progress says so, as A1111's
+    "Loading weights" does."""
+    moving = runtime.engine.moving if runtime.engine is not None else None
+    if moving is None:
+        return None
+    name, where = moving
+    return f"Loading checkpoint {name}" if where == "device" else f"Moving checkpoint {name} to {where}"
 
 
 def preview_base64(preview: Preview) -> str:
