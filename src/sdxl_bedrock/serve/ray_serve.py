@@ -9,6 +9,15 @@ it. Two entry points:
 - `app_builder(args)`: an application builder for `serve run` and Serve config files
   (`import_path: sdxl_bedrock.serve.ray_serve:app_builder`, `args:` the Settings fields); see docs/SCALING.md.
 
+With a model library (`--checkpoint-dir`), a request goes to a replica that holds its checkpoint already,
+through Ray Serve's own model multiplexing: Ray's proxy hands every request to one light ingress deployment
+(`SDXLBedrockRouting`, no model, no CPU reserved), which reads the checkpoint the request names
+(api/routing.py, the wires' own resolution) and passes the request on through a deployment handle with
+`multiplexed_model_id` set to that name; Ray routes it to a replica that reported the checkpoint
+(`@serve.multiplexed`), else to one that holds the fewest. Ray's proxy routes before any of our code sees a
+request, on a header our clients do not send, hence the ingress. Without a library every replica serves
+the one checkpoint and Ray's proxy calls the replicas directly, as before.
+
 A replica counts as started only once its model is loaded (the app's lifespan startup is held until then,
 and fails when the load fails), so Ray routes nothing to a replica whose /ping would answer 429; after that
 its `check_health` raises whenever the model is not loaded, and Ray replaces a replica that fails it.
@@ -43,6 +52,7 @@ if TYPE_CHECKING:
 
 APP_NAME = "sdxl-bedrock"
 DEPLOYMENT_NAME = "SDXLBedrock"
+ROUTING_NAME = "SDXLBedrockRouting"
 REPLICA_HEADER = b"x-sdxl-replica"
 # Beyond --shutdown-timeout (the replicas' own drain), how long Ray may take to remove the application
 # before it is stopped all the same.
@@ -217,6 +227,109 @@ def replica_app(settings: Settings, replica_id: str, verbose: bool = False) -> F
     return app
 
 
+def checkpoints_per_replica(settings: Settings) -> int:
+    """How many checkpoints one replica reports to Ray's multiplexing: those its CheckpointEngines keeps off
+    the disk (on the device, then in host memory). Where --max-loaded-checkpoints is left to what fits on
+    the GPU, that is only known once a model is loaded, after Ray has the number: it counts as 1."""
+    return (settings.max_loaded_checkpoints or 1) + settings.max_host_checkpoints
+
+
+# What a request's ASGI scope says that the replica's app reads; the rest (Ray's own entries) stays behind,
+# and all of it must pickle to cross to the replica.
+FORWARDED_SCOPE_KEYS = (
+    "type",
+    "asgi",
+    "http_version",
+    "method",
+    "scheme",
+    "path",
+    "raw_path",
+    "root_path",
+    "query_string",
+    "headers",
+    "client",
+    "server",
+)
+
+
+def forwarded_scope(scope: Scope) -> dict[str, Any]:
+    return {key: scope[key] for key in FORWARDED_SCOPE_KEYS if key in scope}
+
+
+async def read_whole_body(receive: Receive) -> bytes | None:
+    """The request's body, or None where the client left before sending all of it."""
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+class RoutingApp:
+    """The ingress of a model library on Ray: reads which checkpoint a request names and hands the request,
+    whole, to a replica of the model deployment through a handle whose `multiplexed_model_id` is that name.
+    Its answer comes back as the replica's own ASGI messages, streamed (Bedrock's event streams included).
+
+    Requests that name no checkpoint (lists, /ping, A1111 without override_settings) go to any replica,
+    as Ray's proxy would send them."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.runtime: Runtime | None = None
+        self.handle: Any = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self.lifespan(receive, send)
+            return
+        if scope["type"] != "http" or self.runtime is None:
+            return
+        from sdxl_bedrock.api.routing import checkpoint_of_request
+
+        body = await read_whole_body(receive)
+        if body is None:
+            return
+        checkpoint = await checkpoint_of_request(self.runtime, scope, body)
+        handle = self.handle.options(stream=True)
+        if checkpoint:
+            handle = handle.options(multiplexed_model_id=checkpoint)
+        answer = handle.forward.remote(forwarded_scope(scope), body)
+        try:
+            async for message in answer:
+                await send(message)
+        except BaseException:
+            answer.cancel()  # the client left: the replica stops working on it
+            raise
+        if scope["path"].endswith("/refresh-checkpoints"):
+            # The listing that names are resolved against follows the replica that re-read the folders.
+            await self.runtime.refresh_library()
+
+    async def lifespan(self, receive: Receive, send: Send) -> None:
+        from ray import serve
+
+        from sdxl_bedrock.runtime import Runtime
+
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    runtime = Runtime(self.settings)
+                    await runtime.refresh_library()
+                    app_name = serve.get_replica_context().app_name
+                    self.handle = serve.get_deployment_handle(DEPLOYMENT_NAME, app_name=app_name)
+                    self.runtime = runtime
+                except Exception as error:
+                    await send({"type": "lifespan.startup.failed", "message": str(error)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
 def current_replica_id() -> str:
     from ray import serve
 
@@ -237,6 +350,41 @@ class ReplicaApp:
             self.app = replica_app(self.settings, current_replica_id(), self.verbose)
         await self.app(scope, receive, send)
 
+    async def forwarded(self, scope: dict[str, Any], body: bytes) -> AsyncIterator[Message]:
+        """Serve a request that RoutingApp passed on: the app's ASGI messages, as it sends them. Closing the
+        iterator early (the client left) tells the app the client disconnected, then cancels it."""
+        assert self.app is not None, "the lifespan startup builds the app before any request"
+        app = self.app
+        sent: asyncio.Queue[Message | None] = asyncio.Queue()
+        left = asyncio.Event()
+        body_read = False
+
+        async def receive() -> Message:
+            nonlocal body_read
+            if not body_read:
+                body_read = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            await left.wait()
+            return {"type": "http.disconnect"}
+
+        async def run() -> None:
+            try:
+                await app(scope, receive, sent.put)
+            finally:
+                await sent.put(None)
+
+        task = asyncio.create_task(run())
+        try:
+            while (message := await sent.get()) is not None:
+                yield message
+            await task  # its exception, if it raised after its last message
+        finally:
+            if not task.done():
+                left.set()
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
     def check_loaded(self) -> None:
         """Raise unless the model is loaded and serving (what /ping answers 200 to)."""
         runtime: Runtime | None = None if self.app is None else self.app.state.runtime
@@ -252,17 +400,74 @@ def build_application(settings: Settings, scaling: Scaling, verbose: bool = Fals
 
     scaling.check()
 
-    @serve.ingress(ReplicaApp(settings, verbose))
-    class SDXLBedrock:
-        async def check_health(self) -> None:
-            """Ray's health check, first run when the replica has started (so its model is loaded)."""
-            self.app.check_loaded()  # type: ignore[attr-defined]
-
     options = deployment_options(settings, scaling)
     if "max_constructor_retry_count" not in inspect.signature(serve.deployment).parameters:
         del options["max_constructor_retry_count"]  # an older Ray: its own retry count stands
-    deployment = serve.deployment(name=DEPLOYMENT_NAME, **options)(SDXLBedrock)
-    return deployment.bind()
+    if not settings.checkpoint_dirs:
+
+        @serve.ingress(ReplicaApp(settings, verbose))
+        class SDXLBedrock:
+            async def check_health(self) -> None:
+                """Ray's health check, first run when the replica has started (so its model is loaded)."""
+                self.app.check_loaded()  # type: ignore[attr-defined]
+
+        return serve.deployment(name=DEPLOYMENT_NAME, **options)(SDXLBedrock).bind()
+
+    # Ray takes one @serve.ingress an application: with the routing ingress in front, the model
+    # deployment runs its app's lifespan itself (as Ray's ingress wrapper would, through uvicorn's).
+    class SDXLBedrockLibrary:
+        async def __init__(self) -> None:  # type: ignore[misc]
+            from uvicorn import Config
+            from uvicorn.lifespan.on import LifespanOn
+
+            self.app = ReplicaApp(settings, verbose)
+            config = Config(self.app, lifespan="on", log_level=None, log_config=None, access_log=False)
+            self.lifespan = LifespanOn(config)
+            await self.lifespan.startup()  # until the model is loaded, as replica_app holds it
+            if self.lifespan.should_exit:
+                raise RuntimeError("the replica's app did not start: its log says why")
+
+        async def __del__(self) -> None:
+            await self.lifespan.shutdown()  # Ray calls it once the replica's requests are answered
+
+        async def check_health(self) -> None:
+            self.app.check_loaded()
+
+        @serve.multiplexed(max_num_models_per_replica=checkpoints_per_replica(settings))
+        async def hold_checkpoint(self, name: str) -> str:
+            # Only recorded, so that Ray routes this checkpoint's next requests here: the replica's
+            # CheckpointEngines loads it when its rows first run, and keeps it by the same LRU rule and
+            # count, so what Ray forgets (its own LRU) the engine has moved to disk too.
+            return name
+
+        async def forward(self, scope: dict[str, Any], body: bytes) -> AsyncIterator[Message]:
+            """A request RoutingApp passed on, on the checkpoint Ray routed it here for."""
+            checkpoint = serve.get_multiplexed_model_id()
+            if checkpoint:
+                await self.hold_checkpoint(checkpoint)
+            async for message in self.app.forwarded(scope, body):
+                yield message
+
+    model = serve.deployment(name=DEPLOYMENT_NAME, **options)(SDXLBedrockLibrary)
+
+    @serve.ingress(RoutingApp(settings))
+    class SDXLBedrockRouting:
+        def __init__(self, model: Any) -> None:
+            self.model = model  # bound so that the model deployment is part of the application
+
+    routing = serve.deployment(name=ROUTING_NAME, **routing_options(options, scaling))(SDXLBedrockRouting)
+    return routing.bind(model.bind())
+
+
+def routing_options(model_options: dict[str, Any], scaling: Scaling) -> dict[str, Any]:
+    """The routing ingress: no CPU of its own (it parses bodies and passes bytes on), and room for as many
+    requests as all the model replicas together take."""
+    return {
+        "num_replicas": 1,
+        "ray_actor_options": {"num_cpus": 0},
+        "max_ongoing_requests": model_options["max_ongoing_requests"] * max(scaling.most_replicas, 1),
+        "graceful_shutdown_timeout_s": model_options["graceful_shutdown_timeout_s"],
+    }
 
 
 SETTINGS_FIELDS = Settings.model_fields
