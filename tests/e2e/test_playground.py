@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import io
+import json
 import os
 import re
 import subprocess
@@ -9,21 +12,27 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, get_args
+from urllib.parse import quote
 
 import httpx
+import numpy as np
 import pytest
+from PIL import Image
 from playwright.sync_api import Browser, FilePayload, Page, expect
 
 from sdxl_bedrock.api.bedrock import eventstream
 from sdxl_bedrock.api.stability.fields import ClipGuidancePresetName, MaskSource, SamplerName
 from sdxl_bedrock.api.validation import SDXL_V1_SIZES
 from sdxl_bedrock.presets import STYLE_PRESETS
+from sdxl_bedrock.testing import bedrock_client
 from tests.conftest import RunningServer, gradient_png, start_server
 from tests.e2e.browser import PageWatch, chromium, needs_chromium
+from tests.library.checkpoints import tiny_variant
 
 GENERATION_TIMEOUT_MS = 120_000
 # Chromium logs every 4xx answer to fetch() as a console error; the error test wants one.
 EXPECTED_CONSOLE = ("the server responded with a status of 400",)
+DEFAULT_MODEL_ID = "stability.stable-diffusion-xl-v1"
 
 pytestmark = needs_chromium
 
@@ -307,4 +316,94 @@ def test_the_frame_parser_reads_split_frames_and_exceptions(browser: Browser, se
         list(corrupt),
     )
     assert error == "event stream: message checksum mismatch"
+    page.close()
+
+
+HOUSE_ARN = "arn:aws:bedrock:us-east-1:123456789012:custom-model/stability.stable-diffusion-xl-v1/house"
+
+
+@pytest.fixture(scope="module")
+def library_server(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Iterator[RunningServer]:
+    """The tiny model beside a library of two tiny checkpoints, one of them reachable from Bedrock through
+    an alias ARN and the other through none."""
+    library = tmp_path_factory.mktemp("checkpoints")
+    tiny_variant(library / "house-style", seed=1)
+    tiny_variant(library / "anime", seed=2)
+    running = start_server(
+        tmp_path_factory.mktemp("logs"),
+        *("--model", "tiny", "--relaxed-sizes", "--checkpoint-dir", str(library)),
+        *("--model-alias", f"{HOUSE_ARN}=house-style"),
+    )
+    yield running
+    running.stop()
+
+
+def png_pixels(base64_png: str) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(base64_png))).convert("RGB"), dtype=np.int16)
+
+
+def bedrock_pixels(server: RunningServer, model_id: str, body: dict[str, Any]) -> np.ndarray:
+    answer = bedrock_client(server.url).invoke_model(modelId=model_id, body=json.dumps(body))
+    return png_pixels(json.loads(answer["body"].read())["artifacts"][0]["base64"])
+
+
+def test_the_chooser_offers_the_librarys_checkpoints_and_sends_the_alias(
+    browser: Browser, library_server: RunningServer, artifacts: Path
+) -> None:
+    options = httpx.get(library_server.url + "/playground/options.json").json()
+    assert options["models"] == [
+        {"model_id": DEFAULT_MODEL_ID, "checkpoint": "tiny", "default": True},
+        {"model_id": HOUSE_ARN, "checkpoint": "house-style", "default": False},
+        {"model_id": None, "checkpoint": "anime", "default": False},
+    ]
+    page, watch = open_playground(browser, library_server)
+    chooser = page.eval_on_selector_all(
+        "#model option", "options => options.map(o => [o.value, o.textContent, o.disabled])"
+    )
+    assert chooser == [
+        [DEFAULT_MODEL_ID, "tiny (default)", False],
+        [HOUSE_ARN, "house-style (alias …/house)", False],
+        ["", "anime (no Bedrock id)", True],
+    ]
+    expect(page.locator("#model-note")).to_have_text(
+        "anime: add --model-alias ID=anime to reach it from Bedrock"
+    )
+    expect(page.locator("#model-id")).to_have_text(DEFAULT_MODEL_ID)
+    expect(page.locator("#request-model")).to_have_text(
+        f"modelId {DEFAULT_MODEL_ID}: the default checkpoint tiny"
+    )
+
+    page.select_option("#model", HOUSE_ARN)
+    path = f"/model/{quote(HOUSE_ARN, safe='')}/invoke-with-response-stream"
+    expect(page.locator("#model-id")).to_have_text(HOUSE_ARN)
+    expect(page.locator("#request-path")).to_have_text(f"POST {path}")
+    expect(page.locator("#request-model")).to_have_text(
+        f"modelId {HOUSE_ARN}: a --model-alias for checkpoint house-style"
+    )
+    assert f'client.invoke_model(modelId="{HOUSE_ARN}"' in page.inner_text("#boto3-snippet")
+
+    body = {
+        "text_prompts": [{"text": "a boat", "weight": 1}],
+        "cfg_scale": 7,
+        "seed": 7,
+        "steps": 10,
+        "width": 64,
+        "height": 64,
+    }
+    page.fill(".prompt-text", "a boat")
+    for field in ("width", "height", "steps", "seed"):
+        page.fill(f"#{field}", str(body[field]))
+    page.uncheck("#progress-enabled")
+    with page.expect_request(lambda request: request.method == "POST") as sent:
+        page.click("#generate")
+    assert sent.value.url == library_server.url + path
+    assert json.loads(sent.value.post_data or "") == body
+    expect(page.locator("#result-image")).to_be_visible(timeout=GENERATION_TIMEOUT_MS)
+    expect(page.locator("#result-finish")).to_have_text("SUCCESS")
+    made = png_pixels(page.get_attribute("#result-image", "src").split(",", 1)[1])  # type: ignore[union-attr]
+    # The alias's checkpoint made it: boto3 through the alias makes the same picture (the library's own
+    # tests show that the alias's checkpoint makes pictures of its own).
+    assert np.abs(made - bedrock_pixels(library_server, HOUSE_ARN, body)).max() <= 1
+    page.screenshot(path=str(artifacts / "playground-models.png"), full_page=True)
+    assert watch.problems == []
     page.close()

@@ -15,6 +15,8 @@ from fastapi import APIRouter, HTTPException
 from starlette.responses import JSONResponse, Response
 
 from sdxl_bedrock.api.bedrock.errors import error_docs
+from sdxl_bedrock.api.bedrock.routes import MODEL_NAME
+from sdxl_bedrock.api.checkpoints import checkpoint_named
 from sdxl_bedrock.api.deps import RuntimeDep
 from sdxl_bedrock.api.openapi import ANY_ROUTE_ERRORS, REQUEST_ID_HEADER
 from sdxl_bedrock.api.stability.fields import (
@@ -27,6 +29,7 @@ from sdxl_bedrock.api.stability.fields import (
 from sdxl_bedrock.api.validation import RELAXED_SIZE_MAX, RELAXED_SIZE_STEP, SDXL_V1_SIZES
 from sdxl_bedrock.config import Settings
 from sdxl_bedrock.presets import DEFAULT_SAMPLER_NAME, SAMPLER_NAMES, STYLE_PRESETS
+from sdxl_bedrock.runtime import Runtime
 
 ASSET_MEDIA_TYPES = {
     "index.html": "text/html; charset=utf-8",
@@ -119,9 +122,36 @@ def page_options(settings: Settings) -> dict[str, Any]:
     }
 
 
+def page_models(runtime: Runtime) -> list[dict[str, Any]]:
+    """The model chooser's entries: what a Bedrock request (the page's wire) can name, each as
+    `{"model_id", "checkpoint", "default"}`, in this order:
+
+    - SDXL's model id, on the default checkpoint;
+    - each `--model-alias`, on its checkpoint (`checkpoint` None: it has left the library since the
+      server started, and the server refuses the alias);
+    - each other checkpoint of the library with no alias: `model_id` None, since a Bedrock request can only
+      reach a checkpoint other than the default through an alias (the page shows it, disabled, with how to
+      add one).
+
+    Read from the listing as it is now (before the model has loaded, only the default is known)."""
+    listing = runtime.library.listing
+    aliases = runtime.settings.model_aliases
+    models: list[dict[str, Any]] = [{"model_id": MODEL_NAME, "checkpoint": listing.default, "default": True}]
+    aliased = set()
+    for alias in aliases:
+        checkpoint = checkpoint_named(runtime, alias)
+        aliased.add(checkpoint)
+        models.append({"model_id": alias, "checkpoint": checkpoint, "default": False})
+    for name in listing.checkpoints:
+        if name != listing.default and name not in aliased:
+            models.append({"model_id": None, "checkpoint": name, "default": False})
+    return models
+
+
 @router.get("/playground/options.json")
 async def playground_options(runtime: RuntimeDep) -> Response:
-    return JSONResponse(page_options(runtime.settings), headers=SECURITY_HEADERS)
+    options = {**page_options(runtime.settings), "models": page_models(runtime)}
+    return JSONResponse(options, headers=SECURITY_HEADERS)
 
 
 @router.get("/playground/{name}")

@@ -3,8 +3,8 @@
 // Plain script, no build step, nothing fetched from elsewhere.
 "use strict";
 
-const MODEL_ID = "stability.stable-diffusion-xl-v1";
-const STREAM_PATH = `/model/${MODEL_ID}/invoke-with-response-stream`;
+// SDXL's Bedrock model id, on the default checkpoint; a --model-alias id reaches another checkpoint.
+const DEFAULT_MODEL_ID = "stability.stable-diffusion-xl-v1";
 const MAX_PROMPTS = 10;
 const PING_RETRY_MS = 2000;
 const CLOCK_TICK_MS = 100;
@@ -15,6 +15,63 @@ const utf8 = new TextDecoder();
 // The uploaded pictures ({name, base64, dataUrl, width, height}), the run in flight (its controller, the
 // body it sent, when it started, the clock that shows how long it has run) and the server's options.
 const state = { init: null, mask: null, controller: null, options: null, sent: null, startedAt: 0, clock: null };
+
+// ---- the model id: SDXL's, or a --model-alias for another checkpoint of the library -------------------
+
+// The model id the chooser names (the options of checkpoints without an alias are disabled).
+function chosenModelId() {
+  return $("model").value || DEFAULT_MODEL_ID;
+}
+
+// The response-stream path for a model id; an ARN's ":" and "/" are escaped, as the SDKs send them.
+function streamPath(modelId) {
+  return `/model/${encodeURIComponent(modelId)}/invoke-with-response-stream`;
+}
+
+// The entry of options.models a model id names (undefined before the options arrive).
+function modelEntry(modelId) {
+  return (state.options?.models || []).find((model) => model.model_id === modelId);
+}
+
+// "…/house" for an ARN: the chooser's label; the full id stands beside it.
+function shortId(modelId) {
+  return modelId.includes("/") ? `…/${modelId.split("/").pop()}` : modelId;
+}
+
+// The chooser: SDXL's id on the default checkpoint, each alias on its checkpoint, and each checkpoint
+// without an alias, disabled (a Bedrock request cannot name it), with how to give it one.
+function setupModels(models) {
+  const chosen = $("model").value;
+  const unreachable = [];
+  const options = models.map((model) => {
+    if (model.model_id === null) {
+      unreachable.push(model.checkpoint);
+      const option = new Option(`${model.checkpoint} (no Bedrock id)`, "");
+      option.disabled = true;
+      option.title = `add --model-alias ID=${model.checkpoint} to reach it from Bedrock`;
+      return option;
+    }
+    if (model.default) return new Option(`${model.checkpoint} (default)`, model.model_id);
+    if (model.checkpoint === null) {
+      const option = new Option(`${shortId(model.model_id)} (its checkpoint left the library)`, model.model_id);
+      option.disabled = true;
+      return option;
+    }
+    return new Option(`${model.checkpoint} (alias ${shortId(model.model_id)})`, model.model_id);
+  });
+  $("model").replaceChildren(...options);
+  const known = models.some((model) => model.model_id === chosen && model.checkpoint !== null);
+  $("model").value = known ? chosen : DEFAULT_MODEL_ID;
+  $("model-note").hidden = unreachable.length === 0;
+  $("model-note").textContent = unreachable
+    .map((name) => `${name}: add --model-alias ID=${name} to reach it from Bedrock`)
+    .join("; ");
+  showModelId();
+}
+
+function showModelId() {
+  $("model-id").textContent = chosenModelId();
+}
 
 // ---- AWS event-stream frames ------------------------------------------------------------------------
 // A frame: total length (uint32 BE), headers length (uint32 BE), CRC32 of those 8 bytes, the headers,
@@ -224,9 +281,24 @@ function abbreviated(value) {
   return value;
 }
 
-function showRequest(body) {
+function codeElement(text) {
+  const code = document.createElement("code");
+  code.textContent = text;
+  return code;
+}
+
+// The request as sent: its path (with the model id), which checkpoint that id means, the body.
+function showRequest(body, modelId) {
+  $("request-path").textContent = `POST ${streamPath(modelId)}`;
+  const checkpoint = modelEntry(modelId)?.checkpoint;
+  const means = modelId === DEFAULT_MODEL_ID ? "the default checkpoint" : "a --model-alias for checkpoint";
+  $("request-model").replaceChildren(
+    "modelId ",
+    codeElement(modelId),
+    ...(checkpoint ? [`: ${means} `, codeElement(checkpoint)] : []),
+  );
   $("request-json").textContent = JSON.stringify(abbreviated(body), null, 2);
-  $("boto3-snippet").textContent = boto3Snippet(body);
+  $("boto3-snippet").textContent = boto3Snippet(body, modelId);
 }
 
 function showResponse(lines, json) {
@@ -257,7 +329,7 @@ function toPython(value, indent = "") {
   return `${open}\n${items.map((item) => `${inner}${item},`).join("\n")}\n${indent}${close}`;
 }
 
-function boto3Snippet(body) {
+function boto3Snippet(body, modelId) {
   const { extras, ...request } = body;
   const usesFiles = "init_image" in request;
   if (usesFiles) request.init_image = new PythonCode(`b64(${JSON.stringify(state.init.name)})`);
@@ -285,7 +357,7 @@ function boto3Snippet(body) {
   );
   if (extras) lines.push("# The page also sends extras.progress to stream progress; invoke_model returns only the result.");
   lines.push(
-    `response = client.invoke_model(modelId=${JSON.stringify(MODEL_ID)}, body=json.dumps(body))`,
+    `response = client.invoke_model(modelId=${JSON.stringify(modelId)}, body=json.dumps(body))`,
     'artifact = json.loads(response["body"].read())["artifacts"][0]',
     'print(artifact["seed"], artifact["finishReason"])',
     'with open("result.png", "wb") as file:',
@@ -295,7 +367,7 @@ function boto3Snippet(body) {
 }
 
 function refreshViews() {
-  showRequest(formToBody());
+  showRequest(formToBody(), chosenModelId());
 }
 
 // ---- generating -------------------------------------------------------------------------------------------
@@ -335,17 +407,18 @@ function responseHeaderLines(response, names) {
 
 async function generate() {
   const body = formToBody();
+  const modelId = chosenModelId();
   state.controller?.abort();
   const controller = new AbortController();
   state.controller = controller;
   resetOutput();
-  showRequest(body);
+  showRequest(body, modelId);
   state.sent = body;
   setBusy(true);
   let progressChunks = 0;
   let result;
   try {
-    const response = await fetch(STREAM_PATH, {
+    const response = await fetch(streamPath(modelId), {
       method: "POST",
       headers: requestHeaders(),
       body: JSON.stringify(body),
@@ -626,19 +699,22 @@ function syncSizePreset() {
   $("size-preset").value = known ? size : "";
 }
 
-async function watchServer() {
+// Asks /ping until the model is ready; once a wait ends, the library's checkpoints are read again (only
+// the default one is known while the server loads).
+async function watchServer(waited = false) {
   const pill = $("server-status");
   try {
     const response = await fetch("/ping");
     if (response.ok) {
       pill.textContent = "model ready";
       pill.className = "pill ready";
+      if (waited) await reloadModels();
       return;
     }
     const error = await errorFromResponse(response);
     pill.textContent = error.type === "ModelNotReadyException" ? "model loading…" : `${error.type}: ${error.message}`;
     pill.className = "pill waiting";
-    if (response.status === 429) setTimeout(watchServer, PING_RETRY_MS);
+    if (response.status === 429) setTimeout(() => watchServer(true), PING_RETRY_MS);
   } catch {
     pill.textContent = "server unreachable";
     pill.className = "pill down";
@@ -659,10 +735,21 @@ async function copySnippet() {
   setTimeout(() => ($("copy-snippet").textContent = "Copy"), 1500);
 }
 
-async function init() {
+async function fetchOptions() {
   const response = await fetch("/playground/options.json");
-  state.options = await response.json();
+  return response.json();
+}
+
+async function reloadModels() {
+  state.options.models = (await fetchOptions()).models;
+  setupModels(state.options.models);
+  refreshViews();
+}
+
+async function init() {
+  state.options = await fetchOptions();
   setupOptions(state.options);
+  setupModels(state.options.models);
   setupImageSlot("init");
   setupImageSlot("mask");
   addPromptRow("a lighthouse on a cliff at sunset, oil painting", 1);
@@ -697,6 +784,11 @@ async function init() {
   });
   $("cancel").addEventListener("click", () => state.controller?.abort());
   $("copy-snippet").addEventListener("click", copySnippet);
+  // The chooser sits in the top bar, outside the form: its changes are heard here.
+  $("model").addEventListener("change", () => {
+    showModelId();
+    refreshViews();
+  });
   updateMode();
   watchServer();
   document.body.dataset.ready = "true";
