@@ -64,6 +64,10 @@ class CheckpointEngines:
         self.load = load
         self.max_on_device = max(1, max_on_device)
         self.max_on_host = max(0, max_on_host)
+        if default.device.type == "cpu":
+            # Host memory is the device's: a checkpoint "in host memory" is as ready as one "on the device",
+            # so the two bounds add up, and rows of all of them may be in flight at once.
+            self.max_on_device, self.max_on_host = self.max_on_device + self.max_on_host, 0
         self.on_move = on_move
         self.device = default.device
         self.on_device: OrderedDict[str, Engine] = OrderedDict({default_name: default})
@@ -127,10 +131,13 @@ class CheckpointEngines:
         if name in self.on_device:
             self.on_device.move_to_end(name)
             return self.on_device[name]
+        # Taken out of host memory before making room: the room made there must not evict it.
+        coming_back = self.on_host.pop(name, None)
         self.make_room_on_device()
-        if name in self.on_host:
-            engine = self.on_host.pop(name)
-            self.moved(name, "device", lambda: move_engine(engine, self.device))
+        if coming_back is not None:
+            engine = coming_back
+            if self.device.type != "cpu":  # on a CPU its weights never left: nothing to copy or refill
+                self.moved(name, "device", functools.partial(move_engine, engine, self.device))
         else:
             try:
                 checkpoint = self.lookup(name)
