@@ -336,6 +336,10 @@ class Library:
         return digest.hexdigest()
 
 
+class LibraryError(ValueError):
+    """The library's settings do not hold together (an alias naming no checkpoint): no start."""
+
+
 class NotACheckpoint(ValueError):
     """Why a file is not an SDXL checkpoint this server reads."""
 

@@ -17,7 +17,7 @@ from sdxl_bedrock.config import Settings
 from sdxl_bedrock.errors import ShuttingDown
 from sdxl_bedrock.faults import ENVIRONMENT_VARIABLE, Faults
 from sdxl_bedrock.generation import Generations
-from sdxl_bedrock.library import Checkpoint, Library, UnknownCheckpoint
+from sdxl_bedrock.library import Checkpoint, Library, LibraryError, UnknownCheckpoint
 from sdxl_bedrock.metrics import Metrics
 from sdxl_bedrock.scheduler.batcher import Batcher
 from sdxl_bedrock.workers import Workers
@@ -194,13 +194,13 @@ def resident_count(engines: CheckpointEngines, where: str) -> float:
 
 
 def check_aliases(aliases: dict[str, str], library: Library) -> None:
-    """Every --model-alias names a checkpoint of the library; ValueError (the server does not start)
+    """Every --model-alias names a checkpoint of the library; LibraryError (the server does not start)
     if one does not."""
     for alias, name in aliases.items():
         try:
             library.listing.find(name)
         except UnknownCheckpoint as error:
-            raise ValueError(f"--model-alias {alias}={name}: {error}") from None
+            raise LibraryError(f"--model-alias {alias}={name}: {error}") from None
 
 
 def checkpoints_that_fit(engine: Engine, settings: Settings) -> int:

@@ -24,7 +24,7 @@ from PIL import Image
 
 from sdxl_bedrock.engine.tiny import tiny_model_path
 from sdxl_bedrock.testing import bedrock_client
-from tests.conftest import RunningServer, metric, start_server
+from tests.conftest import RunningServer, free_port, metric, start_server
 from tests.library.checkpoints import fake_safetensors, tiny_single_file, tiny_variant
 
 CUSTOM_MODEL_ARN = (
@@ -243,3 +243,21 @@ def test_switching_fifty_times_keeps_memory_bounded(server: RunningServer) -> No
         switch("house-style" if index % 2 else "anime")
     grown = resident() - after_first
     assert grown < 64 * 2**20, f"resident memory grew by {grown / 2**20:.0f} MiB over 50 switches"
+
+
+def test_engines_list_offers_only_ids_a_path_can_hold(server: RunningServer) -> None:
+    engines = [engine["id"] for engine in httpx.get(server.url + "/v1/engines/list", timeout=30).json()]
+    assert "house-style" in engines and "anime" in engines
+    assert CUSTOM_MODEL_ARN not in engines, "an ARN alias is Bedrock's: no Stability path segment holds it"
+
+
+def test_an_alias_naming_no_checkpoint_stops_the_server_saying_so(library: Path, cache_dir: Path) -> None:
+    from tests.e2e.test_cli import cli
+
+    done = cli(
+        "serve", "--port", str(free_port()), "--checkpoint-dir", str(library), "--model-alias", "x=nope"
+    )
+    assert done.returncode == 1
+    assert done.stderr.splitlines()[-1].startswith(
+        "sdxl-bedrock: the model library: --model-alias x=nope: no checkpoint 'nope' is served here"
+    )

@@ -229,6 +229,11 @@ async def _serve(settings: Settings, listener: socket.socket) -> int:
         nonlocal exit_code
         exit_code = 1
         stop()
+        from sdxl_bedrock.library import LibraryError
+
+        if isinstance(error, LibraryError):
+            print(f"sdxl-bedrock: the model library: {error}", file=sys.stderr, flush=True)
+            return
         print(f"sdxl-bedrock: could not load model {settings.model!r}: {error}", file=sys.stderr, flush=True)
 
     app = create_app(settings, on_ready=announce, on_load_failed=give_up)

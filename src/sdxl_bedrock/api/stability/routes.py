@@ -114,6 +114,8 @@ async def list_engines(runtime: Caller) -> Response:
     for name in model_names(runtime):
         if name == listing.default and name not in runtime.settings.model_aliases:
             continue
+        if "/" in name:
+            continue  # an alias such as a Bedrock ARN: no path segment holds it, so it is no engine id
         checkpoint = checkpoint_named(runtime, name)
         engines.append(
             StabilityEngine(
