@@ -31,8 +31,10 @@ import struct
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path, PurePath
+from pathlib import Path
 from typing import Any, Literal
+
+from sdxl_bedrock.config import checkpoint_name
 
 CheckpointKind = Literal["tiny", "sdxl-random", "diffusers-folder", "single-file", "hf-cache"]
 
@@ -156,7 +158,7 @@ class Listing:
 
 def only_model(model: str) -> Listing:
     """A listing of `--model` alone, read from no file (no hash): for code that runs without a library."""
-    name = default_name(model)
+    name = checkpoint_name(model)
     builtin = model in ("tiny", "sdxl-random")
     kind: CheckpointKind = "tiny" if builtin else "single-file"
     entry = Checkpoint(name, kind, None if builtin else Path(model), spec=model, is_default=True)
@@ -179,7 +181,7 @@ class Library:
         self.single_file_config = single_file_config
         self._hashes: dict[tuple[str, int, int], tuple[str, str | None]] = {}
         self._lock = threading.Lock()
-        self.listing = Listing(default_name(model), {})
+        self.listing = Listing(checkpoint_name(model), {})
 
     def refresh(self) -> Listing:
         """Read the folders again: new files are listed, removed ones go (a loaded one keeps serving what
@@ -204,7 +206,7 @@ class Library:
     def default_checkpoint(self) -> Checkpoint:
         """`--model` as an entry: a built-in name, a path, or a cached Hugging Face repo."""
         model = self.model
-        name = default_name(model)
+        name = checkpoint_name(model)
         if model in ("tiny", "sdxl-random"):
             # Built in (made from code, never read from a file the operator placed): nothing to hash.
             return Checkpoint(name, model, None, spec=model, is_default=True)  # type: ignore[arg-type]
@@ -437,12 +439,6 @@ def classify_single_file(table: dict[str, Any]) -> ArchitectureShapes:
 
 def refuse(entry: Checkpoint, reason: str) -> Checkpoint:
     return dataclasses.replace(entry, kind="refused", refused=reason, spec=None)
-
-
-def default_name(model: str) -> str:
-    """`--model`'s name: its file or folder name without a weights file's suffix (`tiny` for tiny)."""
-    name = PurePath(model).name or model
-    return name.removesuffix(".safetensors") if name.endswith(".safetensors") else name
 
 
 def is_within(path: Path, folder: Path) -> bool:

@@ -17,7 +17,7 @@ from sdxl_bedrock.config import Settings
 from sdxl_bedrock.errors import ShuttingDown
 from sdxl_bedrock.faults import ENVIRONMENT_VARIABLE, Faults
 from sdxl_bedrock.generation import Generations
-from sdxl_bedrock.library import Checkpoint, Library, LibraryError, UnknownCheckpoint
+from sdxl_bedrock.library import Checkpoint, Library, LibraryError, Listing, UnknownCheckpoint
 from sdxl_bedrock.metrics import Metrics
 from sdxl_bedrock.scheduler.batcher import Batcher
 from sdxl_bedrock.workers import Workers
@@ -94,15 +94,8 @@ class Runtime:
             )
 
         try:
-            listing = await self.workers.on_host(self.library.refresh)
+            listing = await self.refresh_library()
             check_aliases(settings.model_aliases, self.library)
-            for refused in listing.refused:
-                log.warning(
-                    "model library: %s (%s) is not served: %s",
-                    refused.name,
-                    refused.filename,
-                    refused.refused,
-                )
             default = listing.checkpoints[listing.default]
             engine = await self.workers.on_engine(load_checkpoint, default, settings.clip_model)
             steps = warmup_steps(settings)
@@ -150,13 +143,14 @@ class Runtime:
             await batcher.close()
         self.ready.set()
 
-    async def refresh_library(self) -> None:
-        """Read the model library's folders again (on a host thread: new files are hashed)."""
+    async def refresh_library(self) -> Listing:
+        """Read the model library's folders (on a host thread: new files are hashed); log what is refused."""
         listing = await self.workers.on_host(self.library.refresh)
         for refused in listing.refused:
             log.warning(
                 "model library: %s (%s) is not served: %s", refused.name, refused.filename, refused.refused
             )
+        return listing
 
     async def drain(self, timeout_s: float) -> None:
         """Refuse new work (ServiceUnavailableException), finish what was accepted, within `timeout_s`."""

@@ -13,7 +13,6 @@ from sdxl_bedrock.api.bedrock.image_models import (
     ASPECT_RATIOS,
     ImageInvocation,
     Sizing,
-    checkpoint_name,
     generation_size,
     grown,
     image_model,
@@ -23,6 +22,7 @@ from sdxl_bedrock.api.bedrock.image_models import (
 )
 from sdxl_bedrock.api.bedrock.routes import canonical_model_id
 from sdxl_bedrock.errors import AccessDenied, InvalidRequest
+from sdxl_bedrock.library import only_model
 from sdxl_bedrock.schema import Artifact, FilteredBy, FinishReason, GenerationRequest, Sampler, WeightedPrompt
 
 NEAREST = {
@@ -99,9 +99,10 @@ def test_without_the_switch_an_image_model_is_access_denied_naming_it() -> None:
 
 
 def test_the_checkpoint_header_names_no_server_folder() -> None:
-    assert checkpoint_name("tiny") == "tiny"
-    assert checkpoint_name("/models/sdxl/sd_xl_base_1.0.safetensors") == "sd_xl_base_1.0.safetensors"
-    assert checkpoint_name("/models/sdxl-base/") == "sdxl-base"
+    """The header carries the model library's name of --model (library.py), never its path."""
+    assert only_model("tiny").default == "tiny"
+    assert only_model("/models/sdxl/sd_xl_base_1.0.safetensors").default == "sd_xl_base_1.0"
+    assert only_model("/models/sdxl-base/").default == "sdxl-base"
 
 
 def png(size: tuple[int, int]) -> bytes:

@@ -555,9 +555,3 @@ def image_model(model_id: str) -> ImageModel | None:
             model_id = model_id.removeprefix(prefix)
             break
     return IMAGE_MODELS.get(model_id)
-
-
-def checkpoint_name(model: str) -> str:
-    """The checkpoint as the response header names it: the `--model` name, or a path's last part (the
-    server's folders stay private)."""
-    return model.rstrip("/").rsplit("/", 1)[-1] or model
