@@ -169,6 +169,17 @@ class InitLatents:
 
 
 @dataclass(frozen=True)
+class LoraUse:
+    """One LoRA adapter on a request: `name` is the LoRA library's (loras.py); `unet_weight` scales its
+    UNet part and `text_weight` its text encoders' part (A1111's `unet` and `te` multipliers; diffusers'
+    `set_adapters(adapter_weights=)` gives both one weight). 1.0 is the adapter as trained."""
+
+    name: str
+    unet_weight: float = 1.0
+    text_weight: float = 1.0
+
+
+@dataclass(frozen=True)
 class GenerationRequest:
     """One image to make.
 
@@ -193,6 +204,9 @@ class GenerationRequest:
     `checkpoint` is the model library's name of the checkpoint that makes it (library.py; None: the
     server's default); the wires resolve their own names for it (an A1111 title, an OpenAI `model`, a
     Stability engine id, a Bedrock alias) before the request is made.
+
+    `loras` are the LoRA adapters the request's own row applies (each once, in order; none: the base
+    weights alone), whatever adapters the rows it shares a tick with carry.
     """
 
     prompts: tuple[WeightedPrompt, ...]
@@ -216,6 +230,7 @@ class GenerationRequest:
     return_latents: bool = False
     init_latents: InitLatents | None = None
     checkpoint: str | None = None
+    loras: tuple[LoraUse, ...] = ()
 
     @property
     def is_image_to_image(self) -> bool:
