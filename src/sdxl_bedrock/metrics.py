@@ -97,6 +97,21 @@ class Metrics:
             ["where"],
             registry=self.registry,
         )
+        self.lora_load_seconds = Histogram(
+            "sdxl_lora_load_seconds",
+            "Time an adapter's first use took before its row could join, by stage: read (the file into "
+            "host memory, off the engine thread) or inject (into a checkpoint's models, on the engine "
+            "thread)",
+            ["stage"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.loras_resident = Gauge(
+            "sdxl_loras_resident",
+            "LoRA adapters loaded into checkpoints' models, by where: device or host",
+            ["where"],
+            registry=self.registry,
+        )
         self.faults_injected = Counter(
             "sdxl_faults_injected",
             "Faults SDXL_BEDROCK_FAULTS injected (a testing aid), by stage and kind",

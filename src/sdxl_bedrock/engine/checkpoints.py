@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 
+from sdxl_bedrock.engine.adapters import HostLoras
 from sdxl_bedrock.engine.pipeline import Engine
 from sdxl_bedrock.errors import ModelFailure
 from sdxl_bedrock.library import Checkpoint, UnknownCheckpoint
@@ -78,6 +79,7 @@ class CheckpointEngines:
         self.unet_calls: collections.Counter[str] = default.unet.calls
         self.non_finite: collections.Counter[str] = default.non_finite
         self.clip_guide = default.clip_guide
+        self.loras: HostLoras | None = default.loras
 
     # -- what the batcher calls ----------------------------------------------------------------------------
 
@@ -107,6 +109,20 @@ class CheckpointEngines:
     def finish(self, rows: Sequence[Any]) -> None:
         for name, indices in by_checkpoint(row.checkpoint for row in rows).items():
             self.engine(name).finish([rows[i] for i in indices])
+
+    def adapters_ready(self, request: GenerationRequest) -> bool:
+        """Whether the request's LoRA files are in host memory (engine/adapters.py HostLoras); starts
+        reading them if not. Never blocks."""
+        return self.loras is None or not request.loras or self.loras.ready(request.loras)
+
+    def loras_resident(self) -> dict[str, int]:
+        """Adapters loaded into the checkpoints held, by where (device, host)."""
+        counts = {"device": 0, "host": 0}
+        for tier in (self.on_device, self.on_host):
+            for engine in tier.values():
+                for where in engine.adapters.resident().values():
+                    counts[where] += 1
+        return counts
 
     def in_use(self, running: frozenset[str], queued: frozenset[str] = frozenset()) -> None:
         """The checkpoints of rows in flight or joining (`running`: never moved out) and of requests

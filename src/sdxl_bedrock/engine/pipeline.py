@@ -6,7 +6,8 @@ from its own generator), but as a row (engine/rows.py) with its own sampler run,
 scale, mode and mask; a tick gathers one model call of each row given into one UNet call, whatever point of
 whatever sampler each row is at. `generate` reads top-down like diffusers' `__call__`:
 
-1. plan each row's sampler run over its denoising window (no step at all: the init image is the answer)
+1. plan each row's sampler run over its denoising window (no step at all: the init image is the answer),
+   and load its LoRA adapters (engine/adapters.py: each row adds its own adapters' deltas in shared calls)
 2. encode the prompts (styled, weighted, blended, in 77-token chunks)
 3. prepare the starting latents (encode the init image and add noise, or pure noise)
 4. prepare the SDXL added conditioning (pooled text embedding and size ids)
@@ -26,6 +27,7 @@ import collections
 import dataclasses
 import logging
 import threading
+import weakref
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,6 +38,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
 from sdxl_bedrock.engine.acceleration import UNetRunner
+from sdxl_bedrock.engine.adapters import AdapterPlan, HostLoras, LoadedAdapters
 from sdxl_bedrock.engine.clip_guidance import ClipGuide
 from sdxl_bedrock.engine.content_filter import ContentFilter, obscure
 from sdxl_bedrock.engine.loading import load_model
@@ -88,9 +91,14 @@ class Engine:
         compile_unet: bool = False,
         vae_budget_bytes: int = DEFAULT_VAE_BUDGET_BYTES,
         faults: Faults | None = None,
+        loras: HostLoras | None = None,
+        max_loaded_loras: int = 8,
+        max_host_loras: int = 32,
     ) -> None:
         """`vae_budget_bytes`: the VAE's working memory per call (engine/vae.py); `faults`: fault
-        injection (faults.py), none by default."""
+        injection (faults.py), none by default; `loras`: where LoRA adapters are read from (none: requests
+        carrying adapters are refused), `max_loaded_loras` / `max_host_loras` the adapters this checkpoint
+        keeps on the device / in host memory (engine/adapters.py)."""
         # A StableDiffusionXLImg2ImgPipeline; diffusers sets its components dynamically, so it is typed Any.
         self.pipe = pipe
         self.device = device
@@ -107,7 +115,11 @@ class Engine:
         self.vae_scale_factor = int(self.pipe.vae_scale_factor)
         self._lock = threading.Lock()
         self._tick_batch = TickBatch()
-        self.prompts = PromptEncoder(pipe, device, dtype)
+        self.loras = loras
+        self.adapters = LoadedAdapters(pipe, device, max_on_device=max_loaded_loras, max_on_host=max_host_loras)
+        self.prompts = PromptEncoder(pipe, device, dtype, self.adapters)
+        self._rows_with_adapters: weakref.WeakSet[Row] = weakref.WeakSet()
+        self._unet_plan: tuple[tuple[int, ...], AdapterPlan | None] = ((), None)
 
     @classmethod
     def load(
@@ -123,11 +135,13 @@ class Engine:
         vae_budget_bytes: int = DEFAULT_VAE_BUDGET_BYTES,
         faults: Faults | None = None,
         single_file_config: Path | None = None,
+        **adapters: Any,
     ) -> Engine:
         """`vae_dtype`: see loading.resolve_vae_dtype.
         `single_file_config`: the config folder a single-file `model` is read with (None: SDXL base's).
         `clip_model`: a transformers CLIPModel folder, or `tiny` for the tiny random one.
-        `compile_unet`: torch.compile the UNet (CUDA graphs); warm it up before serving."""
+        `compile_unet`: torch.compile the UNet (CUDA graphs); warm it up before serving. `adapters`: the
+        LoRA arguments of Engine (loras, max_loaded_loras, max_host_loras)."""
         loaded = load_model(
             model,
             device,
@@ -145,6 +159,7 @@ class Engine:
             compile_unet=compile_unet,
             vae_budget_bytes=vae_budget_bytes,
             faults=faults,
+            **adapters,
         )
 
     def warm_up(self, width: int, height: int, batch_size: int, prompt_chunks: int = 1) -> None:
@@ -170,7 +185,9 @@ class Engine:
         between ticks (cached prompt embeddings, the stacked tick batch) is emptied, to refill there."""
         self.prompts.cache.clear()
         self._tick_batch = TickBatch()
+        self._unet_plan = ((), None)
         self.unet.invalidate()
+        self.adapters.moved_to(device)
 
     def release(self) -> None:
         """It is being dropped: let go of what it keeps between ticks, so its memory can come back."""
@@ -252,8 +269,14 @@ class Engine:
         running = [row for row in rows if row.plan.steps > 0]
         if running:
             spoiled = self.faults.call(FaultStage.ENCODE, [positive_text(row.request) for row in running])
+            # 1b. each row's LoRA adapters, loaded where they are not
+            self.attach_adapters(running)
             # 2. encode the prompts
-            prompts = self.prompts.encode([row.request for row in running], [row.guided for row in running])
+            prompts = self.prompts.encode(
+                [row.request for row in running],
+                [row.guided for row in running],
+                [row.text_adapters for row in running],
+            )
             if spoiled is not None:
                 prompts = [spoiled_prompts(p) if bad else p for p, bad in zip(prompts, spoiled, strict=True)]
             # 3. starting latents
@@ -295,6 +318,40 @@ class Engine:
         if request.init_latents is not None and (plan.steps == 0 or request.init_image is not None):
             raise ValueError("init latents take no init image, and a window of at least one step")
         return Row(request, generator, plan, on_step)
+
+    def attach_adapters(self, rows: Sequence[Row]) -> None:
+        """Stage 1b: each row's LoRA adapters loaded into this checkpoint (adapters other rows in flight use
+        stay), as (adapter key, weight) for its UNet calls and its prompts. Raises InvalidRequest for an
+        adapter the library does not serve or that does not fit (LoraRefused)."""
+        wanting = [row for row in rows if row.request.loras]
+        if not wanting:
+            return
+        if self.loras is None:
+            raise InvalidRequest("this server has no LoRA adapters (start it with --lora-dir)")
+        live = {use.name for row in self._rows_with_adapters if not row.done for use in row.request.loras}
+        for row in wanting:
+            loaded = self.adapters.ensure(row.request.loras, self.loras, live)
+            live |= set(loaded)
+            row.unet_adapters = tuple(
+                (loaded[use.name].key, use.unet_weight)
+                for use in row.request.loras
+                if use.unet_weight != 0 and "unet" in loaded[use.name].parts
+            )
+            row.text_adapters = tuple(
+                (loaded[use.name].key, use.text_weight)
+                for use in row.request.loras
+                if use.text_weight != 0 and loaded[use.name].parts & {"text_encoder", "text_encoder_2"}
+            )
+            self._rows_with_adapters.add(row)
+
+    def unet_plan(self, ordered: Sequence[Row], guided: int) -> AdapterPlan | None:
+        """The tick's adapter plan over its UNet batch (the guided rows' unconditional halves, then every
+        row), kept while the same rows tick again."""
+        key = tuple(row.serial for row in ordered)
+        if key != self._unet_plan[0]:
+            batch = [row.unet_adapters for row in (*ordered[:guided], *ordered)]
+            self._unet_plan = (key, AdapterPlan.of(batch, self.device, self.dtype))
+        return self._unet_plan[1]
 
     def prepare_latents(self, rows: Sequence[Row]) -> None:
         """Each row's starting latents: the init image encoded (one VAE call per image size) and noised to
@@ -381,7 +438,13 @@ class Engine:
         inputs = self._tick_batch.inputs(ordered)
         try:
             spoiled = self.faults.call(FaultStage.UNET, [positive_text(row.request) for row in ordered])
-            predicted = self.unet(inputs)
+            plan = self.unet_plan(ordered, guided)
+            if plan is None:
+                predicted = self.unet(inputs)
+            else:
+                with self.adapters.applied(plan):
+                    # Adapters' deltas are hooks on the eager modules (--compile refuses --lora-dir).
+                    predicted = self.unet.run_eager(inputs)
         except torch.OutOfMemoryError:
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()

@@ -8,6 +8,7 @@ stage script (pipeline.py) reads as diffusers' `encode_prompt` step.
 
 from __future__ import annotations
 
+import contextlib
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from typing import Any
 
 import torch
 
+from sdxl_bedrock.engine.adapters import AdapterPlan, LoadedAdapters
 from sdxl_bedrock.engine.prompts import (
     Chunks,
     PromptEmbeddings,
@@ -28,8 +30,10 @@ from sdxl_bedrock.schema import GenerationRequest, PromptKey, WeightedPrompt
 Prompts = tuple[WeightedPrompt, ...]
 # SDXL conditions on each text encoder's penultimate hidden state (diffusers' `encode_prompt`).
 PENULTIMATE = 2
-LayerKey = tuple[int, PromptKey]
-"""A cached encoding: the first encoder's layer (counted from its output) and the prompt's key."""
+AdapterWeights = tuple[tuple[str, float], ...]
+LayerKey = tuple[int, AdapterWeights, PromptKey]
+"""A cached encoding: the first encoder's layer (counted from its output), the text encoders' LoRA
+adapters it was encoded with (engine/adapters.py keys and weights) and the prompt's key."""
 # Bounded by bytes, not entries: a 2000-character prompt is ~27 chunks of 77 tokens.
 PROMPT_CACHE_BYTES = 256 * 1024 * 1024
 
@@ -48,8 +52,11 @@ class PromptEncoder:
     """SDXL's two CLIP text encoders (pipe.text_encoder, pipe.text_encoder_2) with their tokenizers;
     embeddings come out in `dtype` on `device`."""
 
-    def __init__(self, pipe: Any, device: torch.device, dtype: torch.dtype) -> None:
+    def __init__(
+        self, pipe: Any, device: torch.device, dtype: torch.dtype, adapters: LoadedAdapters | None = None
+    ) -> None:
         self.pipe = pipe
+        self.adapters = adapters
         self.device = device
         self.dtype = dtype
         self.zero_unconditional = bool(pipe.config.get("force_zeros_for_empty_prompt", True))
@@ -57,23 +64,33 @@ class PromptEncoder:
         self.cache: OrderedDict[LayerKey, PromptEmbeddings] = OrderedDict()
         self.cache_bytes = PROMPT_CACHE_BYTES
 
-    def encode(self, requests: Sequence[GenerationRequest], guided: Sequence[bool]) -> list[RowPrompts]:
-        """Each request's conditioning (`guided[i]`: request i uses classifier-free guidance). One
-        text-encoder call for all the requests' texts not in the cache."""
+    def encode(
+        self,
+        requests: Sequence[GenerationRequest],
+        guided: Sequence[bool],
+        adapters: Sequence[AdapterWeights] | None = None,
+    ) -> list[RowPrompts]:
+        """Each request's conditioning (`guided[i]`: request i uses classifier-free guidance; `adapters[i]`
+        the text encoders' LoRA adapters of request i, its negative and empty prompts included, as
+        diffusers applies a loaded LoRA to every text it encodes). One text-encoder call per (layer,
+        adapters) for the requests' texts not in the cache."""
         styled = [styled_prompts(request) for request in requests]
-        layers = [request.first_encoder_layer or PENULTIMATE for request in requests]
-        wanted: dict[int, dict[PromptKey, None]] = {}
+        layers = [
+            (request.first_encoder_layer or PENULTIMATE, row_adapters)
+            for request, row_adapters in zip(requests, adapters or [()] * len(requests), strict=True)
+        ]
+        wanted: dict[tuple[int, AdapterWeights], dict[PromptKey, None]] = {}
         for layer, (prompts, negatives) in zip(layers, styled, strict=True):
             keys = wanted.setdefault(layer, {"": None})
             keys.update(dict.fromkeys(p.encoding_key() for p in (*prompts, *negatives)))
         encoded = {
             (layer, key): embeddings
             for layer, keys in wanted.items()
-            for key, embeddings in zip(keys, self.encode_texts(list(keys), layer), strict=True)
+            for key, embeddings in zip(keys, self.encode_texts(list(keys), *layer), strict=True)
         }
 
         def blended(
-            prompts: Sequence[WeightedPrompt], layer: int, empty: PromptEmbeddings
+            prompts: Sequence[WeightedPrompt], layer: tuple[int, AdapterWeights], empty: PromptEmbeddings
         ) -> PromptEmbeddings | None:
             if not any(p.weight > 0 for p in prompts):
                 return None
@@ -101,15 +118,15 @@ class PromptEncoder:
         return empty
 
     def encode_texts(
-        self, texts: Sequence[PromptKey], first_layer: int = PENULTIMATE
+        self, texts: Sequence[PromptKey], first_layer: int = PENULTIMATE, adapters: AdapterWeights = ()
     ) -> list[PromptEmbeddings]:
         """`encode_uncached` through a bounded LRU cache of recent prompts (texts, or spans with emphasis),
-        kept apart by the first encoder's layer they are taken from."""
+        kept apart by the first encoder's layer they are taken from and the adapters they are encoded with."""
         cache = self.cache
-        keys = [(first_layer, text) for text in texts]
+        keys = [(first_layer, adapters, text) for text in texts]
         missing = [key for key in dict.fromkeys(keys) if key not in cache]
         if missing:
-            encoded = self.encode_uncached([text for _, text in missing], first_layer)
+            encoded = self.encode_uncached([text for _, _, text in missing], first_layer, adapters)
             cache.update(zip(missing, encoded, strict=True))
         for key in keys:
             cache.move_to_end(key)
@@ -121,7 +138,7 @@ class PromptEncoder:
         return found
 
     def encode_uncached(
-        self, texts: list[PromptKey], first_layer: int = PENULTIMATE
+        self, texts: list[PromptKey], first_layer: int = PENULTIMATE, adapters: AdapterWeights = ()
     ) -> list[PromptEmbeddings]:
         """Both CLIP encoders' hidden states (the first encoder's `first_layer`-th from its output, the
         second's penultimate), chunk by chunk, each encoder's emphasised by the spans' emphasis
@@ -143,7 +160,8 @@ class PromptEncoder:
             token_ids = torch.tensor(
                 [chunk for chunks in chunked for chunk in chunks.token_ids], device=self.device
             )
-            output = text_encoder(token_ids, output_hidden_states=True)
+            with self.adapted(adapters, token_ids.shape[0]):
+                output = text_encoder(token_ids, output_hidden_states=True)
             if output[0].ndim == 2:
                 pooled = output[0]
             emphasis = [factors for chunks in chunked for factors in chunks.emphasis]
@@ -156,6 +174,14 @@ class PromptEncoder:
             PromptEmbeddings(features[start : start + count].flatten(0, 1), pooled[start].to(self.dtype))
             for start, count in zip(starts, counts, strict=True)
         ]
+
+
+    def adapted(self, adapters: AdapterWeights, rows: int) -> contextlib.AbstractContextManager[None]:
+        """Text-encoder calls of `rows` rows inside add these adapters' deltas to every row."""
+        if not adapters or self.adapters is None:
+            return contextlib.nullcontext()
+        plan = AdapterPlan.of([adapters] * rows, self.device, self.pipe.text_encoder.dtype)
+        return self.adapters.applied(plan)
 
 
 def equal_chunk_counts(tokenized: Sequence[tuple[list[Chunks], Any]]) -> list[list[Chunks]]:

@@ -78,6 +78,9 @@ class Row:
     steps_done: int = 0
     checkpoint: str = ""  # the model library's name of its checkpoint (engine/checkpoints.py sets it)
     memory_retries: int = 0  # ticks it sat out after running out of memory in its own step (at most 1)
+    # Its LoRA adapters as (adapter key, weight): the UNet's and the text encoders' (engine/adapters.py).
+    unet_adapters: tuple[tuple[str, float], ...] = ()
+    text_adapters: tuple[tuple[str, float], ...] = ()
     # Unique for the engine's lifetime (unlike id()), so a tick can tell the same rows from new ones.
     serial: int = field(default_factory=lambda: next(_SERIALS))
 

@@ -52,6 +52,7 @@ _SERIALS = itertools.count()
 # Rows in flight hold only their latents and conditioning (well under a MB each at 1024x1024), so several
 # sizes may each have a full tick's rows in flight; this bounds the host-side total.
 MAX_SIZES_IN_FLIGHT = 4
+ADAPTER_WAIT_S = 0.5
 
 
 @dataclass(eq=False)
@@ -257,6 +258,11 @@ class Batcher:
                         break
                     self._wakeup.wait(remaining)
             joining = self._admitted()
+            while not joining and not self._in_flight and self._waiting and not self._closing:
+                # Every waiting job waits for its adapters' files (read on another thread, which wakes
+                # this one); the timeout only bounds a missed wake-up.
+                self._wakeup.wait(ADAPTER_WAIT_S)
+                joining = self._admitted()
         self.metrics.queue_depth.set(len(self._waiting))
         return joining
 
@@ -270,7 +276,10 @@ class Batcher:
         every waiting job of its checkpoint. Where none is free the job waits, and so does every job after
         it for a checkpoint already in flight: those checkpoints' turns end as their rows finish, and the
         oldest waiting job's checkpoint has the next one. No checkpoint starves; one checkpoint alone is
-        served exactly as without turns."""
+        served exactly as without turns.
+
+        A job whose LoRA files are still being read (engine.adapters_ready) waits, out of the turns, while
+        the others join and tick."""
         in_flight = collections.Counter(job.request_size for job in self._in_flight)
         room = self.max_batch_size * MAX_SIZES_IN_FLIGHT - len(self._in_flight)
         active = {self._checkpoint_of(job) for job in self._in_flight}
@@ -285,6 +294,9 @@ class Batcher:
                 continue
             if job.stop is not None and job.stop.interrupted:
                 job.resolve(Stopped("The request was interrupted before this image started."))
+                continue
+            if not self._adapters_ready(job):
+                kept.append(job)  # its LoRA files are being read: it waits, holding no turn or slot
                 continue
             if checkpoint not in active and len(active) < self.max_checkpoints:
                 active.add(checkpoint)
@@ -317,6 +329,15 @@ class Batcher:
         with self._wakeup:
             self._in_flight.extend(joined)
             self._in_flight.sort(key=lambda job: job.serial)
+
+    def _adapters_ready(self, job: Job) -> bool:
+        ready = getattr(self.engine, "adapters_ready", None)
+        return ready is None or not job.request.loras or bool(ready(job.request))
+
+    def wake(self) -> None:
+        """Have the loop look at the waiting jobs again (a job's adapters are read), from any thread."""
+        with self._wakeup:
+            self._wakeup.notify_all()
 
     def _checkpoint_of(self, job: Job) -> str | None:
         return job.checkpoint or self._default_checkpoint
