@@ -125,8 +125,9 @@ def _randomised(state: dict[str, torch.Tensor], *, rank: int, alpha: float, scal
         if ".lora_A." not in name:
             continue
         # Seeded by module, so that a module's weights do not depend on which others the file holds (an
-        # SGM-named file, which leaves one out, has the same weights as its diffusers-named twin).
-        generator = torch.Generator().manual_seed((seed << 32) + zlib.crc32(name.encode()))
+        # SGM-named file, which leaves one out, has the same weights as its diffusers-named twin). One
+        # 32-bit number: torch's CPU generator keeps only the low 32 bits of a seed.
+        generator = torch.Generator().manual_seed(zlib.crc32(f"{seed}/{name}".encode()))
         down, up_name = state[name], name.replace(".lora_A.", ".lora_B.")
         up = state[up_name]
         # RMS(B A) = sqrt(rank) * std(A) * std(B) for independent Gaussian entries.
@@ -355,11 +356,13 @@ def _kohya_linear_shapes() -> dict[str, tuple[int, int]]:
 
 
 def dora_lora(path: Path, *, format: LoraFormat = "diffusers", seed: int = 0, rank: int = 4) -> Path:
-    """A DoRA for the tiny model (PEFT's `use_dora`): a LoRA plus a magnitude vector per layer, as
-    `lora_magnitude_vector` (diffusers' layout, UNet and text encoders) or kohya's `dora_scale`.
+    """A DoRA for the tiny model (PEFT's `use_dora`): a LoRA plus a magnitude vector per layer (PEFT's own,
+    the weight's norms), as `lora_magnitude_vector` (diffusers' layout, UNet and text encoders) or kohya's
+    `dora_scale`.
 
-    diffusers loads the first as a DoRA, and drops kohya's `dora_scale` with a warning (loading the rest as
-    a plain LoRA): a server that leaves the check to diffusers serves the kohya file wrong."""
+    diffusers 0.42 loads the first as a DoRA (its text encoders' magnitudes reported MISSING and left at
+    PEFT's initial values), and drops kohya's `dora_scale` with a logged warning, loading the rest as a
+    plain LoRA: a server that leaves the check to diffusers serves either wrong."""
     alpha = float(rank)
     layers, _ = _lora_layers(
         seed=seed, rank=rank, alpha=alpha, scale=DEFAULT_SCALE, text_encoders=True, conv=False, sgm_names=format == "kohya", dora=True
@@ -420,9 +423,9 @@ def wrong_shape_lora(path: Path, *, format: LoraFormat = "diffusers", seed: int 
     return path
 
 
-def huge_rank_lora(path: Path, rank: int = 1024, *, format: LoraFormat = "diffusers", seed: int = 0) -> Path:
+def huge_rank_lora(path: Path, rank: int = 512, *, format: LoraFormat = "diffusers", seed: int = 0) -> Path:
     """A valid tiny LoRA on the UNet's transformer Linears only, of `rank` (past every layer's width, 32 to
-    256, at the default; the file is about 15 MB at 1024)."""
+    256, at the default; the file is about 10 MB at 512, 20 MB at 1024)."""
     return tiny_lora(path, seed=seed, rank=rank, format=format, text_encoders=False, conv=False)
 
 
@@ -487,7 +490,13 @@ def diffusers_reference(
     }
     components["scheduler"] = (scheduler or EulerDiscreteScheduler).from_config(given["scheduler"].config)
     kind = StableDiffusionXLPipeline if image is None else StableDiffusionXLImg2ImgPipeline
-    pipe = kind(**components)
+    # The given pipeline's own settings where it has them (from_pipe keeps them too); never a watermark,
+    # which the engine does not draw (diffusers adds one whenever invisible-watermark is installed).
+    config = dict(getattr(components_or_pipe, "config", {}))
+    settings = {"force_zeros_for_empty_prompt": config.get("force_zeros_for_empty_prompt", True), "add_watermarker": False}
+    if image is not None:
+        settings["requires_aesthetics_score"] = config.get("requires_aesthetics_score", False)
+    pipe = kind(**components, **settings)
     pipe.set_progress_bar_config(disable=True)
     names = [f"lora{index}" for index in range(len(loras))]
     with warnings.catch_warnings():

@@ -4,6 +4,8 @@ networks (conv layers included) and they change the image; the refused ones are 
 from __future__ import annotations
 
 import copy
+import io
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,15 +14,27 @@ import pytest
 import torch
 from diffusers import StableDiffusionXLPipeline
 from peft.tuners.lora import LoraLayer
+from PIL import Image
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from sdxl_bedrock.engine.tiny import tiny_model_path
+from tests.conftest import gradient_png
 from tests.library import loras
 from tests.library.loras import diffusers_reference, tiny_lora
 
 NETWORKS = ("unet", "text_encoder", "text_encoder_2")
 PROMPT = {"prompt": "a lamp", "negative_prompt": "blurry", "seed": 3, "steps": 3, "width": 64, "height": 64}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    """The tiny model gains nothing from a second thread, and on a busy two-core box torch's spinning
+    threads made each reference image 30x slower (9 s instead of 0.3 s)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +92,20 @@ def test_the_diffusers_file_has_diffusers_keys_with_random_non_zero_weights(file
     assert "__metadata__" not in loras.header(files["diffusers"]) or "lora_adapter_metadata" not in str(
         loras.header(files["diffusers"])["__metadata__"]
     )
+
+
+def test_seeds_give_different_loras_and_the_same_seed_the_same(tmp_path: Path) -> None:
+    first, again, other = (load_file(tiny_lora(tmp_path / f"{n}.safetensors", seed=s)) for n, s in enumerate([5, 5, 6]))
+    assert first.keys() == other.keys()
+    assert all(torch.equal(first[key], again[key]) for key in first)
+    assert not any(torch.equal(first[key], other[key]) for key in first)
+
+
+def test_a_unet_only_lora_without_conv_layers_has_only_the_transformer_linears(tmp_path: Path) -> None:
+    tensors = load_file(tiny_lora(tmp_path / "linear.safetensors", text_encoders=False, conv=False, rank=2))
+    assert {key.split(".")[0] for key in tensors} == {"unet"}
+    assert all(".transformer_blocks." in key or ".proj_" in key for key in tensors)
+    assert {tensor.shape[0] for key, tensor in tensors.items() if ".lora_A." in key} == {2}
 
 
 def test_the_kohya_file_has_kohya_keys_sgm_block_names_and_an_alpha_other_than_the_rank(
@@ -192,6 +220,17 @@ def test_the_reference_is_deterministic_and_leaves_the_components_unchanged(
         assert after.keys() == before[name].keys()
         assert all(torch.equal(after[key], before[name][key]) for key in after)
     assert not any(lora_layers(getattr(pipe, network)) for network in NETWORKS)
+
+
+def test_the_image_to_image_reference_changes_with_a_lora(
+    pipe: StableDiffusionXLPipeline, files: dict[str, Path]
+) -> None:
+    source = Image.open(io.BytesIO(gradient_png(64, 64))).convert("RGB")
+    arguments = {**PROMPT, "image": source, "strength": 0.6, "steps": 4}
+    plain = pixels(diffusers_reference(pipe, [], **arguments))
+    styled = pixels(diffusers_reference(pipe, [(files["kohya"], 1.0)], **arguments))
+    assert plain.shape == styled.shape == (64, 64, 3)
+    assert np.abs(styled - plain).mean() >= 2
 
 
 # --- files to refuse -----------------------------------------------------------------------------------
