@@ -33,7 +33,14 @@ TEXT_ENCODERS = ("text_encoder", "text_encoder_2")
 # conv dim on every Linear and Conv2d inside ResnetBlock2D, Downsample2D and Upsample2D; on the text
 # encoders, on CLIPAttention's and CLIPMLP's Linears. The same module suffixes here.
 UNET_LINEAR_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2")
-UNET_CONV_TARGETS = ("conv1", "conv2", "conv_shortcut", "time_emb_proj", "downsamplers.0.conv", "upsamplers.0.conv")
+UNET_CONV_TARGETS = (
+    "conv1",
+    "conv2",
+    "conv_shortcut",
+    "time_emb_proj",
+    "downsamplers.0.conv",
+    "upsamplers.0.conv",
+)
 TEXT_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
 
 # How far the LoRA moves each layer at weight 1: the RMS of its delta over the RMS of the layer's weight.
@@ -57,7 +64,11 @@ def _tiny_networks() -> dict[str, torch.nn.Module]:
 
 
 def _target_names(network: str, module: torch.nn.Module, *, conv: bool, sgm_names: bool) -> list[str]:
-    suffixes = TEXT_TARGETS if network in TEXT_ENCODERS else UNET_LINEAR_TARGETS + (UNET_CONV_TARGETS if conv else ())
+    suffixes = (
+        TEXT_TARGETS
+        if network in TEXT_ENCODERS
+        else UNET_LINEAR_TARGETS + (UNET_CONV_TARGETS if conv else ())
+    )
     names = [
         name
         for name, child in module.named_modules()
@@ -82,7 +93,7 @@ def _peft_state_dict(
     module = copy.deepcopy(_tiny_networks()[network])
     config = LoraConfig(
         r=rank,
-        lora_alpha=alpha,
+        lora_alpha=alpha,  # type: ignore[arg-type]  # typed int, but kohya's alphas are often fractional
         target_modules=_target_names(network, module, conv=conv, sgm_names=sgm_names),
         init_lora_weights=False,
         use_dora=dora,
@@ -103,12 +114,15 @@ def _with_text_model(layers: dict[str, dict[str, torch.Tensor]]) -> dict[str, di
     state = layers.get("text_encoder")
     if state is not None:
         layers["text_encoder"] = {
-            name if name.startswith("text_model.") else f"text_model.{name}": tensor for name, tensor in state.items()
+            name if name.startswith("text_model.") else f"text_model.{name}": tensor
+            for name, tensor in state.items()
         }
     return layers
 
 
-def _with_base_rms(state: dict[str, torch.Tensor], base: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def _with_base_rms(
+    state: dict[str, torch.Tensor], base: Mapping[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
     """`state`, each lora_A also carrying (as attribute `base_rms`) the RMS of the weight it adapts."""
     for name, tensor in state.items():
         if ".lora_A." in name:
@@ -117,7 +131,9 @@ def _with_base_rms(state: dict[str, torch.Tensor], base: Mapping[str, torch.Tens
     return state
 
 
-def _randomised(state: dict[str, torch.Tensor], *, rank: int, alpha: float, scale: float, seed: int) -> dict[str, torch.Tensor]:
+def _randomised(
+    state: dict[str, torch.Tensor], *, rank: int, alpha: float, scale: float, seed: int
+) -> dict[str, torch.Tensor]:
     """`state` with seeded random A and B, sized so that each layer's delta (alpha / rank) B A has an RMS of
     `scale` times its weight's: A and B get the same magnitude, as no trainer's output has an all-zero B."""
     out: dict[str, torch.Tensor] = {}
@@ -235,16 +251,25 @@ def _save_diffusers(
     )
 
 
-def _kohya(layers: Mapping[str, dict[str, torch.Tensor]], *, alpha: float, sgm_names: bool) -> dict[str, torch.Tensor]:
+def _kohya(
+    layers: Mapping[str, dict[str, torch.Tensor]], *, alpha: float, sgm_names: bool
+) -> dict[str, torch.Tensor]:
     from diffusers.utils.state_dict_utils import convert_state_dict_to_kohya
 
-    prefixed = {f"{network}.{name}": tensor for network, state in layers.items() for name, tensor in state.items()}
-    magnitudes = {name: prefixed.pop(name) for name in list(prefixed) if name.endswith(".lora_magnitude_vector")}
+    prefixed = {
+        f"{network}.{name}": tensor for network, state in layers.items() for name, tensor in state.items()
+    }
+    magnitudes = {
+        name: prefixed.pop(name) for name in list(prefixed) if name.endswith(".lora_magnitude_vector")
+    }
     kohya = convert_state_dict_to_kohya(prefixed)
     # convert_state_dict_to_kohya means to write DoRA's magnitudes as `dora_scale` but mangles their names
     # (its rename sits behind the unet/text encoder ones); they go through it dressed as down matrices.
     if magnitudes:
-        dressed = {name.replace(".lora_magnitude_vector", ".lora_A.weight"): tensor for name, tensor in magnitudes.items()}
+        dressed = {
+            name.replace(".lora_magnitude_vector", ".lora_A.weight"): tensor
+            for name, tensor in magnitudes.items()
+        }
         for key, tensor in convert_state_dict_to_kohya(dressed).items():
             if key.endswith(".lora_down.weight"):
                 kohya[key.replace(".lora_down.weight", ".dora_scale")] = tensor
@@ -263,7 +288,12 @@ def _kohya(layers: Mapping[str, dict[str, torch.Tensor]], *, alpha: float, sgm_n
 # _maybe_map_sgm_blocks_to_diffusers) but has no way back; this is the inverse for layers_per_block
 # resnets per down block (layers_per_block + 1 per up block), as SGM's UNetModel numbers them.
 
-SGM_RESNET_PARTS = {"conv1": "in_layers.2", "conv2": "out_layers.3", "time_emb_proj": "emb_layers.1", "conv_shortcut": "skip_connection"}
+SGM_RESNET_PARTS = {
+    "conv1": "in_layers.2",
+    "conv2": "out_layers.3",
+    "time_emb_proj": "emb_layers.1",
+    "conv_shortcut": "skip_connection",
+}
 
 
 def _sgm_name(name: str, delimiter: str = ".") -> str | None:
@@ -285,7 +315,11 @@ def _sgm_name(name: str, delimiter: str = ".") -> str | None:
                 sgm = ["input_blocks", str(1 + block * (per_down + 1) + per_down), "0"]
                 rest = ["op"]
             else:
-                sgm = ["input_blocks", str(1 + block * (per_down + 1) + index), "0" if inner == "resnets" else "1"]
+                sgm = [
+                    "input_blocks",
+                    str(1 + block * (per_down + 1) + index),
+                    "0" if inner == "resnets" else "1",
+                ]
         else:
             per_up = per_down + 1
             has_attention = TINY_UNET_CONFIG["up_block_types"][block].startswith("CrossAttn")
@@ -304,8 +338,20 @@ def _sgm_name(name: str, delimiter: str = ".") -> str | None:
 
 def _diffusers_name(name: str) -> str:
     """A diffusers UNet module name, from itself or from its kohya spelling with every `_` made a `.`."""
-    for part in ("down_blocks", "up_blocks", "mid_block", "transformer_blocks", "proj_in", "proj_out",
-                 "to_q", "to_k", "to_v", "to_out", "time_emb_proj", "conv_shortcut"):
+    for part in (
+        "down_blocks",
+        "up_blocks",
+        "mid_block",
+        "transformer_blocks",
+        "proj_in",
+        "proj_out",
+        "to_q",
+        "to_k",
+        "to_v",
+        "to_out",
+        "time_emb_proj",
+        "conv_shortcut",
+    ):
         name = name.replace(part.replace("_", "."), part)
     return name
 
@@ -336,7 +382,9 @@ def lokr_file(path: Path, *, factor: int = 4, seed: int = 0) -> Path:
         if out_features % factor or in_features % factor:
             continue
         tensors[f"{module}.lokr_w1"] = 0.1 * torch.randn(factor, factor, generator=generator)
-        tensors[f"{module}.lokr_w2"] = 0.1 * torch.randn(out_features // factor, in_features // factor, generator=generator)
+        tensors[f"{module}.lokr_w2"] = 0.1 * torch.randn(
+            out_features // factor, in_features // factor, generator=generator
+        )
         tensors[f"{module}.alpha"] = torch.tensor(float(factor))
     save_file(tensors, path)
     return path
@@ -345,7 +393,9 @@ def lokr_file(path: Path, *, factor: int = 4, seed: int = 0) -> Path:
 @functools.cache
 def _kohya_linear_shapes() -> dict[str, tuple[int, int]]:
     """Kohya (SGM) module names of the tiny model's LoRA-able Linears, with their (out, in) shapes."""
-    layers, _ = _lora_layers(seed=0, rank=1, alpha=1.0, scale=DEFAULT_SCALE, text_encoders=True, conv=False, sgm_names=True)
+    layers, _ = _lora_layers(
+        seed=0, rank=1, alpha=1.0, scale=DEFAULT_SCALE, text_encoders=True, conv=False, sgm_names=True
+    )
     kohya = _kohya(layers, alpha=1.0, sgm_names=True)
     shapes: dict[str, tuple[int, int]] = {}
     for key, tensor in kohya.items():
@@ -365,7 +415,14 @@ def dora_lora(path: Path, *, format: LoraFormat = "diffusers", seed: int = 0, ra
     plain LoRA: a server that leaves the check to diffusers serves either wrong."""
     alpha = float(rank)
     layers, _ = _lora_layers(
-        seed=seed, rank=rank, alpha=alpha, scale=DEFAULT_SCALE, text_encoders=True, conv=False, sgm_names=format == "kohya", dora=True
+        seed=seed,
+        rank=rank,
+        alpha=alpha,
+        scale=DEFAULT_SCALE,
+        text_encoders=True,
+        conv=False,
+        sgm_names=format == "kohya",
+        dora=True,
     )
     if format == "diffusers":
         _save_diffusers(path, layers, None)
@@ -400,12 +457,18 @@ def sd15_lora(path: Path, *, rank: int = 4, seed: int = 0) -> Path:
     return path
 
 
-def nan_lora(path: Path, *, format: LoraFormat = "diffusers", value: float = float("nan"), seed: int = 0) -> Path:
+def nan_lora(
+    path: Path, *, format: LoraFormat = "diffusers", value: float = float("nan"), seed: int = 0
+) -> Path:
     """A valid tiny LoRA (`tiny_lora`) with one element of one UNet up matrix set to `value` (NaN; inf also
     makes sense): the file loads, the image it would make is not finite."""
     tiny_lora(path, format=format, seed=seed)
     tensors, metadata = _read(path)
-    name = sorted(key for key in tensors if key.startswith(("unet.", "lora_unet_")) and ("lora_B" in key or "lora_up" in key))[0]
+    name = sorted(
+        key
+        for key in tensors
+        if key.startswith(("unet.", "lora_unet_")) and ("lora_B" in key or "lora_up" in key)
+    )[0]
     tensors[name].view(-1)[0] = value
     save_file(tensors, path, metadata=metadata)
     return path
@@ -416,7 +479,9 @@ def wrong_shape_lora(path: Path, *, format: LoraFormat = "diffusers", seed: int 
     the tiny model's text width (96): every key is one the tiny model has, one shape does not fit."""
     tiny_lora(path, format=format, seed=seed)
     tensors, metadata = _read(path)
-    name = sorted(key for key in tensors if "attn2" in key and "to_k" in key and ("lora_A" in key or "lora_down" in key))[0]
+    name = sorted(
+        key for key in tensors if "attn2" in key and "to_k" in key and ("lora_A" in key or "lora_down" in key)
+    )[0]
     down = tensors[name]
     tensors[name] = torch.cat([down, torch.zeros(down.shape[0], extra)], dim=1)
     save_file(tensors, path, metadata=metadata)
@@ -429,7 +494,9 @@ def huge_rank_lora(path: Path, rank: int = 512, *, format: LoraFormat = "diffuse
     return tiny_lora(path, seed=seed, rank=rank, format=format, text_encoders=False, conv=False)
 
 
-def truncated_lora(path: Path, *, format: LoraFormat = "diffusers", cut: int | None = None, seed: int = 0) -> Path:
+def truncated_lora(
+    path: Path, *, format: LoraFormat = "diffusers", cut: int | None = None, seed: int = 0
+) -> Path:
     """A valid tiny LoRA with its last `cut` bytes (None: half its tensor data) cut off; the header is whole,
     so only a reader that checks the data's length sees it."""
     tiny_lora(path, format=format, seed=seed)
@@ -483,7 +550,9 @@ def diffusers_reference(
     are never changed; without `loras`, the image is the pipeline's own."""
     from diffusers import EulerDiscreteScheduler, StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline
 
-    given = dict(components_or_pipe.components if hasattr(components_or_pipe, "components") else components_or_pipe)
+    given = dict(
+        components_or_pipe.components if hasattr(components_or_pipe, "components") else components_or_pipe
+    )
     components = {
         name: copy.deepcopy(given[name]) if name in ("unet", *TEXT_ENCODERS) else given.get(name)
         for name in ("vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "unet", "scheduler")
@@ -493,10 +562,13 @@ def diffusers_reference(
     # The given pipeline's own settings where it has them (from_pipe keeps them too); never a watermark,
     # which the engine does not draw (diffusers adds one whenever invisible-watermark is installed).
     config = dict(getattr(components_or_pipe, "config", {}))
-    settings = {"force_zeros_for_empty_prompt": config.get("force_zeros_for_empty_prompt", True), "add_watermarker": False}
+    settings = {
+        "force_zeros_for_empty_prompt": config.get("force_zeros_for_empty_prompt", True),
+        "add_watermarker": False,
+    }
     if image is not None:
         settings["requires_aesthetics_score"] = config.get("requires_aesthetics_score", False)
-    pipe = kind(**components, **settings)
+    pipe: Any = kind(**components, **settings)
     pipe.set_progress_bar_config(disable=True)
     names = [f"lora{index}" for index in range(len(loras))]
     with warnings.catch_warnings():
@@ -506,8 +578,15 @@ def diffusers_reference(
         for name, (path, _) in zip(names, loras, strict=True):
             pipe.load_lora_weights(str(path), adapter_name=name)
     if loras:
-        pipe.set_adapters(names, adapter_weights=[_component_weights(pipe, name, weight) for name, (_, weight) in zip(names, loras, strict=True)])
-    arguments: dict[str, Any] = {"image": image, "strength": strength} if image is not None else {"width": width, "height": height}
+        pipe.set_adapters(
+            names,
+            adapter_weights=[
+                _component_weights(pipe, name, weight) for name, (_, weight) in zip(names, loras, strict=True)
+            ],
+        )
+    arguments: dict[str, Any] = (
+        {"image": image, "strength": strength} if image is not None else {"width": width, "height": height}
+    )
     result = pipe(
         prompt=prompt,
         negative_prompt=negative_prompt,

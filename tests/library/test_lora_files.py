@@ -21,10 +21,17 @@ from safetensors.torch import load_file
 from sdxl_bedrock.engine.tiny import tiny_model_path
 from tests.conftest import gradient_png
 from tests.library import loras
-from tests.library.loras import diffusers_reference, tiny_lora
+from tests.library.loras import LoraFormat, diffusers_reference, tiny_lora
 
 NETWORKS = ("unet", "text_encoder", "text_encoder_2")
-PROMPT = {"prompt": "a lamp", "negative_prompt": "blurry", "seed": 3, "steps": 3, "width": 64, "height": 64}
+PROMPT: dict[str, Any] = {
+    "prompt": "a lamp",
+    "negative_prompt": "blurry",
+    "seed": 3,
+    "steps": 3,
+    "width": 64,
+    "height": 64,
+}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -38,7 +45,7 @@ def one_thread() -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def pipe(cache_dir: object) -> StableDiffusionXLPipeline:
+def pipe(cache_dir: object) -> Any:
     pipe = StableDiffusionXLPipeline.from_pretrained(tiny_model_path(), torch_dtype=torch.float32)
     pipe.set_progress_bar_config(disable=True)
     return pipe
@@ -54,7 +61,7 @@ def files(tmp_path_factory: pytest.TempPathFactory, cache_dir: object) -> dict[s
 
 
 @pytest.fixture(scope="module")
-def base_image(pipe: StableDiffusionXLPipeline) -> np.ndarray:
+def base_image(pipe: Any) -> np.ndarray:
     return pixels(diffusers_reference(pipe, [], **PROMPT))
 
 
@@ -62,9 +69,11 @@ def pixels(image: Any) -> np.ndarray:
     return np.asarray(image.convert("RGB"), dtype=np.int16)
 
 
-def scratch_pipe(pipe: StableDiffusionXLPipeline) -> StableDiffusionXLPipeline:
+def scratch_pipe(pipe: Any) -> Any:
     """A pipeline on copies of `pipe`'s networks, for loads that may fail halfway."""
-    parts = {name: copy.deepcopy(part) if name in NETWORKS else part for name, part in pipe.components.items()}
+    parts = {
+        name: copy.deepcopy(part) if name in NETWORKS else part for name, part in pipe.components.items()
+    }
     return StableDiffusionXLPipeline(**parts)
 
 
@@ -95,7 +104,9 @@ def test_the_diffusers_file_has_diffusers_keys_with_random_non_zero_weights(file
 
 
 def test_seeds_give_different_loras_and_the_same_seed_the_same(tmp_path: Path) -> None:
-    first, again, other = (load_file(tiny_lora(tmp_path / f"{n}.safetensors", seed=s)) for n, s in enumerate([5, 5, 6]))
+    first, again, other = (
+        load_file(tiny_lora(tmp_path / f"{n}.safetensors", seed=s)) for n, s in enumerate([5, 5, 6])
+    )
     assert first.keys() == other.keys()
     assert all(torch.equal(first[key], again[key]) for key in first)
     assert not any(torch.equal(first[key], other[key]) for key in first)
@@ -122,14 +133,20 @@ def test_the_kohya_file_has_kohya_keys_sgm_block_names_and_an_alpha_other_than_t
     assert "lora_te1_text_model_encoder_layers_0_mlp_fc1" in modules
     assert not any("down_blocks" in module or "up_blocks" in module for module in modules)
     assert {float(tensors[f"{module}.alpha"]) for module in modules} == {4.0}
-    assert tensors["lora_unet_input_blocks_5_1_transformer_blocks_0_attn2_to_k.lora_down.weight"].shape == (8, 96)
+    assert tensors["lora_unet_input_blocks_5_1_transformer_blocks_0_attn2_to_k.lora_down.weight"].shape == (
+        8,
+        96,
+    )
 
 
 def test_sgm_and_diffusers_block_names_read_back_as_the_same_lora(tmp_path: Path, pipe: Any) -> None:
     sgm = tiny_lora(tmp_path / "sgm.safetensors", seed=4, format="kohya")
     plain = tiny_lora(tmp_path / "plain.safetensors", seed=4, format="kohya", sgm_names=False)
     assert any("down_blocks" in key for key in load_file(plain))
-    read = [StableDiffusionXLPipeline.lora_state_dict(str(path), unet_config=pipe.unet.config) for path in (sgm, plain)]
+    read = [
+        StableDiffusionXLPipeline.lora_state_dict(str(path), unet_config=pipe.unet.config)
+        for path in (sgm, plain)
+    ]
     (sgm_state, sgm_alphas), (plain_state, plain_alphas) = read
     # The SGM file leaves out the one upsampler diffusers' SGM mapping cannot place (loras.tiny_lora).
     left_out = {key for key in plain_state if "up_blocks.1.upsamplers" in key}
@@ -140,7 +157,7 @@ def test_sgm_and_diffusers_block_names_read_back_as_the_same_lora(tmp_path: Path
 
 @pytest.mark.parametrize("format", ["diffusers", "kohya"])
 def test_diffusers_loads_the_lora_into_every_network_conv_layers_included(
-    pipe: StableDiffusionXLPipeline, files: dict[str, Path], format: str
+    pipe: Any, files: dict[str, Path], format: LoraFormat
 ) -> None:
     tensors = load_file(files[format])
     pipe.load_lora_weights(str(files[format]), adapter_name="check")
@@ -148,7 +165,9 @@ def test_diffusers_loads_the_lora_into_every_network_conv_layers_included(
         for network in NETWORKS:
             layers = lora_layers(getattr(pipe, network))
             assert len(layers) == len(modules_in(tensors, network)) > 0
-            assert {layer.scaling["check"] for layer in layers.values()} == {0.5 if format == "kohya" else 1.0}
+            assert {layer.scaling["check"] for layer in layers.values()} == {
+                0.5 if format == "kohya" else 1.0
+            }
         unet_layers = lora_layers(pipe.unet)
         assert isinstance(unet_layers["down_blocks.0.resnets.0.conv1"].base_layer, torch.nn.Conv2d)
         assert "up_blocks.0.upsamplers.0.conv" in unet_layers
@@ -158,7 +177,7 @@ def test_diffusers_loads_the_lora_into_every_network_conv_layers_included(
     assert not any(lora_layers(getattr(pipe, network)) for network in NETWORKS)
 
 
-def test_a_kohya_alpha_is_honoured(pipe: StableDiffusionXLPipeline, tmp_path: Path) -> None:
+def test_a_kohya_alpha_is_honoured(pipe: Any, tmp_path: Path) -> None:
     path = tiny_lora(tmp_path / "alpha.safetensors", format="kohya", rank=4, alpha=1.0)
     pipe.load_lora_weights(str(path), adapter_name="alpha")
     try:
@@ -167,7 +186,7 @@ def test_a_kohya_alpha_is_honoured(pipe: StableDiffusionXLPipeline, tmp_path: Pa
         pipe.unload_lora_weights()
 
 
-def test_a_diffusers_alpha_travels_in_the_metadata(pipe: StableDiffusionXLPipeline, tmp_path: Path) -> None:
+def test_a_diffusers_alpha_travels_in_the_metadata(pipe: Any, tmp_path: Path) -> None:
     path = tiny_lora(tmp_path / "alpha.safetensors", rank=4, alpha=2.0)
     assert "lora_adapter_metadata" in loras.header(path)["__metadata__"]
     pipe.load_lora_weights(str(path), adapter_name="alpha")
@@ -180,7 +199,7 @@ def test_a_diffusers_alpha_travels_in_the_metadata(pipe: StableDiffusionXLPipeli
 
 @pytest.mark.parametrize("format", ["diffusers", "kohya"])
 def test_at_weight_1_the_image_changes_visibly_and_stays_finite(
-    pipe: StableDiffusionXLPipeline, files: dict[str, Path], base_image: np.ndarray, format: str
+    pipe: Any, files: dict[str, Path], base_image: np.ndarray, format: LoraFormat
 ) -> None:
     image = pixels(diffusers_reference(pipe, [(files[format], 1.0)], **PROMPT))
     difference = np.abs(image - base_image).mean()
@@ -189,7 +208,7 @@ def test_at_weight_1_the_image_changes_visibly_and_stays_finite(
 
 
 def test_the_unet_part_and_the_text_part_each_change_the_image(
-    pipe: StableDiffusionXLPipeline, files: dict[str, Path], base_image: np.ndarray
+    pipe: Any, files: dict[str, Path], base_image: np.ndarray
 ) -> None:
     unet_only = pixels(diffusers_reference(pipe, [(files["kohya"], (1.0, 0.0))], **PROMPT))
     text_only = pixels(diffusers_reference(pipe, [(files["kohya"], (0.0, 1.0))], **PROMPT))
@@ -199,9 +218,7 @@ def test_the_unet_part_and_the_text_part_each_change_the_image(
     assert np.abs(nothing - base_image).max() <= 1
 
 
-def test_two_loras_load_together(
-    pipe: StableDiffusionXLPipeline, files: dict[str, Path], base_image: np.ndarray
-) -> None:
+def test_two_loras_load_together(pipe: Any, files: dict[str, Path], base_image: np.ndarray) -> None:
     both = [(files["diffusers"], 1.0), (files["kohya"], 0.5)]
     together = pixels(diffusers_reference(pipe, both, **PROMPT))
     alone = [pixels(diffusers_reference(pipe, [lora], **PROMPT)) for lora in both]
@@ -209,7 +226,7 @@ def test_two_loras_load_together(
 
 
 def test_the_reference_is_deterministic_and_leaves_the_components_unchanged(
-    pipe: StableDiffusionXLPipeline, files: dict[str, Path]
+    pipe: Any, files: dict[str, Path]
 ) -> None:
     before = {name: copy.deepcopy(getattr(pipe, name).state_dict()) for name in NETWORKS}
     first = pixels(diffusers_reference(pipe, [(files["diffusers"], 0.8)], **PROMPT))
@@ -222,9 +239,7 @@ def test_the_reference_is_deterministic_and_leaves_the_components_unchanged(
     assert not any(lora_layers(getattr(pipe, network)) for network in NETWORKS)
 
 
-def test_the_image_to_image_reference_changes_with_a_lora(
-    pipe: StableDiffusionXLPipeline, files: dict[str, Path]
-) -> None:
+def test_the_image_to_image_reference_changes_with_a_lora(pipe: Any, files: dict[str, Path]) -> None:
     source = Image.open(io.BytesIO(gradient_png(64, 64))).convert("RGB")
     arguments = {**PROMPT, "image": source, "strength": 0.6, "steps": 4}
     plain = pixels(diffusers_reference(pipe, [], **arguments))
@@ -239,7 +254,13 @@ def test_the_image_to_image_reference_changes_with_a_lora(
 def test_loha_and_lokr_files_carry_lycoris_keys_and_no_lora_ones(tmp_path: Path) -> None:
     loha = load_file(loras.loha_file(tmp_path / "loha.safetensors"))
     lokr = load_file(loras.lokr_file(tmp_path / "lokr.safetensors"))
-    assert {key.partition(".")[2] for key in loha} == {"hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b", "alpha"}
+    assert {key.partition(".")[2] for key in loha} == {
+        "hada_w1_a",
+        "hada_w1_b",
+        "hada_w2_a",
+        "hada_w2_b",
+        "alpha",
+    }
     assert {key.partition(".")[2] for key in lokr} == {"lokr_w1", "lokr_w2", "alpha"}
     assert "lora_unet_middle_block_1_transformer_blocks_0_attn2_to_k.hada_w1_b" in loha
     assert any(key.startswith("lora_te2_text_model_encoder_layers_1_") for key in lokr)
@@ -248,28 +269,34 @@ def test_loha_and_lokr_files_carry_lycoris_keys_and_no_lora_ones(tmp_path: Path)
 
 
 @pytest.mark.parametrize("format", ["diffusers", "kohya"])
-def test_a_dora_file_carries_magnitude_vectors(tmp_path: Path, format: str) -> None:
+def test_a_dora_file_carries_magnitude_vectors(tmp_path: Path, format: LoraFormat) -> None:
     tensors = load_file(loras.dora_lora(tmp_path / "dora.safetensors", format=format))
     marker = "lora_magnitude_vector" if format == "diffusers" else "dora_scale"
     magnitudes = [key for key in tensors if marker in key]
-    assert magnitudes and len(magnitudes) * 2 == sum("lora_A" in key or "lora_down" in key for key in tensors) * 2
+    assert (
+        magnitudes
+        and len(magnitudes) * 2 == sum("lora_A" in key or "lora_down" in key for key in tensors) * 2
+    )
     assert any(key.startswith(("text_encoder_2.", "lora_te2_")) for key in magnitudes)
 
 
-def test_an_sd15_lora_has_one_768_wide_text_encoder_and_does_not_load(
-    pipe: StableDiffusionXLPipeline, tmp_path: Path
-) -> None:
+def test_an_sd15_lora_has_one_768_wide_text_encoder_and_does_not_load(pipe: Any, tmp_path: Path) -> None:
     path = loras.sd15_lora(tmp_path / "sd15.safetensors")
     tensors = load_file(path)
     assert any(key.startswith("lora_te_text_model_") for key in tensors)
     assert not any(key.startswith(("lora_te1_", "lora_te2_")) for key in tensors)
-    assert tensors["lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_k.lora_down.weight"].shape[1] == 768
+    assert (
+        tensors[
+            "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_k.lora_down.weight"
+        ].shape[1]
+        == 768
+    )
     with pytest.raises(Exception):  # noqa: B017 (diffusers' kind of error is no part of the contract)
         scratch_pipe(pipe).load_lora_weights(str(path), adapter_name="sd15")
 
 
 @pytest.mark.parametrize("format", ["diffusers", "kohya"])
-def test_a_nan_lora_loads_and_holds_nan(tmp_path: Path, format: str) -> None:
+def test_a_nan_lora_loads_and_holds_nan(tmp_path: Path, format: LoraFormat) -> None:
     tensors = load_file(loras.nan_lora(tmp_path / "nan.safetensors", format=format))
     bad = [key for key, tensor in tensors.items() if not tensor.isfinite().all()]
     assert len(bad) == 1 and ("unet" in bad[0]) and tensors[bad[0]].isnan().sum() == 1
@@ -277,7 +304,7 @@ def test_a_nan_lora_loads_and_holds_nan(tmp_path: Path, format: str) -> None:
 
 @pytest.mark.parametrize("format", ["diffusers", "kohya"])
 def test_a_wrong_shape_lora_has_the_tiny_models_keys_and_does_not_load(
-    pipe: StableDiffusionXLPipeline, tmp_path: Path, files: dict[str, Path], format: str
+    pipe: Any, tmp_path: Path, files: dict[str, Path], format: LoraFormat
 ) -> None:
     path = loras.wrong_shape_lora(tmp_path / "wrong.safetensors", format=format)
     good = tiny_lora(tmp_path / "good.safetensors", format=format)
