@@ -12,6 +12,7 @@ import asyncio
 import dataclasses
 import functools
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,10 +22,10 @@ from PIL import Image
 
 from sdxl_bedrock.errors import ModelFailure, ModelTimeout, ShuttingDown, Throttled
 from sdxl_bedrock.metrics import Metrics
-from sdxl_bedrock.scheduler.batcher import Batcher
+from sdxl_bedrock.scheduler.batcher import ADAPTER_WAIT_S, Batcher
 from sdxl_bedrock.scheduler.planner import GROW_EVERY
 from sdxl_bedrock.scheduler.types import StepCallback
-from sdxl_bedrock.schema import GeneratedImage, GenerationRequest, Sampler, WeightedPrompt
+from sdxl_bedrock.schema import GeneratedImage, GenerationRequest, LoraUse, Sampler, WeightedPrompt
 
 
 def request(
@@ -593,5 +594,75 @@ def test_a_checkpoint_in_flight_lets_a_waiting_one_have_the_next_turn() -> None:
         await asyncio.gather(first, other, later)
         await batcher.close()
         assert engine.joins == [[1], [2], [3]], "the later base row waits for anime's turn"
+
+    run(scenario())
+
+
+@dataclass
+class ReadingEngine(StandInEngine):
+    """A stand-in whose LoRA files take until `read` is set to arrive in host memory (HostLoras)."""
+
+    read: threading.Event = field(default_factory=threading.Event)
+    asked: threading.Event = field(default_factory=threading.Event)
+
+    def adapters_ready(self, request: GenerationRequest) -> bool:
+        self.asked.set()
+        return self.read.is_set()
+
+
+def test_a_request_whose_adapters_are_being_read_waits_without_holding_up_the_others() -> None:
+    """A job with a LoRA not yet read waits in the queue, holding no slot: jobs after it join and tick;
+    once the file is read (the reader wakes the loop) it joins and is answered."""
+
+    async def scenario() -> None:
+        engine = ReadingEngine()
+        batcher = Batcher(engine, max_batch_size=8, max_wait_s=0)
+        batcher.start()
+        with_lora = asyncio.ensure_future(
+            batcher.submit(dataclasses.replace(request(1, steps=2), loras=(LoraUse("style"),)))
+        )
+        await until(engine.asked)
+        plain = await batcher.submit(request(2, steps=2))
+        assert plain.seed == 2 and not with_lora.done(), "the plain job was served while the other waits"
+        assert engine.joins == [[2]]
+        engine.read.set()
+        batcher.wake()
+        assert (await with_lora).seed == 1
+        await batcher.close()
+        assert engine.joins == [[2], [1]]
+
+    run(scenario())
+
+
+def test_an_idle_loop_waiting_only_for_adapters_sleeps_until_woken() -> None:
+    """With nothing in flight and every waiting job waiting for its adapters, the loop waits on its
+    condition (it asks again when woken), never spins."""
+
+    async def scenario() -> None:
+        engine = ReadingEngine()
+        asks = 0
+        ready = engine.adapters_ready
+
+        def counted(request: GenerationRequest) -> bool:
+            nonlocal asks
+            asks += 1
+            return ready(request)
+
+        engine.adapters_ready = counted  # type: ignore[method-assign]
+        batcher = Batcher(engine, max_batch_size=8, max_wait_s=0)
+        batcher.start()
+        job = asyncio.ensure_future(
+            batcher.submit(dataclasses.replace(request(1, steps=1), loras=(LoraUse("style"),)))
+        )
+        await until(engine.asked)
+        started = time.monotonic()
+        await asyncio.sleep(0.2)
+        # Woken by nothing, it asks once per ADAPTER_WAIT_S at most (a spinning loop: thousands of times).
+        bound = 3 + 2 * (time.monotonic() - started) / ADAPTER_WAIT_S
+        assert asks <= bound, f"the loop asked {asks} times: it spins"
+        engine.read.set()
+        batcher.wake()
+        assert (await job).seed == 1
+        await batcher.close()
 
     run(scenario())

@@ -27,6 +27,7 @@ import itertools
 import logging
 import threading
 import time
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -50,10 +51,10 @@ AdapterWeights = tuple[tuple[str, float], ...]
 
 @dataclass(frozen=True)
 class AdapterPlan:
-    """For one model call of a batch: each adapter's batch rows (int64 [n]) and their weights
-    ([n], the model's dtype), on the model's device."""
+    """For one model call of a batch: each adapter's batch rows (int64 [n]; None: every row, in order)
+    and their weights ([n], the model's dtype), on the model's device."""
 
-    rows: dict[str, tuple[torch.Tensor, torch.Tensor]]
+    rows: dict[str, tuple[torch.Tensor | None, torch.Tensor]]
 
     @classmethod
     def of(
@@ -68,9 +69,13 @@ class AdapterPlan:
                 weights.setdefault(key, []).append(weight)
         if not indices:
             return None
+        every = list(range(len(batch_rows)))
         return cls(
             {
-                key: (to_device(indices[key], torch.int64, device), to_device(weights[key], dtype, device))
+                key: (
+                    None if indices[key] == every else to_device(indices[key], torch.int64, device),
+                    to_device(weights[key], dtype, device),
+                )
                 for key in indices
             }
         )
@@ -100,10 +105,13 @@ class RowDeltas:
             if key not in module.lora_A:
                 continue
             lora_a, lora_b = module.lora_A[key], module.lora_B[key]
-            picked = x.index_select(0, rows).to(lora_a.weight.dtype)
-            delta = lora_b(lora_a(picked)) * module.scaling[key]
-            delta = delta * weights.view(-1, *([1] * (delta.ndim - 1))).to(delta.dtype)
-            output.index_add_(0, rows, delta.to(output.dtype))
+            picked = x if rows is None else x.index_select(0, rows)
+            delta = lora_b(lora_a(picked.to(lora_a.weight.dtype))) * module.scaling[key]
+            delta = (delta * weights.view(-1, *([1] * (delta.ndim - 1)))).to(output.dtype)
+            if rows is None:
+                output.add_(delta)  # every row: no gather, no scatter
+            else:
+                output.index_add_(0, rows, delta)
         return output
 
 
@@ -149,6 +157,9 @@ def read_lora(name: str, path: Path, max_rank: int) -> HostLora:
     except Exception as error:
         raise LoraRefused(f"LoRA {name!r} cannot be read: {error}") from None
     for key, tensor in state_dict.items():
+        if "dora_scale" in key or "lora_magnitude_vector" in key:
+            # diffusers drops kohya's dora_scale with a warning and would apply the rest as a plain LoRA.
+            raise LoraRefused(f"LoRA {name!r} is a DoRA: not applied per row")
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             raise LoraRefused(f"LoRA {name!r} holds non-finite weights ({key})")
         is_down = "lora_down" in key or "lora_A" in key or "lora.down" in key
@@ -286,37 +297,50 @@ class LoadedAdapters:
     def inject(self, host: HostLora) -> Adapter:
         """Load a LoRA through diffusers' SDXL loaders under a fresh internal key; LoraRefused if it does not
         fit this checkpoint (shapes, an unsupported variant), leaving the models as they were."""
-        from diffusers.loaders.lora_pipeline import StableDiffusionXLLoraLoaderMixin
-        from peft.tuners.lora import LoraLayer
-
         started = time.perf_counter()
         pipe = self.pipe
         key = f"lora{next(_KEYS)}"
         unfuse_projections(pipe.unet)
         try:
-            state_dict, network_alphas, metadata = StableDiffusionXLLoraLoaderMixin.lora_state_dict(
-                dict(host.state_dict), unet_config=pipe.unet.config, return_lora_metadata=True
-            )
-            if not state_dict or not all("lora" in name for name in state_dict):
-                raise ValueError("it holds no LoRA weights diffusers can read")
-            # diffusers' loaders warn and go on over keys that match no layer; a file that fits nothing of
-            # this checkpoint would then apply nothing, which is refused instead.
-            pipe.load_lora_into_unet(
-                dict(state_dict), network_alphas, pipe.unet, adapter_name=key, metadata=metadata, _pipeline=pipe
-            )
-            for prefix, encoder in (("text_encoder", pipe.text_encoder), ("text_encoder_2", pipe.text_encoder_2)):
-                pipe.load_lora_into_text_encoder(
-                    dict(state_dict),
-                    network_alphas,
-                    encoder,
-                    prefix=prefix,
-                    adapter_name=key,
-                    metadata=metadata,
-                    _pipeline=pipe,
-                )
+            with warnings.catch_warnings():
+                # PEFT warns of a second adapter in one model: several are what this module is for.
+                warnings.filterwarnings("ignore", "Already found a `peft_config`", UserWarning)
+                self._load(pipe, host, key)
         except Exception as error:
             self._remove_key(key)
             raise LoraRefused(f"LoRA {host.name!r} does not fit this checkpoint: {short(error)}") from None
+        return self._attached(host, key, started)
+
+    @staticmethod
+    def _load(pipe: Any, host: HostLora, key: str) -> None:
+        """diffusers' `load_lora_weights`, step by step (its own calls), from the tensors in host memory."""
+        from diffusers.loaders.lora_pipeline import StableDiffusionXLLoraLoaderMixin
+
+        # unet_config: kohya files name UNet blocks the SGM way, mapped by the checkpoint's layout.
+        state_dict, network_alphas, metadata = StableDiffusionXLLoraLoaderMixin.lora_state_dict(
+            dict(host.state_dict), unet_config=pipe.unet.config, return_lora_metadata=True
+        )
+        if not state_dict or not all("lora" in name for name in state_dict):
+            raise ValueError("it holds no LoRA weights diffusers can read")
+        pipe.load_lora_into_unet(
+            dict(state_dict), network_alphas, pipe.unet, adapter_name=key, metadata=metadata, _pipeline=pipe
+        )
+        for prefix in ("text_encoder", "text_encoder_2"):
+            pipe.load_lora_into_text_encoder(
+                dict(state_dict),
+                network_alphas,
+                getattr(pipe, prefix),
+                prefix=prefix,
+                adapter_name=key,
+                metadata=metadata,
+                _pipeline=pipe,
+            )
+
+    def _attached(self, host: HostLora, key: str, started: float) -> Adapter:
+        """The adapter just loaded under `key`, its layers switched to per-row deltas."""
+        from peft.tuners.lora import LoraLayer
+
+        pipe = self.pipe
         parts: set[str] = set()
         for part in MODELS:
             for module in getattr(pipe, part).modules():
@@ -328,6 +352,11 @@ class LoadedAdapters:
                 if key in variants or key in magnitude:
                     self._remove_key(key)
                     raise LoraRefused(f"LoRA {host.name!r} is a DoRA (or other variant): not applied per row")
+                if module.lora_A[key].weight.ndim == 4:
+                    # The UNet runs channels-last (acceleration.accelerate): a conv of another layout
+                    # converts its input and output on every call.
+                    module.lora_A[key].to(memory_format=torch.channels_last)
+                    module.lora_B[key].to(memory_format=torch.channels_last)
                 module.enable_adapters(False)  # the base layer alone; RowDeltas adds each row's own
                 if id(module) not in self._hooked:
                     self._hooked.add(id(module))
@@ -346,10 +375,13 @@ class LoadedAdapters:
     def _remove_key(self, key: str) -> None:
         from peft.tuners.tuners_utils import BaseTunerLayer
 
-        for part in MODELS:
-            for module in getattr(self.pipe, part).modules():
-                if isinstance(module, BaseTunerLayer) and key in getattr(module, "lora_A", {}):
-                    module.delete_adapter(key)
+        with warnings.catch_warnings():
+            # PEFT warns that the deleted adapter was the active one: none is active for PEFT here.
+            warnings.filterwarnings("ignore", "Adapter .* was active which is now deleted", UserWarning)
+            for part in MODELS:
+                for module in getattr(self.pipe, part).modules():
+                    if isinstance(module, BaseTunerLayer) and key in getattr(module, "lora_A", {}):
+                        module.delete_adapter(key)
         config = getattr(self.pipe.unet, "peft_config", None)
         if config is not None:
             config.pop(key, None)
