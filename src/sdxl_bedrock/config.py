@@ -301,13 +301,14 @@ class Settings(BaseSettings):
     model_aliases: Annotated[
         dict[str, str],
         NoDecode,
-        Flag("--model-alias", metavar="NAME=CHECKPOINT", default_text="none", repeatable=True),
+        Flag("--model-alias", metavar="NAME=CHECKPOINT[+LORA:W...]", default_text="none", repeatable=True),
     ] = Field(
         default_factory=dict,
         validate_default=True,
         description="serve NAME (a Bedrock model ARN or inference profile, an OpenAI model id such as "
         "dall-e-3, or any other) with CHECKPOINT, repeatable; CHECKPOINT is a checkpoint's name (--model's "
-        "or a --checkpoint-dir entry's file or folder name)",
+        "or a --checkpoint-dir entry's file or folder name), optionally with LoRA adapters: "
+        "CHECKPOINT+LORA:WEIGHT+... (--lora-dir names)",
     )
     strict_model_names: bool = Field(
         default=False,
@@ -395,7 +396,8 @@ class Settings(BaseSettings):
         if self.checkpoint_dirs:
             return self  # the library is read at start, and checks the aliases then (library.py)
         names = checkpoint_names(self.model)
-        for name, checkpoint in self.model_aliases.items():
+        for name, target in self.model_aliases.items():
+            checkpoint = target.split("+")[0].strip()  # adapters after a '+' (library.alias_target)
             if checkpoint not in names:
                 raise ValueError(
                     f"--model-alias {name}={checkpoint}: {checkpoint!r} is not served here; the one "

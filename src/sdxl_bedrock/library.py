@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import re
 import struct
@@ -35,6 +36,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from sdxl_bedrock.config import checkpoint_name
+from sdxl_bedrock.schema import LoraUse
 
 CheckpointKind = Literal["tiny", "sdxl-random", "diffusers-folder", "single-file", "hf-cache"]
 
@@ -336,6 +338,38 @@ class Library:
         for file in folder_files(folder):
             digest.update(str(file.relative_to(folder)).encode() + b"\0" + self.hashes(file)[0].encode())
         return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class AliasTarget:
+    """What a `--model-alias NAME=TARGET` serves: a checkpoint's name, and LoRA adapters on it."""
+
+    checkpoint: str
+    loras: tuple[LoraUse, ...] = ()
+
+
+def alias_target(target: str) -> AliasTarget:
+    """`CHECKPOINT+LORA:WEIGHT+LORA:TE_WEIGHT:UNET_WEIGHT+LORA` -> AliasTarget: each adapter after a `+`,
+    its weights as in A1111's `<lora:NAME:TE:UNET>` (none: 1.0; one: both parts'). ValueError where a
+    weight is not a finite number, or an adapter or the checkpoint is unnamed."""
+    checkpoint, *adapters = (part.strip() for part in target.split("+"))
+    if not checkpoint:
+        raise ValueError(f"{target!r}: names no checkpoint before its adapters")
+    loras = []
+    for adapter in adapters:
+        name, *weights = (item.strip() for item in adapter.split(":"))
+        if not name or len(weights) > 2:
+            raise ValueError(f"{target!r}: {adapter!r} wants LORA, LORA:WEIGHT or LORA:TE_WEIGHT:UNET_WEIGHT")
+        try:
+            numbers = [float(weight) for weight in weights]
+        except ValueError:
+            raise ValueError(f"{target!r}: the weights of {adapter!r} are not numbers") from None
+        if not all(math.isfinite(number) for number in numbers):
+            raise ValueError(f"{target!r}: the weights of {adapter!r} are not finite")
+        text_weight = numbers[0] if numbers else 1.0
+        unet_weight = numbers[1] if len(numbers) > 1 else text_weight
+        loras.append(LoraUse(name, unet_weight=unet_weight, text_weight=text_weight))
+    return AliasTarget(checkpoint, tuple(loras))
 
 
 class LibraryError(ValueError):

@@ -17,12 +17,21 @@ from sdxl_bedrock.config import Settings
 from sdxl_bedrock.errors import ShuttingDown
 from sdxl_bedrock.faults import ENVIRONMENT_VARIABLE, Faults
 from sdxl_bedrock.generation import Generations
-from sdxl_bedrock.library import Checkpoint, Library, LibraryError, Listing, UnknownCheckpoint
+from sdxl_bedrock.library import (
+    Checkpoint,
+    Library,
+    LibraryError,
+    Listing,
+    UnknownCheckpoint,
+    alias_target,
+)
+from sdxl_bedrock.loras import LoraLibrary
 from sdxl_bedrock.metrics import Metrics
 from sdxl_bedrock.scheduler.batcher import Batcher
 from sdxl_bedrock.workers import Workers
 
 if TYPE_CHECKING:
+    from sdxl_bedrock.engine.adapters import HostLoras
     from sdxl_bedrock.engine.checkpoints import CheckpointEngines
     from sdxl_bedrock.engine.content_filter import ContentFilter
     from sdxl_bedrock.engine.pipeline import Engine
@@ -58,6 +67,7 @@ class Runtime:
         )
         self.generations = Generations(settings, self.workers, self.faults)
         self.engine: CheckpointEngines | None = None
+        self.lora_reader: HostLoras | None = None
         self.load_error: BaseException | None = None
         self.ready = asyncio.Event()
         self.active_requests = 0  # HTTP requests in flight, kept by the request middleware
@@ -78,9 +88,11 @@ class Runtime:
             )
             faults.on_fire = lambda stage, kind: self.metrics.faults_injected.labels(stage, kind).inc()
         content_filter = load_content_filter(settings.blocked_terms)
+        metrics = self.metrics
+        loras = self.lora_reader = self.host_loras(settings)
 
         def load_checkpoint(checkpoint: Checkpoint, clip_model: str | None = None) -> Engine:
-            return Engine.load(
+            engine = Engine.load(
                 checkpoint.spec or str(checkpoint.filename),
                 settings.device,
                 settings.dtype,
@@ -91,11 +103,18 @@ class Runtime:
                 vae_budget_bytes=settings.vae_budget_mib * 2**20,
                 faults=faults,
                 single_file_config=checkpoint.config,
+                loras=loras,
+                max_loaded_loras=settings.max_loaded_loras,
+                max_host_loras=settings.max_host_loras,
             )
+            inject_seconds = metrics.lora_load_seconds.labels("inject")
+            engine.adapters.on_load = lambda name, seconds: inject_seconds.observe(seconds)
+            return engine
 
         try:
             listing = await self.refresh_library()
-            check_aliases(settings.model_aliases, self.library)
+            await self.refresh_loras()
+            check_aliases(settings.model_aliases, self.library, self.loras)
             default = listing.checkpoints[listing.default]
             engine = await self.workers.on_engine(load_checkpoint, default, settings.clip_model)
             steps = warmup_steps(settings)
@@ -107,7 +126,6 @@ class Runtime:
         except BaseException as error:
             self.load_error = error
             raise
-        metrics = self.metrics
         engines = CheckpointEngines(
             engine,
             default.name,
@@ -125,6 +143,8 @@ class Runtime:
             metrics.checkpoints_resident.labels(where).set_function(
                 functools.partial(resident_count, engines, where)
             )
+        for where in ("device", "host"):
+            metrics.loras_resident.labels(where).set_function(lambda where=where: engines.loras_resident()[where])
         self.metrics.export_unet_calls(engines.unet_calls)
         self.metrics.export_non_finite(engines.non_finite)
         batcher = Batcher(
@@ -138,10 +158,27 @@ class Runtime:
             device_type=engine.device.type,
         )
         self.generations.batcher = batcher
+        if loras is not None:
+            loras.on_ready = batcher.wake
         batcher.start()
         if self.generations.draining:
             await batcher.close()
         self.ready.set()
+
+    def host_loras(self, settings: Settings) -> HostLoras | None:
+        """Where the engines read LoRA files from: the LoRA library's listing (None: no --lora-dir)."""
+        from sdxl_bedrock.engine.adapters import HostLoras
+        from sdxl_bedrock.loras import MAX_LORA_RANK
+
+        if not settings.lora_dirs:
+            return None
+        read_seconds = self.metrics.lora_load_seconds.labels("read")
+        return HostLoras(
+            lambda name: self.loras.listing.find(name),
+            max_entries=settings.max_host_loras,
+            max_rank=MAX_LORA_RANK,
+            on_read=read_seconds.observe,
+        )
 
     async def refresh_library(self) -> Listing:
         """Read the model library's folders (on a host thread: new files are hashed); log what is refused."""
@@ -180,6 +217,8 @@ class Runtime:
     async def close(self) -> None:
         if self.generations.batcher is not None:
             await self.generations.batcher.close()
+        if self.lora_reader is not None:
+            self.lora_reader.close()
         self.workers.close()
 
 
@@ -187,14 +226,17 @@ def resident_count(engines: CheckpointEngines, where: str) -> float:
     return float(sum(1 for place in engines.resident().values() if place == where))
 
 
-def check_aliases(aliases: dict[str, str], library: Library) -> None:
-    """Every --model-alias names a checkpoint of the library; LibraryError (the server does not start)
-    if one does not."""
-    for alias, name in aliases.items():
+def check_aliases(aliases: dict[str, str], library: Library, loras: LoraLibrary) -> None:
+    """Every --model-alias names a checkpoint of the library, and adapters the LoRA library serves;
+    LibraryError (the server does not start) if one does not."""
+    for alias, target in aliases.items():
         try:
-            library.listing.find(name)
-        except UnknownCheckpoint as error:
-            raise LibraryError(f"--model-alias {alias}={name}: {error}") from None
+            parsed = alias_target(target)
+            library.listing.find(parsed.checkpoint)
+            for use in parsed.loras:
+                loras.listing.find(use.name)
+        except (UnknownCheckpoint, LookupError, ValueError) as error:
+            raise LibraryError(f"--model-alias {alias}={target}: {error}") from None
 
 
 def checkpoints_that_fit(engine: Engine, settings: Settings) -> int:

@@ -39,8 +39,8 @@ async def checkpoint_of_request(runtime: Runtime, scope: Scope, body: bytes) -> 
             match = MODEL_ROUTE.match(raw)
             if match is None:
                 return None
-            checkpoint = resolve_model_id(runtime, unquote(match.group("model")))[1]
-            return checkpoint or runtime.library.listing.default
+            target = resolve_model_id(runtime, unquote(match.group("model")))[1]
+            return target.checkpoint if target is not None else runtime.library.listing.default
         if path.startswith("/v1/generation/"):
             engine_id = path.split("/")[3]
             return checkpoint_of(engine_id, runtime) or runtime.library.listing.default

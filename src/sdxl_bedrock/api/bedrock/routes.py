@@ -30,7 +30,9 @@ from sdxl_bedrock.api.bedrock.image_models import (
 from sdxl_bedrock.api.bedrock.responses import artifacts_json
 from sdxl_bedrock.api.bedrock.stream import ProgressOptions, progress_options, stream_events
 from sdxl_bedrock.api.body import read_body
-from sdxl_bedrock.api.checkpoints import checkpoint_named
+from sdxl_bedrock.api.bedrock.loras import loras_of
+from sdxl_bedrock.api.checkpoints import check_loras, model_named
+from sdxl_bedrock.library import AliasTarget
 from sdxl_bedrock.api.deps import runtime_of
 from sdxl_bedrock.api.openapi import JSON
 from sdxl_bedrock.api.validation import load_json_object
@@ -100,15 +102,16 @@ def parse_model_id(raw_segment: str, *, image_models: bool = False) -> str:
     return canonical_model_id(unquote(raw_segment), image_models=image_models)
 
 
-def resolve_model_id(runtime: Runtime, model_id: str) -> tuple[str, str | None]:
-    """(canonical model id, checkpoint) for a model id as sent (decoded): a `--model-alias` (any id the
-    SDKs send: a custom-model, provisioned-model or application-inference-profile ARN, as Bedrock forms
-    them) is SDXL 1.0 on its checkpoint; any other id is `canonical_model_id`'s, on the default one."""
+def resolve_model_id(runtime: Runtime, model_id: str) -> tuple[str, AliasTarget | None]:
+    """(canonical model id, checkpoint and adapters) for a model id as sent (decoded): a `--model-alias`
+    (any id the SDKs send: a custom-model, provisioned-model or application-inference-profile ARN, as
+    Bedrock forms them) is SDXL 1.0 on its checkpoint, with its LoRA adapters; any other id is
+    `canonical_model_id`'s, on the default one."""
     if model_id in runtime.settings.model_aliases:
-        checkpoint = checkpoint_named(runtime, model_id)
-        if checkpoint is None:
+        target = model_named(runtime, model_id)
+        if target is None:
             raise AccessDenied(f"{NO_ACCESS} Its checkpoint has left this server's model library.")
-        return MODEL_NAME, checkpoint
+        return MODEL_NAME, target
     return canonical_model_id(model_id, image_models=runtime.settings.stability_image_models), None
 
 
@@ -199,7 +202,11 @@ async def validated_invocation(
         invocation = await runtime.workers.on_host(
             parse_invoke_body, raw, relaxed_sizes=settings.relaxed_sizes
         )
-        request_on = dataclasses.replace(invocation.request, checkpoint=checkpoint)
+        loras = (*(checkpoint.loras if checkpoint else ()), *loras_of(invocation.extras))
+        check_loras(runtime, loras)
+        request_on = dataclasses.replace(
+            invocation.request, checkpoint=checkpoint.checkpoint if checkpoint else None, loras=loras
+        )
         return dataclasses.replace(invocation, request=request_on)
     image = image_model(model_id)
     assert image is not None

@@ -90,8 +90,8 @@ from sdxl_bedrock.api.validation import (
 from sdxl_bedrock.codecs import decode_image_bytes
 from sdxl_bedrock.config import Settings, checkpoint_name
 from sdxl_bedrock.errors import MalformedBody, Problem, ProblemKind
-from sdxl_bedrock.library import Listing, UnknownCheckpoint
-from sdxl_bedrock.schema import GenerationRequest, WeightedPrompt
+from sdxl_bedrock.library import Listing, UnknownCheckpoint, alias_target
+from sdxl_bedrock.schema import GenerationRequest, LoraUse, WeightedPrompt
 from sdxl_bedrock.strength import from_strength
 
 if TYPE_CHECKING:
@@ -276,16 +276,21 @@ class ModelNames:
     strict: bool = False
     checkpoint: str = "tiny"
     checkpoints: tuple[str, ...] = ()
+    adapters: Mapping[str, tuple[LoraUse, ...]] = dataclasses.field(default_factory=dict)  # by alias
 
     @classmethod
     def of(cls, settings: Settings, listing: Listing | None = None) -> ModelNames:
+        aliases, adapters = {}, {}
+        for alias, given in settings.model_aliases.items():
+            with contextlib.suppress(UnknownCheckpoint, ValueError):  # its checkpoint left the library since
+                target = alias_target(given)
+                aliases[alias] = listing.find(target.checkpoint).name if listing else target.checkpoint
+                adapters[alias] = target.loras
         if listing is None:
-            return cls(settings.model_aliases, settings.strict_model_names, checkpoint_name(settings.model))
-        aliases = {}
-        for alias, target in settings.model_aliases.items():
-            with contextlib.suppress(UnknownCheckpoint):  # its checkpoint left the library since
-                aliases[alias] = listing.find(target).name
-        return cls(aliases, settings.strict_model_names, listing.default, tuple(listing.checkpoints))
+            return cls(aliases, settings.strict_model_names, checkpoint_name(settings.model), adapters=adapters)
+        return cls(
+            aliases, settings.strict_model_names, listing.default, tuple(listing.checkpoints), adapters
+        )
 
     def names(self) -> list[str]:
         """Every id taken, ours first (GET /v1/models)."""
@@ -314,9 +319,12 @@ class ModelNames:
     def served(
         self, generations: Sequence[GenerationRequest], model: object
     ) -> tuple[GenerationRequest, ...]:
-        """The requests, each on `model`'s checkpoint."""
+        """The requests, each on `model`'s checkpoint, with the adapters of an alias that has some."""
         checkpoint = self.checkpoint_of(model)
-        return tuple(dataclasses.replace(generation, checkpoint=checkpoint) for generation in generations)
+        loras = self.adapters.get(model, ()) if isinstance(model, str) else ()
+        return tuple(
+            dataclasses.replace(generation, checkpoint=checkpoint, loras=loras) for generation in generations
+        )
 
 
 DEFAULT_MODEL_NAMES = ModelNames()

@@ -17,7 +17,8 @@ from starlette.responses import Response
 
 from sdxl_bedrock.api.auth import check_bearer
 from sdxl_bedrock.api.body import read_body
-from sdxl_bedrock.api.checkpoints import checkpoint_named, model_names
+from sdxl_bedrock.api.checkpoints import checkpoint_named, model_names, model_named
+from sdxl_bedrock.library import AliasTarget
 from sdxl_bedrock.api.deps import authenticated
 from sdxl_bedrock.api.forms import read_form
 from sdxl_bedrock.api.openapi import JSON
@@ -59,13 +60,27 @@ Caller = Annotated[Runtime, Depends(authenticated(check_api_key))]
 def checkpoint_of(engine_id: str, runtime: Runtime) -> str | None:
     """The checkpoint an engine id names: Stability's SDXL id the default one, any other a checkpoint or
     a --model-alias of the model library; Stability's 404 for the rest."""
+    target = engine_of(engine_id, runtime)
+    return target.checkpoint if target is not None else None
+
+
+def engine_of(engine_id: str, runtime: Runtime) -> AliasTarget | None:
+    """The checkpoint and LoRA adapters an engine id names (None: Stability's SDXL id, the default
+    checkpoint with none); Stability's 404 for an id that names nothing."""
     if engine_id == ENGINE_ID:
         return None
-    checkpoint = checkpoint_named(runtime, engine_id)
-    if checkpoint is None:
+    target = model_named(runtime, engine_id)
+    if target is None:
         shown = engine_id if len(engine_id) <= 100 else engine_id[:97] + "..."
         raise NotFound(f"The specified engine (ID {shown}) was not found.")
-    return checkpoint
+    return target
+
+
+def on_engine(generation: GenerationRequest, target: AliasTarget | None) -> GenerationRequest:
+    """The request on the engine's checkpoint, with its adapters."""
+    if target is None:
+        return generation
+    return dataclasses.replace(generation, checkpoint=target.checkpoint, loras=target.loras)
 
 
 def response_type(accept: str) -> ResponseType:
@@ -137,17 +152,17 @@ async def list_engines(runtime: Caller) -> Response:
     openapi_extra=openapi.json_request_body(),
 )
 async def text_to_image(engine_id: EngineIdParameter, request: Request, runtime: Caller) -> Response:
-    checkpoint = checkpoint_of(engine_id, runtime)
+    target = engine_of(engine_id, runtime)
     answer_type = response_type(request.headers.get("accept", ""))
     raw = await read_body(request)
     generation = await runtime.workers.on_host(
         parse_text_to_image, raw, relaxed_sizes=runtime.settings.relaxed_sizes
     )
-    return await answer(runtime, dataclasses.replace(generation, checkpoint=checkpoint), answer_type)
+    return await answer(runtime, on_engine(generation, target), answer_type)
 
 
 async def form_generation(engine_id: str, request: Request, runtime: Runtime, *, masking: bool) -> Response:
-    checkpoint = checkpoint_of(engine_id, runtime)
+    target = engine_of(engine_id, runtime)
     answer_type = response_type(request.headers.get("accept", ""))
     form = await read_form(
         request,
@@ -163,7 +178,7 @@ async def form_generation(engine_id: str, request: Request, runtime: Runtime, *,
         masking=masking,
         relaxed_sizes=runtime.settings.relaxed_sizes,
     )
-    return await answer(runtime, dataclasses.replace(generation, checkpoint=checkpoint), answer_type)
+    return await answer(runtime, on_engine(generation, target), answer_type)
 
 
 @router.post(
