@@ -18,6 +18,7 @@ from sdxl_bedrock.errors import ShuttingDown
 from sdxl_bedrock.faults import ENVIRONMENT_VARIABLE, Faults
 from sdxl_bedrock.generation import Generations
 from sdxl_bedrock.library import Checkpoint, Library, LibraryError, Listing, UnknownCheckpoint
+from sdxl_bedrock.loras import LoraLibrary, LoraListing
 from sdxl_bedrock.metrics import Metrics
 from sdxl_bedrock.scheduler.batcher import Batcher
 from sdxl_bedrock.workers import Workers
@@ -56,6 +57,7 @@ class Runtime:
         self.library = Library(
             settings.model, settings.checkpoint_dirs, single_file_config=settings.single_file_config
         )
+        self.loras = LoraLibrary(settings.lora_dirs)
         self.generations = Generations(settings, self.workers, self.faults)
         self.engine: CheckpointEngines | None = None
         self.load_error: BaseException | None = None
@@ -95,6 +97,7 @@ class Runtime:
 
         try:
             listing = await self.refresh_library()
+            await self.refresh_loras()
             check_aliases(settings.model_aliases, self.library)
             default = listing.checkpoints[listing.default]
             engine = await self.workers.on_engine(load_checkpoint, default, settings.clip_model)
@@ -149,6 +152,15 @@ class Runtime:
         for refused in listing.refused:
             log.warning(
                 "model library: %s (%s) is not served: %s", refused.name, refused.filename, refused.refused
+            )
+        return listing
+
+    async def refresh_loras(self) -> LoraListing:
+        """Read the LoRA library's folders (on a host thread: new files are hashed); log what is refused."""
+        listing = await self.workers.on_host(self.loras.refresh)
+        for refused in listing.refused:
+            log.warning(
+                "LoRA library: %s (%s) is not served: %s", refused.name, refused.filename, refused.refused
             )
         return listing
 
