@@ -258,3 +258,21 @@ def test_checkpoint_dirs_come_from_flags_or_a_variable_and_defer_the_alias_check
     assert Settings(checkpoint_dirs=["/models"], model_aliases=["x=house-style"]).model_aliases == {
         "x": "house-style"
     }
+
+
+def test_lora_settings_come_from_flags_or_variables_within_bounds(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = Settings()
+    assert settings.lora_dirs == ()
+    assert (settings.max_loaded_loras, settings.max_host_loras, settings.max_loras_per_request) == (8, 32, 8)
+    flags = serve_settings(
+        serve_args("--lora-dir", "/loras", "--lora-dir", "~/more", "--max-host-loras", "0")
+    )
+    assert flags.lora_dirs == (Path("/loras"), Path("~/more").expanduser())
+    assert flags.max_host_loras == 0
+    monkeypatch.setenv("SDXL_BEDROCK_LORA_DIRS", "/a, /b\n/c")
+    monkeypatch.setenv("SDXL_BEDROCK_MAX_LORAS_PER_REQUEST", "3")
+    assert Settings().lora_dirs == (Path("/a"), Path("/b"), Path("/c"))
+    assert Settings().max_loras_per_request == 3
+    for field, low in (("max_loaded_loras", 0), ("max_host_loras", -1), ("max_loras_per_request", 0)):
+        with pytest.raises(ValidationError, match=field):
+            Settings(**{field: low})

@@ -110,6 +110,32 @@ class Settings(BaseSettings):
         description="checkpoints kept in host memory off the device; beyond that the least recently used "
         "are dropped (read from disk again when asked for)",
     )
+    lora_dirs: Annotated[
+        tuple[Path, ...],
+        NoDecode,
+        Flag("--lora-dir", metavar="DIR", default_text="none", repeatable=True),
+    ] = Field(
+        default=(),
+        description="a LoRA library folder, repeatable (A1111's --lora-dir): every LoRA .safetensors in it "
+        "and its subfolders may be named by a request, by its file name (docs/MODELS.md)",
+    )
+    max_loaded_loras: Annotated[int, Flag(metavar="N")] = Field(
+        default=8,
+        ge=1,
+        description="LoRA adapters held on the device per checkpoint; the least recently used beyond that "
+        "move to host memory",
+    )
+    max_host_loras: Annotated[int, Flag(metavar="N")] = Field(
+        default=32,
+        ge=0,
+        description="parsed LoRA adapters kept in host memory off the device; beyond that the least "
+        "recently used are dropped (read from disk again when asked for)",
+    )
+    max_loras_per_request: Annotated[int, Flag(metavar="N")] = Field(
+        default=8,
+        ge=1,
+        description="LoRA adapters one request may name (each <lora:...> tag counts); more is refused",
+    )
     device: Device = Field(default="auto", description="auto: cuda when PyTorch sees a GPU, else cpu")
     dtype: DType = Field(
         default="auto", description="the models' dtype; auto: float16 on a GPU, float32 on the CPU"
@@ -329,7 +355,7 @@ class Settings(BaseSettings):
     def no_limit_as_none(cls, seconds: float | None) -> float | None:
         return seconds or None
 
-    @field_validator("checkpoint_dirs", mode="before")
+    @field_validator("checkpoint_dirs", "lora_dirs", mode="before")
     @classmethod
     def folders_from_entries(cls, value: Any) -> Any:
         """Repeated flags, or a variable's folders split by commas or lines."""

@@ -33,7 +33,7 @@ import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from sdxl_bedrock.config import checkpoint_name
 from sdxl_bedrock.schema import LoraUse
@@ -405,9 +405,24 @@ def config_shapes(config: Path) -> ArchitectureShapes | None:
         return None
 
 
+class SafetensorsHeader(NamedTuple):
+    """A .safetensors file's header: `tensors` (name: {dtype, shape, data_offsets}), `metadata` (its
+    `__metadata__`, string to string as the format has it; {} where there is none) and `data_start`, the
+    byte where the tensors' data begins (8 + the header's length)."""
+
+    tensors: dict[str, Any]
+    metadata: dict[str, Any]
+    data_start: int
+
+
 def read_safetensors_header(path: Path) -> dict[str, Any]:
     """The tensor table of a .safetensors file (name: {dtype, shape, data_offsets}), checked against the
     file's size; NotACheckpoint when it is not a whole safetensors file. Reads only the header."""
+    return read_safetensors(path).tensors
+
+
+def read_safetensors(path: Path) -> SafetensorsHeader:
+    """A .safetensors file's header (`read_safetensors_header`'s checks), its metadata kept."""
     try:
         size = path.stat().st_size
         with path.open("rb") as file:
@@ -424,7 +439,7 @@ def read_safetensors_header(path: Path) -> dict[str, Any]:
         raise NotACheckpoint("not a safetensors file (its header is not JSON)") from None
     if not isinstance(table, dict):
         raise NotACheckpoint("not a safetensors file (its header is not a table)")
-    table.pop("__metadata__", None)
+    metadata = table.pop("__metadata__", None)
     data_bytes = size - 8 - length
     try:
         end = max((int(info["data_offsets"][1]) for info in table.values()), default=0)
@@ -434,7 +449,7 @@ def read_safetensors_header(path: Path) -> dict[str, Any]:
         raise NotACheckpoint(
             f"truncated: its tensors need {end} bytes after the header, the file has {data_bytes}"
         )
-    return table
+    return SafetensorsHeader(table, metadata if isinstance(metadata, dict) else {}, 8 + length)
 
 
 def classify_single_file(table: dict[str, Any]) -> ArchitectureShapes:
@@ -497,9 +512,11 @@ def folder_files(folder: Path) -> list[Path]:
     return sorted(path for path in folder.rglob("*") if path.is_file())
 
 
-def sha256_of(path: Path) -> str:
+def sha256_of(path: Path, start: int = 0) -> str:
+    """SHA-256 of a file's bytes from `start` on (hex)."""
     digest = hashlib.sha256()
     with path.open("rb") as file:
+        file.seek(start)
         while chunk := file.read(HASH_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()

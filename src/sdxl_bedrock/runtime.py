@@ -25,7 +25,7 @@ from sdxl_bedrock.library import (
     UnknownCheckpoint,
     alias_target,
 )
-from sdxl_bedrock.loras import LoraLibrary
+from sdxl_bedrock.loras import LoraLibrary, LoraListing
 from sdxl_bedrock.metrics import Metrics
 from sdxl_bedrock.scheduler.batcher import Batcher
 from sdxl_bedrock.workers import Workers
@@ -65,6 +65,7 @@ class Runtime:
         self.library = Library(
             settings.model, settings.checkpoint_dirs, single_file_config=settings.single_file_config
         )
+        self.loras = LoraLibrary(settings.lora_dirs)
         self.generations = Generations(settings, self.workers, self.faults)
         self.engine: CheckpointEngines | None = None
         self.lora_reader: HostLoras | None = None
@@ -186,6 +187,15 @@ class Runtime:
         for refused in listing.refused:
             log.warning(
                 "model library: %s (%s) is not served: %s", refused.name, refused.filename, refused.refused
+            )
+        return listing
+
+    async def refresh_loras(self) -> LoraListing:
+        """Read the LoRA library's folders (on a host thread: new files are hashed); log what is refused."""
+        listing = await self.workers.on_host(self.loras.refresh)
+        for refused in listing.refused:
+            log.warning(
+                "LoRA library: %s (%s) is not served: %s", refused.name, refused.filename, refused.refused
             )
         return listing
 

@@ -88,7 +88,6 @@ def test_a_parsed_prompt_keeps_the_words_without_the_syntax() -> None:
         "a cat AND a dog",  # composable diffusion
         "a cat :1.2",  # its weight on the whole prompt
         "photo, 16:9",
-        "a portrait <lora:detail:0.8>",  # extra networks
         "(a:1.2.3)",  # not a number
     ],
 )
@@ -110,3 +109,5 @@ def test_the_negative_prompt_takes_and_and_a_trailing_number_literally() -> None
         parse_prompt("blurry AND dark, 16:9", "negative_prompt", positive=False).text
         == "blurry AND dark, 16:9"
     )
+    # A1111 parses extra networks out of the prompt only: in a negative prompt a tag is text.
+    assert parse_prompt("blurry <lora:x:1>", "negative_prompt", positive=False).text == "blurry <lora:x:1>"

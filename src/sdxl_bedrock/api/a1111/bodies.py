@@ -20,6 +20,8 @@ Our rules where A1111 is silent or differs:
 - `override_settings`: see options.py. `styles` names this server's style presets, applied as A1111 applies
   its styles: the template's `{prompt}` takes the prompt, the negative terms join the negative prompt.
 - `force_task_id` is accepted: it names a task in A1111's internal queue API, which is not served here.
+- `<lora:...>` tags in the prompt (and the hires prompt, for the second pass) choose the request's LoRAs as
+  A1111 reads them (extra_networks.py); `disable_extra_networks` removes them unapplied, as in A1111.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSche
 
 from sdxl_bedrock.api.a1111 import images
 from sdxl_bedrock.api.a1111.errors import A1111Refusal
+from sdxl_bedrock.api.a1111.extra_networks import PromptLoras, prompt_loras
 from sdxl_bedrock.api.a1111.hires import (
     DEFAULT_LATENT_MODE,
     LATENT_MODES,
@@ -59,6 +62,7 @@ from sdxl_bedrock.api.validation import (
 from sdxl_bedrock.config import Settings
 from sdxl_bedrock.errors import Location, MalformedBody, ProblemKind
 from sdxl_bedrock.library import Listing, UnknownCheckpoint, only_model
+from sdxl_bedrock.loras import LoraListing
 from sdxl_bedrock.presets import STYLE_PRESETS
 from sdxl_bedrock.schema import SAMPLERS_WITH_ETA, GenerationRequest, Sampler
 from sdxl_bedrock.strength import FULL_SCHEDULE, DenoiseWindow, from_strength
@@ -228,6 +232,9 @@ class Plan:
     settings: Mapping[str, Any] = field(default_factory=lambda: dict(ADJUSTABLE_DEFAULTS))
     kept_settings: Mapping[str, Any] = field(default_factory=dict)
     hires: Hires | None = None
+    # A1111's `Lora hashes` (both passes') and its comments (`Lora not found: ...`).
+    lora_hashes: Mapping[str, str] = field(default_factory=dict)
+    comments: tuple[str, ...] = ()
 
     @property
     def images(self) -> int:
@@ -247,12 +254,13 @@ def parse_txt2img(
     settings: Settings,
     max_images: int,
     listing: Listing | None = None,
+    loras: LoraListing | None = None,
     adjustable: Mapping[str, Any] = ADJUSTABLE_DEFAULTS,
     random_seed: RandomSeed | None = None,
 ) -> Plan:
     """Validate a txt2img body (MalformedBody, a 422, on the first problem). `settings` are the server's
-    (the model `override_settings` may name), `adjustable` the changeable A1111 settings as they are;
-    `max_images` bounds batch_size x n_iter."""
+    (the model `override_settings` may name), `loras` the LoRA library's listing the prompt's tags name,
+    `adjustable` the changeable A1111 settings as they are; `max_images` bounds batch_size x n_iter."""
     body = validate(Txt2ImgBody, load_json_object(raw))
     listing = listing or only_model(settings.model)
     effective, kept = check_common(body, settings, listing, adjustable, max_images)
@@ -262,13 +270,33 @@ def parse_txt2img(
     refuse_if(
         body.firstphase_height != 0, "firstphase_height", "the legacy first-pass size is not run here; send 0"
     )
-    planned = plan(body, body.width, body.height, settings=effective, kept=kept, random_seed=random_seed)
+    lookup = LoraLookup(loras or LoraListing(), settings.max_loras_per_request)
+    planned = plan(
+        body, body.width, body.height, settings=effective, kept=kept, random_seed=random_seed, loras=lookup
+    )
     if not body.enable_hr:
         return planned
-    return with_hires(planned, body, listing)
+    return with_hires(planned, body, listing, lookup)
 
 
-def with_hires(planned: Plan, body: Txt2ImgBody, listing: Listing) -> Plan:
+@dataclass(frozen=True)
+class LoraLookup:
+    """Where a prompt's `<lora:...>` tags are looked up, and how many one prompt may carry."""
+
+    listing: LoraListing
+    max_per_request: int
+
+    def of(self, prompt: str, field_name: str, body: ProcessingFields) -> PromptLoras:
+        return prompt_loras(
+            prompt,
+            field_name,
+            self.listing,
+            max_loras=self.max_per_request,
+            enabled=not body.disable_extra_networks,
+        )
+
+
+def with_hires(planned: Plan, body: Txt2ImgBody, listing: Listing, loras: LoraLookup) -> Plan:
     """The plan with the hires fix's second pass (hires.py); the first pass returns its latents for a latent
     upscaler."""
     upscaler = body.hr_upscaler if body.hr_upscaler is not None else DEFAULT_LATENT_MODE
@@ -327,7 +355,9 @@ def with_hires(planned: Plan, body: Txt2ImgBody, listing: Listing) -> Plan:
     prompt, negative_prompt = styled(
         body.hr_prompt or body.prompt, body.hr_negative_prompt or body.negative_prompt, body.styles or ()
     )
-    positive = parse_prompt(prompt, "hr_prompt" if body.hr_prompt else "prompt", positive=True)
+    prompt_field = "hr_prompt" if body.hr_prompt else "prompt"
+    tags = loras.of(prompt, prompt_field, body)
+    positive = parse_prompt(tags.text, prompt_field, positive=True)
     negative = parse_prompt(
         negative_prompt,
         "hr_negative_prompt" if body.hr_negative_prompt else "negative_prompt",
@@ -349,10 +379,18 @@ def with_hires(planned: Plan, body: Txt2ImgBody, listing: Listing) -> Plan:
         eta=eta_for(resolved.sampler.sampler, body.eta),
         first_encoder_layer=planned.request.first_encoder_layer,
         checkpoint=checkpoint,
+        loras=tags.loras,
     )
     fix = HiresFix(upscaler, sizes, steps, second)
     first = dataclasses.replace(planned.request, return_latents=fix.latent is not None)
-    return dataclasses.replace(planned, request=first, hires=Hires(fix, resolved, (prompt, negative_prompt)))
+    return dataclasses.replace(
+        planned,
+        request=first,
+        hires=Hires(fix, resolved, (prompt, negative_prompt)),
+        # A1111 keeps the first pass's hashes and adds the second's (extra_networks_lora.py, is_hr_pass).
+        lora_hashes={**planned.lora_hashes, **tags.hashes},
+        comments=tuple(dict.fromkeys((*planned.comments, *lora_comments(tags)))),
+    )
 
 
 def parse_img2img(
@@ -361,6 +399,7 @@ def parse_img2img(
     settings: Settings,
     max_images: int,
     listing: Listing | None = None,
+    loras: LoraListing | None = None,
     adjustable: Mapping[str, Any] = ADJUSTABLE_DEFAULTS,
     random_seed: RandomSeed | None = None,
 ) -> Plan:
@@ -409,7 +448,14 @@ def parse_img2img(
     width, height = body.width, body.height
     denoise = from_strength(body.denoising_strength)
     planned = functools.partial(
-        plan, body, width, height, settings=effective, kept=kept, random_seed=random_seed
+        plan,
+        body,
+        width,
+        height,
+        settings=effective,
+        kept=kept,
+        random_seed=random_seed,
+        loras=LoraLookup(loras or LoraListing(), settings.max_loras_per_request),
     )
     if mask is None:
         source = init if body.resize_mode == 3 else images.resize_image(body.resize_mode, init, width, height)
@@ -514,11 +560,15 @@ def plan(
     settings: Mapping[str, Any] = ADJUSTABLE_DEFAULTS,
     kept: Mapping[str, Any] | None = None,
     random_seed: RandomSeed | None = None,
+    loras: LoraLookup,
 ) -> Plan:
     resolved = resolve(body.sampler_name, body.sampler_index, body.scheduler)
     eta = eta_for(resolved.sampler.sampler, body.eta)
     prompt, negative_prompt = styled(body.prompt, body.negative_prompt, body.styles or ())
-    positive = parse_prompt(prompt, "prompt", positive=True)
+    # A1111 takes the tags out of the styled prompt (its p.prompts), before emphasis is parsed; the prompt
+    # it reports keeps them.
+    tags = loras.of(prompt, "prompt", body)
+    positive = parse_prompt(tags.text, "prompt", positive=True)
     negative = parse_prompt(negative_prompt, "negative_prompt", positive=False)
     seed = (random_seed or random_nonzero_seed)() if body.seed == -1 else body.seed
     request = GenerationRequest(
@@ -539,8 +589,25 @@ def plan(
         eta=eta,
         first_encoder_layer=first_encoder_layer(settings),
         checkpoint=settings.get("sd_model_checkpoint"),
+        loras=tags.loras,
     )
-    return Plan(request, body, resolved, (prompt, negative_prompt), seed, overlay, settings, kept or {})
+    return Plan(
+        request,
+        body,
+        resolved,
+        (prompt, negative_prompt),
+        seed,
+        overlay,
+        settings,
+        kept or {},
+        lora_hashes=tags.hashes,
+        comments=lora_comments(tags),
+    )
+
+
+def lora_comments(tags: PromptLoras) -> tuple[str, ...]:
+    """A1111's comment for the LoRAs a prompt names that are not here (networks.py load_networks)."""
+    return (f"Lora not found: {', '.join(tags.not_found)}",) if tags.not_found else ()
 
 
 def has_text(prompt: ParsedPrompt) -> bool:

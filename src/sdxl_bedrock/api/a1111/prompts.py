@@ -10,8 +10,9 @@ mean (engine/prompts.py).
 Refused with a 422 naming the field, never taken as plain text: prompt editing `[from:to:when]`,
 `[to:when]`, `[from::when]` and alternation `[a|b]` (they change the prompt during sampling), composable
 diffusion `a AND b` and a trailing `:weight` on the whole prompt (A1111 reads `a cat :1.2` as a weight on
-the prompt's guidance), and extra networks such as `<lora:name:1>` (no LoRA is loaded here). A `:` or `|`
-inside `[...]` that A1111 would not read as editing (`[a:b]`, no number at the end) is ordinary text.
+the prompt's guidance). A `:` or `|` inside `[...]` that A1111 would not read as editing (`[a:b]`, no number
+at the end) is ordinary text. Extra networks (`<lora:name:1>`) are taken out of a prompt before it comes
+here (extra_networks.py); in a negative prompt they are text, as in A1111.
 """
 
 from __future__ import annotations
@@ -48,8 +49,6 @@ RE_ATTENTION = re.compile(
 RE_BREAK = re.compile(r"\s*\bBREAK\b\s*", re.S)
 BREAK = ("BREAK", -1.0)  # A1111's marker in the parsed list
 
-# modules/extra_networks.py: `<lora:name:1>`, `<hypernet:name:0.5>`, ...
-RE_EXTRA_NETWORK = re.compile(r"<(\w+):([^>]+)>")
 # modules/prompt_parser.py: composable diffusion splits on AND and reads a trailing weight.
 RE_AND = re.compile(r"\bAND\b")
 RE_TRAILING_WEIGHT = re.compile(r"^(\s*.*?)(?:\s*:\s*([-+]?(?:\d+\.?|\d*\.\d+)))\s*$", re.S)
@@ -145,13 +144,6 @@ def parse_prompt(text: str, field: str, *, positive: bool) -> ParsedPrompt:
 
 
 def check_supported(text: str, field: str, *, positive: bool) -> None:
-    network = RE_EXTRA_NETWORK.search(text)
-    if network is not None:
-        refuse(
-            field,
-            f"extra networks ({shown(network.group(0))}) are not supported: no LoRA, hypernetwork or other "
-            "network is loaded on this server",
-        )
     if positive and RE_AND.search(text):
         refuse(field, "composable diffusion (AND) is not supported here")
     if positive and RE_TRAILING_WEIGHT.fullmatch(text):

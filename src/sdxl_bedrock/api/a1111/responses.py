@@ -4,8 +4,10 @@
 its seeds, the sampler, size and steps (the first pass's, with the hires fix), and one infotext per image
 returned (A1111's PNG "parameters" text: `prompt`, `Negative prompt: ...`, `Steps: 20, Sampler: Euler a,
 Schedule type: Automatic, ...`, in create_infotext's order), which each PNG also carries
-(`enable_pnginfo`). Ours, where a request asked for `save_images`: `saved_images`, the files written
-(relative to --outputs-dir), and `comments` saying why when none was.
+(`enable_pnginfo`). A1111's `Lora hashes` (`"name: shorthash, ..."`, lora_add_hashes_to_infotext) closes the
+extra parameters. Ours: where a request asked for `save_images`, `saved_images`, the files written (relative
+to --outputs-dir); `comments`, A1111's comments on the run (`Lora not found: NAME`, which A1111 shows beside
+the infotext in its UI but leaves out of the API's `info`) and why nothing was saved, one a line.
 """
 
 from __future__ import annotations
@@ -76,6 +78,15 @@ class SDModelItem(BaseModel):
     sha256: str | None
     filename: str
     config: str | None
+
+
+class LoraItem(BaseModel):
+    """One LoRA of `GET /sdapi/v1/loras`, A1111's four fields."""
+
+    name: str
+    alias: str
+    path: str
+    metadata: dict[str, Any]
 
 
 class SDVaeItem(BaseModel):
@@ -189,10 +200,13 @@ def info_json(
         "is_using_inpainting_conditioning": False,
         "version": VERSION,
     }
+    comments = list(plan.comments)
     if plan.body.save_images:
         obj["saved_images"] = saved or []
         if not_saved is not None:
-            obj["comments"] = not_saved
+            comments.append(not_saved)
+    if comments:
+        obj["comments"] = "\n".join(comments)
     return json.dumps(obj, ensure_ascii=False)
 
 
@@ -216,6 +230,8 @@ def extra_parameters(plan: Plan) -> dict[str, Any]:
             extra["Masked area padding"] = body.inpaint_full_res_padding if body.inpaint_full_res else None
             extra["Mask mode"] = "Inpaint not masked" if body.inpainting_mask_invert else None
             extra["Masked content"] = "fill" if body.inpainting_fill == 0 else None
+    if plan.lora_hashes:
+        extra["Lora hashes"] = ", ".join(f"{name}: {short}" for name, short in plan.lora_hashes.items())
     return {key: value for key, value in extra.items() if value is not None}
 
 

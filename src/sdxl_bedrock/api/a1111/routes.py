@@ -31,6 +31,7 @@ from sdxl_bedrock.api.a1111.responses import (
     Empty,
     GenerationResponse,
     LatentUpscaleModeItem,
+    LoraItem,
     MemoryResponse,
     ProgressResponse,
     PromptStyleItem,
@@ -96,6 +97,7 @@ async def generate(request: Request, runtime: Runtime, job: str, parse: Parser) 
         raw,
         settings=runtime.settings,
         listing=runtime.library.listing,
+        loras=runtime.loras.listing,
         adjustable=adjustable.snapshot(),
         max_images=runtime.settings.max_queue,
     )
@@ -309,6 +311,35 @@ async def refresh_checkpoints(runtime: Caller) -> Response:
 
 
 @router.get(
+    "/loras",
+    summary="The LoRA library's LoRAs, as A1111 lists them",
+    response_class=Response,
+    responses=openapi.responses(list[LoraItem], "Every LoRA served.", openapi.ROUTE_ERRORS),
+)
+async def loras(runtime: Caller) -> Response:
+    """A1111's fields (lora_script.py, create_lora_json): `name` the file name without extension, `alias`
+    its `ss_output_name` (else the name), `path` the file, `metadata` its safetensors metadata. A file the
+    library refuses is not listed (the server's log says why)."""
+    items = [
+        LoraItem(name=lora.name, alias=lora.alias, path=str(lora.filename), metadata=dict(lora.metadata))
+        for lora in runtime.loras.listing.loras.values()
+    ]
+    return json_response(items)
+
+
+@router.post(
+    "/refresh-loras",
+    summary="Read the LoRA library's folders again (A1111)",
+    response_class=Response,
+    responses=openapi.responses(openapi.NULL, "Done (A1111 answers null).", openapi.ROUTE_ERRORS),
+)
+async def refresh_loras(runtime: Caller) -> Response:
+    """New files are listed, removed ones go; a request already accepted keeps the LoRAs it named."""
+    await runtime.refresh_loras()
+    return json_response(None)
+
+
+@router.get(
     "/sd-vae",
     summary="VAEs (A1111): the checkpoint's own",
     response_class=Response,
@@ -421,6 +452,7 @@ async def cmd_flags(runtime: Caller) -> Response:
         "port": settings.port,
         "ckpt": settings.model,
         "ckpt_dir": str(settings.checkpoint_dirs[0]) if settings.checkpoint_dirs else None,
+        "lora_dir": str(settings.lora_dirs[0]) if settings.lora_dirs else None,
         "tls_certfile": str(settings.tls_cert) if settings.tls_cert else None,
         "tls_keyfile": str(settings.tls_key) if settings.tls_key else None,
     }
