@@ -489,6 +489,17 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def adapters_run_eager(self) -> Settings:
+        if self.compile_unet and self.lora_dirs:
+            # Adapters are forward hooks on the eager UNet's layers (engine/adapters.py); injecting them
+            # changes the module tree the compiled graphs were traced over, so every row would recompile.
+            raise ValueError(
+                "--compile and --lora-dir do not go together yet: LoRA adapters run on the eager UNet; "
+                "serve adapters without --compile (docs/MODELS.md#lora-adapters)"
+            )
+        return self
+
+    @model_validator(mode="after")
     def tls_files_together(self) -> Settings:
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("--tls-cert and --tls-key go together: give both or neither")
