@@ -117,7 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     models = commands.add_parser(
         "models",
-        help="list the checkpoints a server with these folders would serve, and what it would refuse",
+        help="list the checkpoints (and LoRA adapters) a server with these folders would serve, and what it "
+        "would refuse",
         description="List the model library as `serve` would read it: each checkpoint's name, kind, size "
         "and SHA-256 (A1111's short hash is its first 10 digits), then every file it would refuse, with "
         "the reason. Nothing is loaded and nothing is downloaded.",
@@ -129,6 +130,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--checkpoint-dir", action="append", default=[], type=Path, metavar="DIR", help="repeatable"
     )
     models.add_argument("--single-file-config", type=Path, metavar="DIR", help="as serve's")
+    models.add_argument(
+        "--lora-dir",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="DIR",
+        help="repeatable: also list the LoRA adapters these folders hold, and those refused",
+    )
     models.add_argument("--json", action="store_true", help="one JSON object per line")
     models.set_defaults(run=run_models)
     return parser
@@ -377,6 +386,7 @@ def progress_bar(step: int, steps: int, _preview: bytes | None) -> None:
 
 def run_models(args: argparse.Namespace) -> int:
     from sdxl_bedrock.library import Library
+    from sdxl_bedrock.loras import LoraLibrary
 
     try:
         listing = Library(
@@ -386,9 +396,13 @@ def run_models(args: argparse.Namespace) -> int:
         print(f"sdxl-bedrock models: {error}", file=sys.stderr)
         return 1
     entries = [*listing.checkpoints.values(), *listing.refused]
+    loras = LoraLibrary(args.lora_dir).refresh()
+    adapters = [*loras.loras.values(), *loras.refused]
     if args.json:
         for entry in entries:
             print(json.dumps({**entry.describe(), "default": entry.name == listing.default}))
+        for lora in adapters:
+            print(json.dumps(describe_lora(lora)))
         return 0
     for entry in listing.checkpoints.values():
         default = "  (default)" if entry.name == listing.default else ""
@@ -398,7 +412,30 @@ def run_models(args: argparse.Namespace) -> int:
             print(f"    {entry.filename}")
     for entry in listing.refused:
         print(f"refused: {entry.name} ({entry.filename}): {entry.refused}")
+    for lora in loras.loras.values():
+        alias = f"  alias {lora.alias!r}" if lora.alias and lora.alias != lora.name else ""
+        parts = ", ".join(lora.parts)
+        print(f"lora {lora.name}  {lora.format}  rank {lora.rank}  {parts}  {lora.shorthash}{alias}")
+        print(f"    {lora.filename}")
+    for lora in loras.refused:
+        print(f"refused lora: {lora.name} ({lora.filename}): {lora.refused}")
     return 0
+
+
+def describe_lora(lora: Any) -> dict[str, Any]:
+    """A JSON-ready line of `sdxl-bedrock models` for a LoRA adapter (loras.Lora)."""
+    return {
+        "name": lora.name,
+        "kind": "lora",
+        "filename": str(lora.filename),
+        "size_bytes": lora.size_bytes,
+        "sha256": lora.sha256,
+        "format": lora.format,
+        "rank": lora.rank,
+        "parts": list(lora.parts),
+        "alias": lora.alias,
+        "refused": lora.refused,
+    }
 
 
 def run_model_path(args: argparse.Namespace) -> int:

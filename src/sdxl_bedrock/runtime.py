@@ -145,7 +145,9 @@ class Runtime:
                 functools.partial(resident_count, engines, where)
             )
         for where in ("device", "host"):
-            metrics.loras_resident.labels(where).set_function(lambda where=where: engines.loras_resident()[where])
+            metrics.loras_resident.labels(where).set_function(
+                functools.partial(loras_resident_count, engines, where)
+            )
         self.metrics.export_unet_calls(engines.unet_calls)
         self.metrics.export_non_finite(engines.non_finite)
         batcher = Batcher(
@@ -230,6 +232,10 @@ class Runtime:
         if self.lora_reader is not None:
             self.lora_reader.close()
         self.workers.close()
+
+
+def loras_resident_count(engines: CheckpointEngines, where: str) -> float:
+    return float(engines.loras_resident()[where])
 
 
 def resident_count(engines: CheckpointEngines, where: str) -> float:

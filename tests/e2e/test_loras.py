@@ -54,7 +54,12 @@ def server(tmp_path_factory: pytest.TempPathFactory, loras: Path, cache_dir: Pat
     running = start_server(
         tmp_path_factory.mktemp("logs"),
         *("--model", "tiny", "--relaxed-sizes", "--lora-dir", str(loras), "--max-loras-per-request", "2"),
-        *("--model-alias", f"{INK_ARN}=tiny+ink:0.8", "--model-alias", "ink-and-paper=tiny+ink:0.8+paper:0.5"),
+        *(
+            "--model-alias",
+            f"{INK_ARN}=tiny+ink:0.8",
+            "--model-alias",
+            "ink-and-paper=tiny+ink:0.8+paper:0.5",
+        ),
     )
     yield running
     running.stop()
@@ -181,7 +186,9 @@ def test_openai_and_stability_aliases_carry_their_adapters(server: RunningServer
         assert "ink-and-paper" in [model.id for model in client.models.list()]
 
         def made(model: str) -> np.ndarray:
-            answer = client.images.generate(model=model, prompt="a boat", size="64x64", extra_body={"seed": 7})
+            answer = client.images.generate(
+                model=model, prompt="a boat", size="64x64", extra_body={"seed": 7}
+            )
             assert answer.data is not None and answer.data[0].b64_json
             return pixels(base64.b64decode(answer.data[0].b64_json))
 
@@ -201,7 +208,9 @@ def test_openai_and_stability_aliases_carry_their_adapters(server: RunningServer
     assert not close(stability("ink-and-paper"), stability("stable-diffusion-xl-1024-v1-0"))
 
 
-def test_concurrent_rows_with_different_adapters_make_the_images_they_make_alone(server: RunningServer) -> None:
+def test_concurrent_rows_with_different_adapters_make_the_images_they_make_alone(
+    server: RunningServer,
+) -> None:
     bodies = [
         {},
         {"extras": {"loras": [{"name": "ink", "weight": 0.8}]}},

@@ -157,7 +157,9 @@ def test_a_refused_adapter_fails_only_its_own_row_in_the_batcher_stages(lora_eng
     assert rows[0].unet_adapters
 
 
-def test_adapters_beyond_the_bounds_move_out_least_recently_used_first(lora_dir: Path, cache_dir: object) -> None:
+def test_adapters_beyond_the_bounds_move_out_least_recently_used_first(
+    lora_dir: Path, cache_dir: object
+) -> None:
     """One on the device, one in host memory (on a CPU both are host memory): the third adapter drops the
     least recently used; an adapter a running row uses is never moved out, and images are unchanged."""
     engine = Engine.load(

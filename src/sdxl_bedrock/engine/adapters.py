@@ -137,7 +137,8 @@ class HostLora:
 
 
 class LoraRefused(InvalidRequest):
-    """A LoRA that cannot be applied (bad weights, wrong shapes for this checkpoint, a rank over the bound)."""
+    """A LoRA that cannot be applied (bad weights, shapes that do not fit this checkpoint, a rank over the
+    bound)."""
 
 
 def file_stamp(path: Path) -> tuple[str, int, int]:
@@ -343,9 +344,10 @@ class LoadedAdapters:
         pipe = self.pipe
         parts: set[str] = set()
         for part in MODELS:
-            for module in getattr(pipe, part).modules():
-                if not isinstance(module, LoraLayer) or key not in module.lora_A:
+            for found in getattr(pipe, part).modules():
+                if not isinstance(found, LoraLayer) or key not in found.lora_A:
                     continue
+                module: Any = found  # a LoraLayer that is also its torch Module
                 parts.add(part)
                 variants = getattr(module, "lora_variant", {})
                 magnitude = getattr(module, "lora_magnitude_vector", {})

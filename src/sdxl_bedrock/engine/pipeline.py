@@ -116,7 +116,9 @@ class Engine:
         self._lock = threading.Lock()
         self._tick_batch = TickBatch()
         self.loras = loras
-        self.adapters = LoadedAdapters(pipe, device, max_on_device=max_loaded_loras, max_on_host=max_host_loras)
+        self.adapters = LoadedAdapters(
+            pipe, device, max_on_device=max_loaded_loras, max_on_host=max_host_loras
+        )
         self.prompts = PromptEncoder(pipe, device, dtype, self.adapters)
         self._rows_with_adapters: weakref.WeakSet[Row] = weakref.WeakSet()
         self._unet_plan: tuple[tuple[int, ...], AdapterPlan | None] = ((), None)

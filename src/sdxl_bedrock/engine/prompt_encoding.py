@@ -175,7 +175,6 @@ class PromptEncoder:
             for start, count in zip(starts, counts, strict=True)
         ]
 
-
     def adapted(self, adapters: AdapterWeights, rows: int) -> contextlib.AbstractContextManager[None]:
         """Text-encoder calls of `rows` rows inside add these adapters' deltas to every row."""
         if not adapters or self.adapters is None:

@@ -40,7 +40,9 @@ def loras_of(extras: dict[str, Any]) -> tuple[LoraUse, ...]:
             )
         name = entry.get("name")
         if not isinstance(name, str) or not name:
-            raise InvalidRequest(f"{path}/name: expected a non-empty String", field=f"extras.loras.{index}.name")
+            raise InvalidRequest(
+                f"{path}/name: expected a non-empty String", field=f"extras.loras.{index}.name"
+            )
         weight = number(entry, "weight", 1.0, path, index)
         loras.append(
             LoraUse(

@@ -27,16 +27,16 @@ from sdxl_bedrock.api.bedrock.image_models import (
     image_models_json,
     parse_image_body,
 )
+from sdxl_bedrock.api.bedrock.loras import loras_of
 from sdxl_bedrock.api.bedrock.responses import artifacts_json
 from sdxl_bedrock.api.bedrock.stream import ProgressOptions, progress_options, stream_events
 from sdxl_bedrock.api.body import read_body
-from sdxl_bedrock.api.bedrock.loras import loras_of
 from sdxl_bedrock.api.checkpoints import check_loras, model_named
-from sdxl_bedrock.library import AliasTarget
 from sdxl_bedrock.api.deps import runtime_of
 from sdxl_bedrock.api.openapi import JSON
 from sdxl_bedrock.api.validation import load_json_object
 from sdxl_bedrock.errors import AccessDenied, InvalidRequest, NotFound
+from sdxl_bedrock.library import AliasTarget
 from sdxl_bedrock.runtime import Runtime
 from sdxl_bedrock.schema import Artifact
 

@@ -287,7 +287,9 @@ class ModelNames:
                 aliases[alias] = listing.find(target.checkpoint).name if listing else target.checkpoint
                 adapters[alias] = target.loras
         if listing is None:
-            return cls(aliases, settings.strict_model_names, checkpoint_name(settings.model), adapters=adapters)
+            return cls(
+                aliases, settings.strict_model_names, checkpoint_name(settings.model), adapters=adapters
+            )
         return cls(
             aliases, settings.strict_model_names, listing.default, tuple(listing.checkpoints), adapters
         )

@@ -17,8 +17,7 @@ from starlette.responses import Response
 
 from sdxl_bedrock.api.auth import check_bearer
 from sdxl_bedrock.api.body import read_body
-from sdxl_bedrock.api.checkpoints import checkpoint_named, model_names, model_named
-from sdxl_bedrock.library import AliasTarget
+from sdxl_bedrock.api.checkpoints import checkpoint_named, model_named, model_names
 from sdxl_bedrock.api.deps import authenticated
 from sdxl_bedrock.api.forms import read_form
 from sdxl_bedrock.api.openapi import JSON
@@ -33,6 +32,7 @@ from sdxl_bedrock.api.stability.responses import (
 )
 from sdxl_bedrock.config import Settings
 from sdxl_bedrock.errors import InvalidRequest, MissingCredentials, NotFound
+from sdxl_bedrock.library import AliasTarget
 from sdxl_bedrock.runtime import Runtime
 from sdxl_bedrock.schema import GenerationRequest
 
