@@ -28,6 +28,7 @@ from sdxl_bedrock.testing import bedrock_client
 from tests.conftest import RunningServer, gradient_png, start_server
 from tests.e2e.browser import PageWatch, chromium, needs_chromium
 from tests.library.checkpoints import tiny_variant
+from tests.library.loras import tiny_lora
 
 GENERATION_TIMEOUT_MS = 120_000
 # Chromium logs every 4xx answer to fetch() as a console error; the error test wants one.
@@ -323,9 +324,20 @@ HOUSE_ARN = "arn:aws:bedrock:us-east-1:123456789012:custom-model/stability.stabl
 
 
 @pytest.fixture(scope="module")
-def library_server(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Iterator[RunningServer]:
+def lora_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("loras")
+    tiny_lora(folder / "ink.safetensors", seed=1)
+    tiny_lora(folder / "paper.safetensors", seed=2)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def library_server(
+    tmp_path_factory: pytest.TempPathFactory, lora_folder: Path, cache_dir: Path
+) -> Iterator[RunningServer]:
     """The tiny model beside a library of two tiny checkpoints, one of them reachable from Bedrock through
-    an alias ARN and the other through none."""
+    an alias ARN and the other through none, and a LoRA library of two tiny adapters, two per request at
+    most (one server for both libraries saves a start)."""
     library = tmp_path_factory.mktemp("checkpoints")
     tiny_variant(library / "house-style", seed=1)
     tiny_variant(library / "anime", seed=2)
@@ -333,6 +345,7 @@ def library_server(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) ->
         tmp_path_factory.mktemp("logs"),
         *("--model", "tiny", "--relaxed-sizes", "--checkpoint-dir", str(library)),
         *("--model-alias", f"{HOUSE_ARN}=house-style"),
+        *("--lora-dir", str(lora_folder), "--max-loras-per-request", "2"),
     )
     yield running
     running.stop()
@@ -405,5 +418,110 @@ def test_the_chooser_offers_the_librarys_checkpoints_and_sends_the_alias(
     # tests show that the alias's checkpoint makes pictures of its own).
     assert np.abs(made - bedrock_pixels(library_server, HOUSE_ARN, body)).max() <= 1
     page.screenshot(path=str(artifacts / "playground-models.png"), full_page=True)
+    assert watch.problems == []
+    page.close()
+
+
+# What options.json says of a tiny LoRA (tests/library/loras.py): both text encoders' parts and the UNet's.
+TINY_LORA_PARTS = ["unet", "text_encoder", "text_encoder_2"]
+
+
+def test_adapters_with_weights_are_sent_as_extras_loras_and_shown_in_the_request_and_snippet(
+    browser: Browser, library_server: RunningServer, lora_folder: Path, artifacts: Path, tmp_path: Path
+) -> None:
+    options = httpx.get(library_server.url + "/playground/options.json").json()
+    assert options["loras"] == [
+        {"name": "ink", "alias": "ink", "parts": TINY_LORA_PARTS, "rank": 4},
+        {"name": "paper", "alias": "paper", "parts": TINY_LORA_PARTS, "rank": 4},
+    ]
+    assert (options["lora_library"], options["max_loras_per_request"]) == (True, 2)
+    page, watch = open_playground(browser, library_server)
+    expect(page.locator("#adapters-absent")).to_be_hidden()
+    assert select_values(page, "#adapter-choice") == ["ink", "paper"]
+
+    # Each chosen adapter leaves the chooser; two fill the request, and removing one frees a place.
+    page.get_by_label("adapter to add").select_option("paper")
+    page.click("#add-adapter")
+    page.click("#add-adapter")
+    expect(page.locator(".adapter-row .adapter-name")).to_have_text(["paper", "ink"])
+    expect(page.locator("#add-adapter")).to_be_disabled()
+    expect(page.locator("#adapters-limit")).to_contain_text("--max-loras-per-request")
+    expect(page.get_by_label("weight of paper")).to_have_value("1")
+    page.get_by_role("button", name="remove adapter paper").click()
+    expect(page.locator("#add-adapter")).to_be_enabled()
+    assert select_values(page, "#adapter-choice") == ["paper"]
+    page.get_by_label("weight of ink").fill("0.8")
+
+    body = {
+        "text_prompts": [{"text": "a boat", "weight": 1}],
+        "cfg_scale": 7,
+        "seed": 7,
+        "steps": 10,
+        "width": 64,
+        "height": 64,
+        "extras": {"loras": [{"name": "ink", "weight": 0.8}]},
+    }
+    page.fill(".prompt-text", "a boat")
+    for field in ("width", "height", "steps", "seed"):
+        page.fill(f"#{field}", str(body[field]))
+    # With progress on, the body carries both; the snippet keeps the adapters and leaves progress out.
+    assert page.evaluate("formToBody()")["extras"] == {
+        "progress": True,
+        "progress_preview_every": 5,
+        **body["extras"],
+    }
+    snippet = page.inner_text("#boto3-snippet")
+    assert '"extras": {"loras": [{"name": "ink", "weight": 0.8}]}' in snippet
+    assert '"progress"' not in snippet
+    assert "# The page also sends extras.progress" in snippet
+    page.uncheck("#progress-enabled")
+    with page.expect_request(lambda request: request.method == "POST") as sent:
+        page.click("#generate")
+    assert json.loads(sent.value.post_data or "") == body
+    expect(page.locator("#result-image")).to_be_visible(timeout=GENERATION_TIMEOUT_MS)
+    expect(page.locator("#result-finish")).to_have_text("SUCCESS")
+    assert json.loads(page.inner_text("#request-json"))["extras"] == body["extras"]
+    made = png_pixels(page.get_attribute("#result-image", "src").split(",", 1)[1])  # type: ignore[union-attr]
+    without = {key: value for key, value in body.items() if key != "extras"}
+    assert (
+        np.abs(made - bedrock_pixels(library_server, DEFAULT_MODEL_ID, without)).max() > 8
+    )  # the adapter acts
+
+    # The shown snippet is a working boto3 call that makes the same picture, adapter and all.
+    snippet = page.inner_text("#boto3-snippet")
+    assert "# The page also sends extras.progress" not in snippet
+    ran = subprocess.run(
+        [sys.executable, "-c", snippet], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert (
+        np.abs(made - png_pixels(base64.b64encode((tmp_path / "result.png").read_bytes()).decode())).max()
+        <= 1
+    )
+    page.screenshot(path=str(artifacts / "playground-adapters.png"), full_page=True)
+
+    # The page reads the adapters again with the checkpoints (as it does once a loading server is ready).
+    tiny_lora(lora_folder / "late.safetensors", seed=3)
+    httpx.post(library_server.url + "/sdapi/v1/refresh-loras", timeout=60).raise_for_status()
+    page.evaluate("reloadModels()")
+    expect(page.locator("#adapter-choice option")).to_have_count(2)
+    assert select_values(page, "#adapter-choice") == ["late", "paper"]
+    expect(page.locator(".adapter-row .adapter-name")).to_have_text(["ink"])  # still chosen
+    assert watch.problems == []
+    page.close()
+
+
+def test_without_a_lora_dir_the_adapters_section_says_how_to_get_some(
+    browser: Browser, server: RunningServer
+) -> None:
+    options = httpx.get(server.url + "/playground/options.json").json()
+    assert (options["loras"], options["lora_library"]) == ([], False)
+    page, watch = open_playground(browser, server)
+    expect(page.locator("#adapters-controls")).to_be_hidden()
+    expect(page.locator("#adapters-absent")).to_have_text(
+        "No adapters: start the server with --lora-dir DIR, a folder of LoRA .safetensors."
+    )
+    assert "loras" not in page.evaluate("formToBody()")["extras"]
+    assert "loras" not in page.inner_text("#boto3-snippet")
     assert watch.problems == []
     page.close()

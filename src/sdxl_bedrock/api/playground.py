@@ -98,7 +98,9 @@ def page_options(settings: Settings) -> dict[str, Any]:
     - `sizes`: `relaxed` (`--relaxed-sizes`: any multiple of `step` px from `step` to `max`; else only the
       `sdxl` sizes, [width, height] pairs);
     - `defaults`: what the server uses for `steps`, `image_strength`, `step_schedule_start` and
-      `step_schedule_end` when the body leaves them out.
+      `step_schedule_end` when the body leaves them out;
+    - `lora_library`: whether the server has LoRA folders (`--lora-dir`), so that an empty adapter list can
+      say whether to add the flag or a file; `max_loras_per_request`: how many adapters a request may name.
     """
     image_fields = InitImageModeFields.model_fields
     return {
@@ -119,6 +121,8 @@ def page_options(settings: Settings) -> dict[str, Any]:
             "steps": GenerationFields.model_fields["steps"].default,
             **{name: image_fields[name].default for name in WINDOW_FIELDS},
         },
+        "lora_library": bool(settings.lora_dirs),
+        "max_loras_per_request": settings.max_loras_per_request,
     }
 
 
@@ -148,9 +152,19 @@ def page_models(runtime: Runtime) -> list[dict[str, Any]]:
     return models
 
 
+def page_loras(runtime: Runtime) -> list[dict[str, Any]]:
+    """The adapters a request may name in `extras.loras`, each as `{"name", "alias", "parts", "rank"}`, in
+    the listing's order; refused files are left out (the server's log names them). Read from the listing
+    as it is now: before the model has loaded, the library has not been read and the list is empty."""
+    return [
+        {"name": lora.name, "alias": lora.alias, "parts": list(lora.parts), "rank": lora.rank}
+        for lora in runtime.loras.listing.loras.values()
+    ]
+
+
 @router.get("/playground/options.json")
 async def playground_options(runtime: RuntimeDep) -> Response:
-    options = {**page_options(runtime.settings), "models": page_models(runtime)}
+    options = {**page_options(runtime.settings), "models": page_models(runtime), "loras": page_loras(runtime)}
     return JSONResponse(options, headers=SECURITY_HEADERS)
 
 

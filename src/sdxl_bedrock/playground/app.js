@@ -266,6 +266,8 @@ function formToBody() {
     const every = fieldValue("preview-every");
     if (every !== undefined) body.extras.progress_preview_every = every;
   }
+  const loras = readAdapters();
+  if (loras.length > 0) body.extras = { ...body.extras, loras };
   return body;
 }
 
@@ -331,6 +333,10 @@ function toPython(value, indent = "") {
 
 function boto3Snippet(body, modelId) {
   const { extras, ...request } = body;
+  // invoke_model sends the adapters in its body like any other field; only the progress keys are the
+  // response stream's alone.
+  const { loras, ...streamOnly } = extras || {};
+  if (loras) request.extras = { loras };
   const usesFiles = "init_image" in request;
   if (usesFiles) request.init_image = new PythonCode(`b64(${JSON.stringify(state.init.name)})`);
   if ("mask_image" in request) request.mask_image = new PythonCode(`b64(${JSON.stringify(state.mask.name)})`);
@@ -355,7 +361,10 @@ function boto3Snippet(body, modelId) {
     ")",
     `body = ${toPython(request)}`,
   );
-  if (extras) lines.push("# The page also sends extras.progress to stream progress; invoke_model returns only the result.");
+  if (loras) lines.push("# extras.loras: this server's LoRA adapters (GET /sdapi/v1/loras lists them).");
+  if (Object.keys(streamOnly).length > 0) {
+    lines.push("# The page also sends extras.progress to stream progress; invoke_model returns only the result.");
+  }
   lines.push(
     `response = client.invoke_model(modelId=${JSON.stringify(modelId)}, body=json.dumps(body))`,
     'artifact = json.loads(response["body"].read())["artifacts"][0]',
@@ -662,6 +671,89 @@ function updatePromptRows() {
   refreshViews();
 }
 
+// ---- adapters: the LoRAs of the server's library (--lora-dir), sent as extras.loras ---------------------
+
+function loraEntry(name) {
+  return (state.options?.loras || []).find((lora) => lora.name === name);
+}
+
+// "ink (Ink Style)": the name the request sends, and the file's own alias where it differs.
+function loraTitle(lora) {
+  return lora.alias && lora.alias !== lora.name ? `${lora.name} (${lora.alias})` : lora.name;
+}
+
+function loraAbout(lora) {
+  return `${lora.parts.join(", ")}, rank ${lora.rank}`;
+}
+
+function adapterRows() {
+  return [...document.querySelectorAll(".adapter-row")];
+}
+
+// extras.loras as the form says: [{name, weight}], the weight left out when empty (the server's 1.0).
+function readAdapters() {
+  return adapterRows().map((row) => {
+    const adapter = { name: row.dataset.name };
+    const weight = row.querySelector(".adapter-weight").value;
+    if (weight !== "") adapter.weight = Number(weight);
+    return adapter;
+  });
+}
+
+function addAdapterRow(name, weight = 1) {
+  const lora = loraEntry(name);
+  const row = $("adapter-template").content.firstElementChild.cloneNode(true);
+  row.dataset.name = name;
+  row.querySelector(".adapter-name").textContent = loraTitle(lora);
+  row.querySelector(".adapter-about").textContent = loraAbout(lora);
+  const input = row.querySelector(".adapter-weight");
+  input.value = String(weight);
+  input.setAttribute("aria-label", `weight of ${name}`);
+  const remove = row.querySelector(".remove-adapter");
+  remove.setAttribute("aria-label", `remove adapter ${name}`);
+  remove.addEventListener("click", () => {
+    row.remove();
+    updateAdapterRows();
+    $("adapter-choice").focus();
+  });
+  $("adapters").append(row);
+  updateAdapterRows();
+  return row;
+}
+
+// The chooser offers the adapters not yet chosen, until the request holds as many as the server takes.
+function updateAdapterRows() {
+  const { loras = [], max_loras_per_request: max } = state.options;
+  const rows = adapterRows();
+  const chosen = new Set(rows.map((row) => row.dataset.name));
+  const left = loras.filter((lora) => !chosen.has(lora.name));
+  $("adapter-choice").replaceChildren(
+    ...left.map((lora) => new Option(`${loraTitle(lora)} (rank ${lora.rank})`, lora.name)),
+  );
+  const full = rows.length >= max;
+  $("adapter-choice").disabled = full || left.length === 0;
+  $("add-adapter").disabled = full || left.length === 0;
+  $("adapters-limit").textContent = full
+    ? `${max} adapters: the most this server takes per request (--max-loras-per-request).`
+    : `Up to ${max} per request. Weight 1: as trained; 0: no effect; below 0: subtracted.`;
+  refreshViews();
+}
+
+// The section for the options' adapters; without any, a line saying how a server gets them.
+function setupAdapters({ loras = [], lora_library: library }) {
+  const listed = new Set(loras.map((lora) => lora.name));
+  // A chosen adapter that has left the library would only be refused.
+  for (const row of adapterRows()) if (!listed.has(row.dataset.name)) row.remove();
+  $("adapters-controls").hidden = loras.length === 0;
+  $("adapters-absent").hidden = loras.length > 0;
+  $("adapters-absent").replaceChildren(
+    ...(library
+      ? ["No adapters in this server's ", codeElement("--lora-dir"), " folders yet (its log names refused files)."]
+      : ["No adapters: start the server with ", codeElement("--lora-dir DIR"), ", a folder of LoRA .safetensors."]),
+  );
+  updateAdapterRows();
+}
+
 function fillSelect(id, values) {
   $(id).append(...values.map((value) => new Option(value, value)));
 }
@@ -699,8 +791,8 @@ function syncSizePreset() {
   $("size-preset").value = known ? size : "";
 }
 
-// Asks /ping until the model is ready; once a wait ends, the library's checkpoints are read again (only
-// the default one is known while the server loads).
+// Asks /ping until the model is ready; once a wait ends, the library's checkpoints and adapters are read
+// again (while the server loads, only the default checkpoint is known and no adapter).
 async function watchServer(waited = false) {
   const pill = $("server-status");
   try {
@@ -741,8 +833,10 @@ async function fetchOptions() {
 }
 
 async function reloadModels() {
-  state.options.models = (await fetchOptions()).models;
+  const { models, loras, lora_library, max_loras_per_request } = await fetchOptions();
+  Object.assign(state.options, { models, loras, lora_library, max_loras_per_request });
   setupModels(state.options.models);
+  setupAdapters(state.options);
   refreshViews();
 }
 
@@ -750,6 +844,7 @@ async function init() {
   state.options = await fetchOptions();
   setupOptions(state.options);
   setupModels(state.options.models);
+  setupAdapters(state.options);
   setupImageSlot("init");
   setupImageSlot("mask");
   addPromptRow("a lighthouse on a cliff at sunset, oil painting", 1);
@@ -774,6 +869,9 @@ async function init() {
   });
   $("add-prompt").addEventListener("click", () => addPromptRow("", 1).querySelector("textarea").focus());
   $("add-negative").addEventListener("click", () => addPromptRow("", -1).querySelector("textarea").focus());
+  $("add-adapter").addEventListener("click", () => {
+    addAdapterRow($("adapter-choice").value).querySelector(".adapter-weight").focus();
+  });
   $("random-seed").addEventListener("click", () => {
     $("seed").value = "0";
     refreshViews();
