@@ -78,6 +78,7 @@ bench: install
 	$(BIN)/python -m bench.run
 	$(BIN)/python -m bench.checkpoints
 	$(BIN)/python -m bench.loras
+	$(BIN)/python -m bench.loras --layers attention
 	$(BIN)/python -m bench.fixture
 
 # The testing fixture alone: its start-up and one call per Bedrock body family (docs/TESTING.md).

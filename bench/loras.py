@@ -1,13 +1,13 @@
 """LoRA adapters per row against no adapters: the price of per-row adapters, measured in one run.
 
     python -m bench.loras [--size 512] [--steps 20] [--requests 16] [--concurrency 8] [--rounds 2]
-                          [--out-dir DIR]
+                          [--layers all|attention] [--out-dir DIR]
 
 Two servers (tiny model, `--relaxed-sizes`), both started at the outset and each idle while the other works:
 - plain: no LoRA library, fused q/k/v projections, no LoRA layers: the baseline;
 - library: `--lora-dir` with 16 random rank-4 adapters for the tiny model (made at run time by
   tests/library/loras.py's `tiny_lora`: diffusers' layout, the UNet's linears and convs and both text
-  encoders) and `--max-loaded-loras 16`, so that the 16-adapter phase keeps every adapter on the device (the
+  encoders; `--layers attention`: no convs, as kohya's default LoRA) and `--max-loaded-loras 16`, so that the 16-adapter phase keeps every adapter on the device (the
   default 8 would move the least recently used out and back in the middle of it).
 Off the clock first: one request per adapter on the library server, each adapter's first use (its read and
 injection, the server's sdxl_lora_load_seconds by stage, are the load times reported), and the same
@@ -145,6 +145,13 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=16)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument(
+        "--layers",
+        choices=("all", "attention"),
+        default="all",
+        help="what the adapters adapt: all (the UNet's linears and convs, LoCon-like) or attention (the "
+        "transformer blocks' linears and the text encoders, what kohya's default LoRA trains)",
+    )
     parser.add_argument("--out-dir", type=Path, default=REPO / "bench" / "out")
     args = parser.parse_args()
     count, clients = args.requests, args.concurrency
@@ -166,7 +173,7 @@ def main() -> None:
         library = Path(scratch) / "loras"
         library.mkdir()
         for seed, name in enumerate(ADAPTERS, start=1):
-            tiny_lora(library / f"{name}.safetensors", seed=seed)
+            tiny_lora(library / f"{name}.safetensors", seed=seed, conv=args.layers == "all")
         common = ("--model", "tiny", "--relaxed-sizes", "--max-queue", str(4 * count))
         servers: dict[str, Any] = {}
         try:
@@ -244,7 +251,8 @@ def main() -> None:
         "resident": where_now,
         "targets": targets,
     }
-    (args.out_dir / "loras.json").write_text(json.dumps(report, indent=2))
+    suffix = "" if args.layers == "all" else f"-{args.layers}"
+    (args.out_dir / f"loras{suffix}.json").write_text(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":

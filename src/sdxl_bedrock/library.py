@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 from sdxl_bedrock.config import checkpoint_name
-from sdxl_bedrock.schema import LoraUse
+from sdxl_bedrock.schema import MAX_LORA_WEIGHT, LoraUse
 
 CheckpointKind = Literal["tiny", "sdxl-random", "diffusers-folder", "single-file", "hf-cache"]
 
@@ -364,8 +364,11 @@ def alias_target(target: str) -> AliasTarget:
             numbers = [float(weight) for weight in weights]
         except ValueError:
             raise ValueError(f"{target!r}: the weights of {adapter!r} are not numbers") from None
-        if not all(math.isfinite(number) for number in numbers):
-            raise ValueError(f"{target!r}: the weights of {adapter!r} are not finite")
+        if not all(math.isfinite(number) and abs(number) <= MAX_LORA_WEIGHT for number in numbers):
+            raise ValueError(
+                f"{target!r}: the weights of {adapter!r} are not finite numbers within "
+                f"-{MAX_LORA_WEIGHT:g}..{MAX_LORA_WEIGHT:g}"
+            )
         text_weight = numbers[0] if numbers else 1.0
         unet_weight = numbers[1] if len(numbers) > 1 else text_weight
         loras.append(LoraUse(name, unet_weight=unet_weight, text_weight=text_weight))

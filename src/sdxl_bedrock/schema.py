@@ -168,6 +168,11 @@ class InitLatents:
     resize_to: tuple[int, int] | None = None
 
 
+# Every wire refuses a LoRA weight beyond this: real use stays within +-2, and far beyond, the adapter's
+# delta swamps the base weights until the image is not finite (a model error for a client's typo).
+MAX_LORA_WEIGHT = 10.0
+
+
 @dataclass(frozen=True)
 class LoraUse:
     """One LoRA adapter on a request: `name` is the LoRA library's (loras.py); `unet_weight` scales its

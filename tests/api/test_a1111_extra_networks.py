@@ -71,7 +71,7 @@ def test_a1111s_example_parses_as_its_docstring_says() -> None:
         ("<lora:ink:1> <lora:detail:-0.5>", (LoraUse("ink", 1.0, 1.0), LoraUse("detail", -0.5, -0.5))),
         # A1111 applies a LoRA named twice twice, at the last tag's weights.
         ("<lora:detail:0.2> <lora:detail:0.4>", (LoraUse("detail", 0.8, 0.8),)),
-        ("<lora:detail:16:dyn=16>", (LoraUse("detail", 16.0, 16.0),)),  # dyn at the rank changes nothing
+        ("<lora:detail:1.5:dyn=16>", (LoraUse("detail", 1.5, 1.5),)),  # dyn at the rank changes nothing
     ],
 )
 def test_lora_tags_give_the_requests_loras(prompt: str, expected: tuple[LoraUse, ...]) -> None:
@@ -136,7 +136,8 @@ def test_img2img_takes_loras_too() -> None:
         ("<lora:detail:lots>", "the weight lots is not a finite number"),
         ("<lora:detail:nan>", "the weight nan is not a finite number"),
         ("<lora:detail:1:unet=inf>", "the weight inf is not a finite number"),
-        ("<lora:detail:1:dyn=4>", "dyn=4 (keeping 4 of its 16 ranks) is not supported here"),
+        ("<lora:detail:1:dyn=4>", "dyn below the LoRA's rank (16) is not supported here"),
+        ("<lora:detail:12>", "the weight 12 is not within -10..10"),
         ("<lora:detail:1:dyn=x>", "dyn x is not a whole number"),
         ("<lora:te=1>", "names no LoRA"),
         ("<lora:loha:1>", "<lora:loha>: a LyCORIS LoHa adapter: no"),

@@ -43,6 +43,7 @@ def test_an_alias_target_names_a_checkpoint_and_adapters_as_a1111_weighs_tags(
         ("tiny+ink:1:2:3", "wants LORA"),
         ("tiny+ink:strong", "not numbers"),
         ("tiny+ink:nan", "not finite"),
+        ("tiny+ink:11", "within -10..10"),
     ],
 )
 def test_a_malformed_alias_target_says_what_it_wants(target: str, message: str) -> None:
@@ -70,6 +71,7 @@ def test_extras_loras_reads_names_and_weights() -> None:
             "#/extras/loras/0/unet_weight: expected type: Number",
         ),
         ([{"name": "ink", "scale": 1}], "#/extras/loras/0: extraneous key [scale] is not permitted"),
+        ([{"name": "ink", "weight": 1e9}], "#/extras/loras/0/weight: 1e+09 is not within -10..10"),
     ],
 )
 def test_extras_loras_refuses_other_shapes_in_bedrocks_words(given: object, message: str) -> None:

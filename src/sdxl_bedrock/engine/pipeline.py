@@ -555,9 +555,14 @@ class Engine:
         assert row.final is not None
         if not bool(torch.isfinite(row.final).all()):
             self.non_finite["failed"] += 1
+            advice = (
+                "Try another seed, or serve with --dtype bfloat16 or float32."
+                if self.dtype in (torch.float16, torch.bfloat16)
+                else "Try another seed, or lower LoRA weights."
+            )
             row.failed = ModelFailure(
                 "The model produced a non-finite image: its latents hold NaN or infinity (the UNet "
-                f"overflowed in {self.dtype}). Try another seed, or serve with --dtype bfloat16 or float32."
+                f"overflowed in {self.dtype}). {advice}"
             )
             return None
         log.warning("a non-finite decode in %s; decoding it again with the VAE in float32", self.vae.dtype)

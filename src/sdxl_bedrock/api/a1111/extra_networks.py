@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from sdxl_bedrock.api.validation import malformed, shown
 from sdxl_bedrock.errors import ProblemKind
 from sdxl_bedrock.loras import LoraListing, RefusedLora, UnknownLora
-from sdxl_bedrock.schema import LoraUse
+from sdxl_bedrock.schema import MAX_LORA_WEIGHT, LoraUse
 
 log = logging.getLogger(__name__)
 
@@ -174,6 +174,12 @@ def weight(text: str, tag: str, field_name: str) -> float:
             f"{shown(tag)}: the weight {shown(text)} is not a finite number",
             kind=ProblemKind.INVALID,
         )
+    if abs(value) > MAX_LORA_WEIGHT:
+        raise malformed(
+            (field_name,),
+            f"{shown(tag)}: the weight {shown(text)} is not within -{MAX_LORA_WEIGHT:g}..{MAX_LORA_WEIGHT:g}",
+            kind=ProblemKind.OUT_OF_RANGE,
+        )
     return value
 
 
@@ -187,7 +193,7 @@ def check_dyn(name: str, dyn: int, listing: LoraListing, field_name: str) -> Non
     if dyn < rank:
         raise malformed(
             (field_name,),
-            f"<lora:{shown(name)}>: dyn={dyn} (keeping {dyn} of its {rank} ranks) is not supported here; "
-            "leave dyn out",
+            f"<lora:{shown(name)}:...dyn={dyn}>: dyn below the LoRA's rank ({rank}) is not supported here "
+            f"(it would keep {dyn} of its {rank} ranks); leave dyn out, or give dyn={rank} or more",
             kind=ProblemKind.NOT_ALLOWED,
         )
