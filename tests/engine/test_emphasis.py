@@ -98,7 +98,7 @@ def test_the_cache_keys_on_the_emphasis(engine: Engine) -> None:
         chunked = engine.prompts.encode_texts([broken.encoding_key()])[0]
     assert not torch.allclose(first.tokens, other.tokens)
     assert chunked.chunks == 2
-    assert engine.prompts.cache[PENULTIMATE, stronger.encoding_key()] is first
+    assert engine.prompts.cache[PENULTIMATE, (), stronger.encoding_key()] is first
 
 
 def test_emphasis_changes_the_image(engine: Engine) -> None:

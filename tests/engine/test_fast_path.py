@@ -73,7 +73,7 @@ def test_repeated_prompts_skip_the_text_encoders_and_give_the_same_image(cache_d
     engine.prompts.cache_bytes = 0
     engine.generate([request("another prompt")])
     # Keyed by (the first encoder's layer, text): clip skip's layers are kept apart.
-    assert set(engine.prompts.cache) == {(2, ""), (2, "another prompt")}, (
+    assert set(engine.prompts.cache) == {(2, (), ""), (2, (), "another prompt")}, (
         "the cache keeps what it is bounded to"
     )
 

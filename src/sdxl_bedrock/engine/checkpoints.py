@@ -79,7 +79,7 @@ class CheckpointEngines:
         self.unet_calls: collections.Counter[str] = default.unet.calls
         self.non_finite: collections.Counter[str] = default.non_finite
         self.clip_guide = default.clip_guide
-        self.loras: HostLoras | None = default.loras
+        self.loras: HostLoras | None = getattr(default, "loras", None)
 
     # -- what the batcher calls ----------------------------------------------------------------------------
 
@@ -120,7 +120,8 @@ class CheckpointEngines:
         counts = {"device": 0, "host": 0}
         for tier in (self.on_device, self.on_host):
             for engine in tier.values():
-                for where in engine.adapters.resident().values():
+                adapters = getattr(engine, "adapters", None)
+                for where in adapters.resident().values() if adapters is not None else ():
                     counts[where] += 1
         return counts
 
