@@ -7,8 +7,9 @@ Two servers (tiny model, `--relaxed-sizes`), both started at the outset and each
 - plain: no LoRA library, fused q/k/v projections, no LoRA layers: the baseline;
 - library: `--lora-dir` with 16 random rank-4 adapters for the tiny model (made at run time by
   tests/library/loras.py's `tiny_lora`: diffusers' layout, the UNet's linears and convs and both text
-  encoders; `--layers attention`: no convs, as kohya's default LoRA) and `--max-loaded-loras 16`, so that the 16-adapter phase keeps every adapter on the device (the
-  default 8 would move the least recently used out and back in the middle of it).
+  encoders; `--layers attention`: no convs, as kohya's default LoRA) and `--max-loaded-loras 16`, so that
+  the 16-adapter phase keeps every adapter on the device (the default 8 would move the least recently used
+  out and back in the middle of it).
 Off the clock first: one request per adapter on the library server, each adapter's first use (its read and
 injection, the server's sdxl_lora_load_seconds by stage, are the load times reported), and the same
 requests without adapters on the plain server. Then each round runs these phases, each the same
