@@ -213,3 +213,25 @@ def test_the_reader_reads_off_the_calling_thread_and_says_when(lora_dir: Path) -
 def test_without_a_lora_library_a_request_with_adapters_is_refused(engine: Engine) -> None:
     with pytest.raises(InvalidRequest, match="--lora-dir"):
         engine.generate([dataclasses.replace(request(), loras=(LoraUse("ink"),))])
+
+
+def test_runs_of_consecutive_rows() -> None:
+    from sdxl_bedrock.engine.adapters import runs_of
+
+    assert runs_of([0, 1, 2]) == ((0, 3),)
+    assert runs_of([1, 4, 5, 7]) == ((1, 2), (4, 6), (7, 8))
+
+
+def test_sliced_and_gathered_rows_give_the_same_image(
+    lora_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An adapter's rows are slices of the batch where they are a few runs, else gathered: the same deltas."""
+    import sdxl_bedrock.engine.adapters as adapters
+
+    rows = [request(seed=1), request(LoraUse("ink", 0.7, 0.7), seed=2), request(LoraUse("kohya"), seed=3)]
+    sliced = image(lora_engine, *rows)
+    monkeypatch.setattr(adapters, "MAX_SLICED_RUNS", 0)
+    lora_engine._unet_plan = ((), None)
+    gathered = image(lora_engine, *rows)
+    for first, second in zip(sliced, gathered, strict=True):
+        assert differs(first, second) <= 1

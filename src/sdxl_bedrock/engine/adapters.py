@@ -13,7 +13,8 @@ PEFT's `LoraLayer._mixed_batch_forward` (its `adapter_names=` argument) does thi
 the adapter's one scale; here a row may carry several adapters (the sum of their deltas, as
 `set_adapters([...], adapter_weights=[...])` gives one image) and each row its own weights, taken as
 tensors, so a new weight changes no code path. The base layer runs once for the whole batch; an adapter
-costs two thin matmuls on its own rows (S-LoRA's and Punica's split, here as gather + index_add).
+costs two thin matmuls on its own rows (S-LoRA's and Punica's split: slices of the batch where its rows
+are a few runs, else a gather and an index_add).
 
 `AdapterPlan` is one call's rows per adapter; `LoadedAdapters` holds one checkpoint's adapters and applies a
 plan around a model call; `HostLoras` reads LoRA files into host memory (the library's files, checked:
@@ -45,16 +46,20 @@ log = logging.getLogger(__name__)
 MODELS = ("unet", "text_encoder", "text_encoder_2")
 _KEYS = itertools.count()
 
+# Beyond this many runs of consecutive rows, an adapter's rows are gathered into one call instead.
+MAX_SLICED_RUNS = 4
+
 AdapterWeights = tuple[tuple[str, float], ...]
 """One batch row's adapters: (adapter key, weight) each, weight != 0."""
 
 
 @dataclass(frozen=True)
 class AdapterPlan:
-    """For one model call of a batch: each adapter's batch rows (int64 [n]; None: every row, in order)
-    and their weights ([n], the model's dtype), on the model's device."""
+    """For one model call of a batch: each adapter's batch rows (int64 [n]; None: every row, in order),
+    their weights ([n], the model's dtype), on the model's device, and the rows as runs of consecutive
+    batch rows (start, stop), known on the host: a few runs are sliced (views, no copy), more gathered."""
 
-    rows: dict[str, tuple[torch.Tensor | None, torch.Tensor]]
+    rows: dict[str, tuple[torch.Tensor | None, torch.Tensor, tuple[tuple[int, int], ...]]]
 
     @classmethod
     def of(
@@ -75,10 +80,22 @@ class AdapterPlan:
                 key: (
                     None if indices[key] == every else to_device(indices[key], torch.int64, device),
                     to_device(weights[key], dtype, device),
+                    runs_of(indices[key]),
                 )
                 for key in indices
             }
         )
+
+
+def runs_of(indices: list[int]) -> tuple[tuple[int, int], ...]:
+    """Ascending batch rows as (start, stop) runs of consecutive rows."""
+    runs: list[list[int]] = []
+    for index in indices:
+        if runs and runs[-1][1] == index:
+            runs[-1][1] = index + 1
+        else:
+            runs.append([index, index + 1])
+    return tuple((start, stop) for start, stop in runs)
 
 
 def to_device(values: list[int] | list[float], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -101,18 +118,32 @@ class RowDeltas:
         if plan is None:
             return None
         x = args[0]
-        for key, (rows, weights) in plan.rows.items():
+        for key, (rows, weights, runs) in plan.rows.items():
             if key not in module.lora_A:
                 continue
-            lora_a, lora_b = module.lora_A[key], module.lora_B[key]
-            picked = x if rows is None else x.index_select(0, rows)
-            delta = lora_b(lora_a(picked.to(lora_a.weight.dtype))) * module.scaling[key]
-            delta = (delta * weights.view(-1, *([1] * (delta.ndim - 1)))).to(output.dtype)
-            if rows is None:
-                output.add_(delta)  # every row: no gather, no scatter
-            else:
-                output.index_add_(0, rows, delta)
+            if rows is not None and len(runs) > MAX_SLICED_RUNS:
+                output.index_add_(0, rows, self.delta(module, key, x.index_select(0, rows), weights, output))
+                continue
+            # Every row, or a few runs of them (a row's two halves under guidance): views, no copies.
+            taken = 0
+            for start, stop in runs:
+                part = weights[taken : taken + stop - start]
+                output[start:stop].add_(self.delta(module, key, x[start:stop], part, output))
+                taken += stop - start
         return output
+
+    @staticmethod
+    def delta(
+        module: Any, key: str, x: torch.Tensor, weights: torch.Tensor, like: torch.Tensor
+    ) -> torch.Tensor:
+        """`weights[i] * scaling * B(A(x[i]))` for each row i of `x`, in `like`'s dtype."""
+        lora_a, lora_b = module.lora_A[key], module.lora_B[key]
+        hidden = lora_a(x.to(lora_a.weight.dtype))
+        row_scale = (weights.view(-1, *([1] * (hidden.ndim - 1))) * module.scaling[key]).to(hidden.dtype)
+        if lora_b.bias is None:
+            # B is linear: scaling its rank-r input, not its wider output, is the same delta for less work.
+            return lora_b(hidden * row_scale).to(like.dtype)
+        return (lora_b(hidden) * row_scale).to(like.dtype)  # PEFT scales the bias too
 
 
 @dataclass
