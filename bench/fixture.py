@@ -5,8 +5,10 @@ each Bedrock body family through boto3 at its default size.
 
 The baseline, measured in the same run on the same server, is SDXL 1.0's default image-to-image request
 (1024x1024, 30 steps, image_strength 0.35): each family's median is given as a ratio to it, with the
-absolute figures and the machine. The first start builds the tiny model into the cache when it is not
-there yet; it is reported apart from the warm starts a test suite sees.
+absolute figures and the machine. The same calls are then made on a server of the `tiny` model (the
+fixture's model before `micro`, and the server's default), and each family's micro median given as a ratio
+to tiny's. The first start builds the micro model into the cache when it is not there yet; it is reported
+apart from the warm starts a test suite sees.
 """
 
 from __future__ import annotations
@@ -93,6 +95,22 @@ def start_once() -> float:
     return timed(start)
 
 
+def call_each_family(model: str, calls: int) -> dict[str, list[float]]:
+    """Each body family's call times (s) on one fresh server of `model`, after one untimed call each."""
+    latencies: dict[str, list[float]] = {}
+    with testing.server(model=model) as url:
+        client = testing.bedrock_client(url, read_timeout_s=600)
+        for family, model_id, body in CALLS:
+            encoded = json.dumps(body)
+
+            def call(model_id: str = model_id, encoded: str = encoded) -> None:
+                client.invoke_model(modelId=model_id, body=encoded)["body"].read()
+
+            call()  # the first call of a size pays for its one-time work
+            latencies[family] = [timed(call) for _ in range(calls)]
+    return latencies
+
+
 def machine() -> dict[str, Any]:
     import torch
 
@@ -114,34 +132,34 @@ def main() -> None:
     options = parser.parse_args()
     first_start = start_once()
     warm_starts = [start_once() for _ in range(options.starts)]
-    latencies: dict[str, list[float]] = {}
-    with testing.server() as url:
-        client = testing.bedrock_client(url, read_timeout_s=600)
-        for family, model_id, body in CALLS:
-            encoded = json.dumps(body)
-
-            def call(model_id: str = model_id, encoded: str = encoded) -> None:
-                client.invoke_model(modelId=model_id, body=encoded)["body"].read()
-
-            call()  # the first call of a size pays for its one-time work
-            latencies[family] = [timed(call) for _ in range(options.calls)]
+    latencies = call_each_family(testing.DEFAULT_MODEL, options.calls)
+    tiny_latencies = call_each_family("tiny", options.calls)
     baseline = statistics.median(latencies[BASELINE])
     report = {
         "machine": machine(),
+        "model": testing.DEFAULT_MODEL,
         "first_start_s": first_start,
         "warm_start_s": warm_starts,
         "calls_s": latencies,
         "ratio_to_baseline": {
             family: statistics.median(times) / baseline for family, times in latencies.items()
         },
+        "tiny_calls_s": tiny_latencies,
+        "ratio_to_tiny": {
+            family: statistics.median(times) / statistics.median(tiny_latencies[family])
+            for family, times in latencies.items()
+        },
     }
     options.out_dir.mkdir(parents=True, exist_ok=True)
     (options.out_dir / "fixture.json").write_text(json.dumps(report, indent=2))
     print(f"machine: {report['machine']}")
     print(f"fixture start-up: first {first_start:.2f} s, warm median {statistics.median(warm_starts):.2f} s")
-    print(f"{'body family':<30} {'median s':>9} {'vs ' + BASELINE:>28}")
+    print(f"{'body family':<30} {'median s':>9} {'vs ' + BASELINE:>28} {'tiny s':>7} {'vs tiny':>8}")
     for family, times in latencies.items():
-        print(f"{family:<30} {statistics.median(times):>9.3f} {report['ratio_to_baseline'][family]:>27.2f}x")
+        print(
+            f"{family:<30} {statistics.median(times):>9.3f} {report['ratio_to_baseline'][family]:>27.2f}x "
+            f"{statistics.median(tiny_latencies[family]):>7.3f} {report['ratio_to_tiny'][family]:>7.2f}x"
+        )
 
 
 if __name__ == "__main__":

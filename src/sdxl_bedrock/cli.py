@@ -112,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     model_path = commands.add_parser(
         "model-path", help="print the folder of a built-in model (diffusers layout)"
     )
-    model_path.add_argument("name", choices=["tiny"])
+    model_path.add_argument("name", choices=["tiny", "micro"])
     model_path.set_defaults(run=run_model_path)
 
     models = commands.add_parser(
@@ -439,7 +439,7 @@ def describe_lora(lora: Any) -> dict[str, Any]:
 
 
 def run_model_path(args: argparse.Namespace) -> int:
-    from sdxl_bedrock.engine.tiny import tiny_model_path
+    from sdxl_bedrock.engine.tiny import EMBEDDED_MODELS
 
-    print(tiny_model_path())
+    print(EMBEDDED_MODELS[args.name].path())
     return 0

@@ -78,8 +78,8 @@ class Settings(BaseSettings):
     )
     model: Annotated[str, Flag(metavar="MODEL")] = Field(
         default="tiny",
-        description="tiny | sdxl-random | a diffusers folder | a .safetensors file | "
-        "a Hugging Face repo id already in the local cache",
+        description="tiny | micro (smaller, faster, for testing clients) | sdxl-random | "
+        "a diffusers folder | a .safetensors file | a Hugging Face repo id already in the local cache",
     )
     checkpoint_dirs: Annotated[
         tuple[Path, ...],

@@ -38,7 +38,14 @@ from typing import Any, Literal, NamedTuple
 from sdxl_bedrock.config import checkpoint_name
 from sdxl_bedrock.schema import MAX_LORA_WEIGHT, LoraUse
 
-CheckpointKind = Literal["tiny", "sdxl-random", "diffusers-folder", "single-file", "hf-cache"]
+CheckpointKind = Literal["embedded", "sdxl-random", "diffusers-folder", "single-file", "hf-cache"]
+# Made from code, never read from a file the operator placed (engine/tiny.py, engine/models.py): nothing
+# to hash. Named here, not imported, so that listing checkpoints never imports torch.
+BUILT_IN_MODELS: dict[str, CheckpointKind] = {
+    "tiny": "embedded",
+    "micro": "embedded",
+    "sdxl-random": "sdxl-random",
+}
 
 SDXL_BASE_CONFIG_DIR = Path(__file__).parent / "engine" / "configs" / "sdxl-base"
 SDXL_PIPELINES = frozenset({"StableDiffusionXLPipeline", "StableDiffusionXLImg2ImgPipeline"})
@@ -161,8 +168,8 @@ class Listing:
 def only_model(model: str) -> Listing:
     """A listing of `--model` alone, read from no file (no hash): for code that runs without a library."""
     name = checkpoint_name(model)
-    builtin = model in ("tiny", "sdxl-random")
-    kind: CheckpointKind = "tiny" if builtin else "single-file"
+    builtin = model in BUILT_IN_MODELS
+    kind: CheckpointKind = BUILT_IN_MODELS.get(model, "single-file")
     entry = Checkpoint(name, kind, None if builtin else Path(model), spec=model, is_default=True)
     return Listing(name, {name: entry})
 
@@ -209,9 +216,8 @@ class Library:
         """`--model` as an entry: a built-in name, a path, or a cached Hugging Face repo."""
         model = self.model
         name = checkpoint_name(model)
-        if model in ("tiny", "sdxl-random"):
-            # Built in (made from code, never read from a file the operator placed): nothing to hash.
-            return Checkpoint(name, model, None, spec=model, is_default=True)  # type: ignore[arg-type]
+        if model in BUILT_IN_MODELS:
+            return Checkpoint(name, BUILT_IN_MODELS[model], None, spec=model, is_default=True)
         path = Path(model).expanduser()
         if path.is_dir():
             return dataclasses.replace(self.folder_entry(path, name), spec=model, is_default=True)

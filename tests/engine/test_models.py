@@ -56,6 +56,12 @@ def tiny_folder(cache_root: Path) -> Path:
     return tiny.tiny_model_path(cache_root)
 
 
+@pytest.fixture(scope="module", params=sorted(tiny.EMBEDDED_MODELS))
+def embedded_folder(request: pytest.FixtureRequest, cache_root: Path) -> Path:
+    """Each embedded model's folder (tiny, micro): what holds for one holds for both."""
+    return tiny.EMBEDDED_MODELS[request.param].path(cache_root)
+
+
 @pytest.fixture
 def cache_env(cache_root: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv(model_cache.CACHE_ENV_VAR, str(cache_root))
@@ -121,8 +127,8 @@ def test_sdxl_tokenizers_give_clips_ids(tmp_path: Path, folder: str, pad_token: 
 # --- the tiny model ---------------------------------------------------------------------------------
 
 
-def test_tiny_model_is_sdxl_shaped(tiny_folder: Path) -> None:
-    pipe = StableDiffusionXLImg2ImgPipeline.from_pretrained(tiny_folder, local_files_only=True)
+def test_embedded_models_are_sdxl_shaped(embedded_folder: Path) -> None:
+    pipe = StableDiffusionXLImg2ImgPipeline.from_pretrained(embedded_folder, local_files_only=True)
 
     unet, vae = pipe.unet.config, pipe.vae.config
     hidden_1, hidden_2 = pipe.text_encoder.config.hidden_size, pipe.text_encoder_2.config.hidden_size
@@ -138,8 +144,8 @@ def test_tiny_model_is_sdxl_shaped(tiny_folder: Path) -> None:
     assert pipe.config.requires_aesthetics_score is False
 
 
-def test_tiny_model_runs_img2img(tiny_folder: Path) -> None:
-    pipe = StableDiffusionXLImg2ImgPipeline.from_pretrained(tiny_folder, local_files_only=True)
+def test_embedded_models_run_img2img(embedded_folder: Path) -> None:
+    pipe = StableDiffusionXLImg2ImgPipeline.from_pretrained(embedded_folder, local_files_only=True)
     pipe.set_progress_bar_config(disable=True)
 
     image = small_img2img(pipe)
@@ -167,6 +173,28 @@ def test_building_leaves_the_callers_random_state_alone(tmp_path: Path) -> None:
     tiny.build_tiny_model(tmp_path / "tiny")
 
     assert torch.equal(torch.rand(3), expected)
+
+
+def test_micro_model_has_the_tiny_models_interfaces(tiny_folder: Path, cache_root: Path) -> None:
+    micro = StableDiffusionXLImg2ImgPipeline.from_pretrained(tiny.MICRO_MODEL.path(cache_root))
+    same = StableDiffusionXLImg2ImgPipeline.from_pretrained(tiny_folder)
+
+    def config(pipe: StableDiffusionXLImg2ImgPipeline, name: str) -> dict[str, object]:
+        return {k: v for k, v in getattr(pipe, name).config.to_dict().items() if k != "_name_or_path"}
+
+    for name in ("text_encoder", "text_encoder_2"):
+        assert config(micro, name) == config(same, name)
+    for key in ("in_channels", "out_channels", "cross_attention_dim", "addition_time_embed_dim"):
+        assert micro.unet.config[key] == same.unet.config[key]
+    assert micro.vae_scale_factor == same.vae_scale_factor == 8
+    assert micro.vae.config.latent_channels == same.vae.config.latent_channels
+    assert sum(p.numel() for p in micro.unet.parameters()) < sum(p.numel() for p in same.unet.parameters())
+
+
+def test_embedded_model_names_are_the_librarys_built_in_ones() -> None:
+    from sdxl_bedrock.library import BUILT_IN_MODELS
+
+    assert {name for name, kind in BUILT_IN_MODELS.items() if kind == "embedded"} == set(tiny.EMBEDDED_MODELS)
 
 
 def test_tiny_model_path_is_cached_and_versioned(tiny_folder: Path, cache_root: Path) -> None:
@@ -330,7 +358,8 @@ def test_original_layout_keys_round_trip_through_diffusers_at_full_size() -> Non
 
 
 def test_resolve_tiny(cache_env: Path, tiny_folder: Path) -> None:
-    assert resolve_model("tiny") == ModelSource("tiny", "tiny", tiny_folder)
+    assert resolve_model("tiny") == ModelSource("tiny", "embedded", tiny_folder)
+    assert resolve_model("micro") == ModelSource("micro", "embedded", tiny.MICRO_MODEL.path(cache_env))
 
 
 def test_resolve_sdxl_random(cache_env: Path, base_config: Path) -> None:
@@ -371,7 +400,9 @@ def test_resolve_unknown_spec_says_what_was_tried(
     spec: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
-    with pytest.raises(ValueError, match=r"unknown model .*Tried: the names 'tiny' and 'sdxl-random'.*local"):
+    with pytest.raises(
+        ValueError, match=r"unknown model .*Tried: the names 'tiny', 'micro' and 'sdxl-random'.*local"
+    ):
         resolve_model(spec)
 
 
@@ -423,3 +454,14 @@ def test_load_sdxl_random_builds_from_the_sdxl_configs(
     assert pipe.tokenizer_2.pad_token == "!"
     assert pipe.scheduler.config.timestep_spacing == "leading"
     assert np.isfinite(small_img2img(pipe)).all()
+
+
+@pytest.mark.parametrize("name", sorted(tiny.EMBEDDED_MODELS))
+def test_model_path_prints_each_embedded_models_folder(
+    name: str, cache_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sdxl_bedrock.cli import build_parser
+
+    args = build_parser().parse_args(["model-path", name])
+    assert args.run(args) == 0
+    assert capsys.readouterr().out.strip() == str(tiny.EMBEDDED_MODELS[name].path(cache_env))

@@ -1,7 +1,7 @@
 """Which model a `--model` spec names, and loading it as an SDXL img2img pipeline from local files only.
 
 A spec is one of:
-- `tiny`: the tiny random-weight SDXL (engine/tiny.py), built into the cache on first use;
+- `tiny`, `micro`: the embedded random-weight SDXL models (engine/tiny.py), built into the cache on first use;
 - `sdxl-random`: full-size SDXL base with seeded random weights, built in memory on the target device;
 - a local diffusers folder (has model_index.json);
 - a single `.safetensors` checkpoint in the original (SGM) layout, as Stability and civitai distribute it;
@@ -31,9 +31,9 @@ from diffusers.pipelines.stable_diffusion_xl.pipeline_stable_diffusion_xl_img2im
 
 from sdxl_bedrock.engine.random_models import RANDOM_SDXL_SEED, random_sdxl_models
 from sdxl_bedrock.engine.sdxl_base_config import sdxl_base_component_configs, sdxl_base_config_path
-from sdxl_bedrock.engine.tiny import tiny_model_path
+from sdxl_bedrock.engine.tiny import EMBEDDED_MODELS
 
-ModelKind = Literal["tiny", "sdxl-random", "diffusers-folder", "single-file", "hf-cache"]
+ModelKind = Literal["embedded", "sdxl-random", "diffusers-folder", "single-file", "hf-cache"]
 REPO_ID_PATTERN = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -54,8 +54,8 @@ def resolve_model(spec: str, *, single_file_config: Path | None = None) -> Model
     `single_file_config` overrides the shipped SDXL base configs for a single-file checkpoint whose
     architecture differs from SDXL base (the tiny model exported to one file, for example).
     """
-    if spec == "tiny":
-        return ModelSource(spec, "tiny", tiny_model_path())
+    if spec in EMBEDDED_MODELS:
+        return ModelSource(spec, "embedded", EMBEDDED_MODELS[spec].path())
     if spec == "sdxl-random":
         return ModelSource(spec, "sdxl-random", sdxl_base_config_path())
     path = Path(spec).expanduser()
@@ -69,7 +69,7 @@ def resolve_model(spec: str, *, single_file_config: Path | None = None) -> Model
             "nor a single-file .safetensors checkpoint"
         )
     tried = (
-        f"unknown model {spec!r}. Tried: the names 'tiny' and 'sdxl-random'; "
+        f"unknown model {spec!r}. Tried: the names 'tiny', 'micro' and 'sdxl-random'; "
         "a local diffusers folder or .safetensors file (no such path); "
     )
     if not REPO_ID_PATTERN.match(spec):

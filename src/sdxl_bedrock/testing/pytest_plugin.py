@@ -1,5 +1,5 @@
 """pytest fixtures for code that calls Amazon Bedrock's image models: a real sdxl-bedrock server with the
-embedded tiny model, a boto3 `bedrock-runtime` client for it, and the environment that points an unchanged
+embedded micro model, a boto3 `bedrock-runtime` client for it, and the environment that points an unchanged
 program at it. Registered by installing the package (the `pytest11` entry point `sdxl_bedrock`); nothing
 starts until a test asks for a fixture, and loading the plugin imports neither torch nor boto3.
 
@@ -28,7 +28,7 @@ OPTIONS = (
         "--sdxl-bedrock-model",
         "sdxl_bedrock_model",
         "MODEL",
-        "the model the started server serves (default: tiny)",
+        f"the model the started server serves (default: {testing.DEFAULT_MODEL})",
     ),
     (
         "--sdxl-bedrock-flags",
@@ -74,7 +74,7 @@ def sdxl_bedrock_url(
     timeout = setting(config, "sdxl_bedrock_start_timeout")
     with testing.server(
         *testing.split_flags(setting(config, "sdxl_bedrock_flags")),
-        model=setting(config, "sdxl_bedrock_model") or "tiny",
+        model=setting(config, "sdxl_bedrock_model") or testing.DEFAULT_MODEL,
         log_dir=tmp_path_factory.mktemp("sdxl-bedrock"),
         timeout_s=float(timeout) if timeout else testing.READY_TIMEOUT_S,
     ) as url:
