@@ -105,15 +105,29 @@ class Generations:
         on_step: StepCallback | None = None,
         stop: StopSignal | None = None,
     ) -> list[Artifact]:
-        """The artifacts of several requests run side by side (an edit's images, the hires fix's second
-        passes), in the requests' order; when one fails (or the caller goes away) the others are dropped."""
-        jobs = [asyncio.ensure_future(self.generate(request, on_step, stop)) for request in requests]
+        """The artifacts of several requests run side by side (an edit's images), in the requests' order;
+        when one fails (or the caller goes away) the others are dropped."""
+        results = await self.generate_each(requests, [on_step] * len(requests), stop)
+        return [artifact for artifacts in results for artifact in artifacts]
+
+    async def generate_each(
+        self,
+        requests: Sequence[GenerationRequest],
+        on_steps: Sequence[StepCallback | None],
+        stop: StopSignal | None = None,
+    ) -> list[list[Artifact]]:
+        """Each request's artifacts (as `generate`'s), in the requests' order, each request's steps seen by
+        its own callback in `on_steps`; the requests run side by side, and when one fails (or the caller
+        goes away) the others are dropped."""
+        jobs = [
+            asyncio.ensure_future(self.generate(request, on_step, stop))
+            for request, on_step in zip(requests, on_steps, strict=True)
+        ]
         try:
-            results = await asyncio.gather(*jobs)
+            return list(await asyncio.gather(*jobs))
         finally:
             for job in jobs:
                 job.cancel()
-        return [artifact for artifacts in results for artifact in artifacts]
 
 
 def sample_requests(request: GenerationRequest) -> list[GenerationRequest]:

@@ -160,7 +160,7 @@ class InitLatents:
     `latents` is what a `GeneratedImage.latents` held, opaque outside the engine. They are resized by
     `resize` (with `antialias`) to the latent grid of `resize_to` (width, height in pixels; None: the
     output's size), then cut to the output's grid around the centre (the larger half of an odd excess
-    cut from the bottom and right)."""
+    cut from the bottom and right). A window with no step decodes them as they are."""
 
     latents: object
     resize: LatentResize = LatentResize.BILINEAR

@@ -336,7 +336,7 @@ def test_clip_skip_acts_on_sdxl_only_with_sdxl_clip_l_skip() -> None:
         override_settings={"sdxl_clip_l_skip": True}, override_settings_restore_afterwards=False
     ).kept_settings
     assert kept == {"sdxl_clip_l_skip": True}
-    on = {"sd_vae": "Automatic", "CLIP_stop_at_last_layers": 2, "sdxl_clip_l_skip": True}
+    on = {**ADJUSTABLE_DEFAULTS, "CLIP_stop_at_last_layers": 2, "sdxl_clip_l_skip": True}
     plan = parse_txt2img(b"{}", settings=SETTINGS, max_images=8, adjustable=on)
     assert plan.request.first_encoder_layer == 2
     for value in (0, 13, 2.0, True):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sdxl_bedrock.api.a1111.prompts import parse_prompt, parse_prompt_attention, spans_of
+from sdxl_bedrock.api.a1111.prompts import parse_prompt, parse_prompt_attention, spans_of, strip_comments
 from sdxl_bedrock.errors import MalformedBody
 from sdxl_bedrock.schema import PromptSpan
 
@@ -111,3 +111,23 @@ def test_the_negative_prompt_takes_and_and_a_trailing_number_literally() -> None
     )
     # A1111 parses extra networks out of the prompt only: in a negative prompt a tag is text.
     assert parse_prompt("blurry <lora:x:1>", "negative_prompt", positive=False).text == "blurry <lora:x:1>"
+
+
+# What A1111's modules/processing_scripts/comments.py::strip_comments makes of them: a whole-line comment and
+# one after text each leave a newline; in a run of comment lines the first takes the newline before the
+# second, which the second pattern then takes; there is no escape.
+@pytest.mark.parametrize(
+    ("prompt", "stripped"),
+    [
+        ("a cat", "a cat"),
+        ("a cat # a note", "a cat \n"),
+        ("# a note\na cat", "\na cat"),
+        ("a cat\n# a note\nin a hat", "a cat\nin a hat"),
+        ("#one\n#two\na cat", "\n\na cat"),
+        ("a cat #1\nin a hat #2", "a cat \nin a hat \n"),
+        ("a \\# cat", "a \\\n"),
+        ("#", "\n"),
+    ],
+)
+def test_comments_are_stripped_as_a1111_strips_them(prompt: str, stripped: str) -> None:
+    assert strip_comments(prompt) == stripped

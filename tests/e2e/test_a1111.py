@@ -172,6 +172,52 @@ def test_skip_ends_the_images_being_made(api: webuiapi.WebUIApi, background: Thr
     assert len(result.images) == 2 and api.get_progress()["state"]["skipped"] is True
 
 
+# The hires fix stopped in its first pass, as A1111's modules/processing.py stops it: sample_hr_pass answers
+# the first pass on an interrupt; a skip leaves state.skipped set, so the second pass's sampler stops at its
+# first model call and returns the upscale it started from (sd_samplers_cfg_denoiser.py, CFGDenoiser.forward;
+# sd_samplers_kdiffusion.py, sample_img2img's last_latent).
+HIRES = {**SMALL, "steps": 150, "enable_hr": True, "hr_scale": 2}
+
+
+def test_a_skip_in_the_hires_first_pass_answers_its_upscale_with_no_second_pass_step(
+    api: webuiapi.WebUIApi, background: ThreadPoolExecutor
+) -> None:
+    work = background.submit(api.txt2img, prompt="a lighthouse", seed=300, hr_upscaler="Nearest", **HIRES)
+    # The first pass's 150 steps cannot all be done by its first step: the skip lands in the first pass.
+    first_progress(api, work)
+    assert api.skip() is None
+    result = work.result()
+    image = pixels(result.image)
+    assert result.image.size == (128, 128)
+    # Nearest by 2 makes 2x2 blocks of one colour; a single second-pass step would not keep them.
+    assert np.array_equal(image, np.repeat(np.repeat(image[::2, ::2], 2, axis=0), 2, axis=1))
+    assert len(result.info["infotexts"]) == 1 and api.get_progress()["state"]["skipped"] is True
+
+
+def test_a_skip_in_the_hires_first_pass_with_a_latent_upscale_answers_the_hires_size(
+    api: webuiapi.WebUIApi, background: ThreadPoolExecutor
+) -> None:
+    work = background.submit(
+        api.txt2img, prompt="a lighthouse", seed=301, batch_size=2, hr_upscaler="Latent (nearest)", **HIRES
+    )
+    first_progress(api, work)
+    assert api.skip() is None
+    result = work.result()
+    assert [image.size for image in result.images] == [(128, 128)] * 2
+    assert result.info["all_seeds"] == [301, 302]
+
+
+def test_an_interrupt_in_the_hires_first_pass_answers_the_first_pass(
+    api: webuiapi.WebUIApi, background: ThreadPoolExecutor
+) -> None:
+    work = background.submit(api.txt2img, prompt="a lighthouse", seed=302, **HIRES)
+    first_progress(api, work)
+    assert api.interrupt() == {}
+    result = work.result()
+    assert result.image.size == (64, 64), "sample_hr_pass returns the first pass's samples"
+    assert api.get_progress()["state"]["interrupted"] is True
+
+
 # -- listings, settings, errors ------------------------------------------------------------------------------
 
 

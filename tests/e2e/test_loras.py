@@ -146,6 +146,41 @@ def test_a1111_lora_tags_change_the_image_and_leave_the_text(server: RunningServ
     assert not close(te_only, plain) and not close(te_only, inked), "te and unet multipliers apart"
 
 
+def test_a_lora_tag_in_a_prompt_comment_is_not_applied(server: RunningServer) -> None:
+    """A1111 1.8+ takes `#` to the line's end out of the styled prompts before it reads their tags, while
+    `enable_prompt_comments` is on, its default (modules/processing_scripts/comments.py; process_images_inner
+    runs scripts.process before parse_extra_network_prompts); `info` and the infotext show the prompt
+    without it, newline kept (Processed.js's all_prompts[0], create_infotext)."""
+    api = a1111(server)
+    assert api.get_options()["enable_prompt_comments"] is True
+    plain = api.txt2img(prompt="a boat", **SMALL)
+    commented = api.txt2img(prompt="a boat\n# <lora:ink:0.8> for later", **SMALL)
+    info = commented.info
+    assert info["prompt"] == "a boat\n" and info["all_prompts"] == ["a boat\n"]
+    assert "Lora hashes" not in info["extra_generation_params"]
+    assert info["infotexts"][0].startswith("a boat\n\nSteps: 2, ")
+    assert commented.image.info["parameters"] == info["infotexts"][0]
+    assert close(pixels(commented.image), pixels(plain.image)), "the same tokens: the comment is gone"
+    off = api.txt2img(
+        prompt="a boat\n# <lora:ink:0.8> for later",
+        override_settings={"enable_prompt_comments": False},
+        **SMALL,
+    )
+    assert off.info["prompt"] == "a boat\n# <lora:ink:0.8> for later"
+    assert "Lora hashes" in off.info["extra_generation_params"]
+    assert api.get_options()["enable_prompt_comments"] is True, "override_settings is for the one request"
+
+
+def test_hires_prompts_lose_their_comments_too(server: RunningServer) -> None:
+    """The hires prompts are stripped alike (comments.py strips all_hr_prompts), so a hires prompt that
+    differs only in its comment is not reported (create_infotext's `Hires prompt`, only where they differ)."""
+    hires = {**SMALL, "enable_hr": True, "hr_scale": 2, "hr_upscaler": "Latent"}
+    same = a1111(server).txt2img(prompt="a boat # one", hr_prompt="a boat # two", **hires)
+    assert same.image.size == (128, 128) and "Hires prompt" not in same.info["infotexts"][0]
+    other = a1111(server).txt2img(prompt="a boat # one", hr_prompt="a ship # two", **hires)
+    assert 'Hires prompt: "a ship \\n"' in other.info["infotexts"][0]
+
+
 def test_bedrock_extras_loras_and_an_alias_id_carrying_adapters_make_the_same_image(
     server: RunningServer,
 ) -> None:

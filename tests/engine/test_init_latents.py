@@ -8,6 +8,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from sdxl_bedrock.engine.pipeline import Engine
 from sdxl_bedrock.errors import InvalidRequest
@@ -57,7 +58,22 @@ def test_init_latents_are_cut_to_the_output_around_the_centre(engine: Engine) ->
     assert torch.equal(row.start.clean, resized[:, :, 1:8, 1:9])
 
 
-def test_init_latents_need_a_step(engine: Engine) -> None:
+def test_init_latents_with_no_step_to_take_are_decoded_as_they_are(engine: Engine) -> None:
+    # A1111's hires fix skipped before its second pass: the sampler returns the upscaled latents untouched
+    # (modules/sd_samplers_kdiffusion.py, sample_img2img: last_latent = x, which launch_sampling returns).
+    latents = torch.randn((1, 4, 8, 8), generator=torch.Generator("cpu").manual_seed(2))
+    given = InitLatents(latents, LatentResize.NEAREST, resize_to=(128, 128))
+    request = generation_request(width=128, height=128, denoise_from=0.0, init_latents=given)
+    (made,) = engine.generate([request])
+    with torch.inference_mode():
+        upscaled = torch.nn.functional.interpolate(latents, size=(16, 16), mode="nearest")
+        (expected,) = engine.decode(upscaled.to(engine.device, engine.dtype))
+    assert made.image.size == (128, 128)
+    assert np.array_equal(as_array(made.image), as_array(expected))
+
+
+def test_init_latents_take_no_init_image(engine: Engine) -> None:
     given = InitLatents(torch.zeros(1, 4, 8, 8))
-    with pytest.raises(InvalidRequest, match="at least one step"):
-        engine.start([generation_request(denoise_from=0.0, init_latents=given)])
+    source = Image.new("RGB", (64, 64))
+    with pytest.raises(InvalidRequest, match="no init image"):
+        engine.start([generation_request(denoise_from=0.5, init_latents=given, init_image=source)])

@@ -262,12 +262,19 @@ class Engine:
         self, requests: Sequence[GenerationRequest], on_steps: Sequence[RowStepCallback | None] | None = None
     ) -> list[Row]:
         """Stages 1-4 for requests joining the run, each a row waiting at its first model call (or done at
-        once, where its window has no step). Joining requests share the text encoders' and VAE's calls."""
+        once, where its window has no step: its init latents, where given, are then its final latents).
+        Joining requests share the text encoders' and VAE's calls."""
         callbacks = list(on_steps) if on_steps is not None else [None] * len(requests)
         # 1. each sampler's run over its request's window, with the request's own generator
         rows = [
             self.planned_row(request, on_step) for request, on_step in zip(requests, callbacks, strict=True)
         ]
+        for row in rows:
+            given = row.request.init_latents
+            if row.plan.steps == 0 and given is not None:
+                # No step to take: the given latents are the answer, decoded as they are (A1111's hires
+                # fix answers a skipped second pass so: its sampler returns the upscaled latents).
+                row.final = self.given_latents(given, row.pixel_size)
         running = [row for row in rows if row.plan.steps > 0]
         if running:
             spoiled = self.faults.call(FaultStage.ENCODE, [positive_text(row.request) for row in running])
@@ -317,8 +324,8 @@ class Engine:
             # CLIP guidance draws its cutouts from the same generator between the steps' draws.
             noise_look_ahead=1 if request.clip_guidance is not None else NOISE_LOOK_AHEAD,
         )
-        if request.init_latents is not None and (plan.steps == 0 or request.init_image is not None):
-            raise ValueError("init latents take no init image, and a window of at least one step")
+        if request.init_latents is not None and request.init_image is not None:
+            raise ValueError("init latents take no init image")
         return Row(request, generator, plan, on_step)
 
     def attach_adapters(self, rows: Sequence[Row]) -> None:

@@ -22,6 +22,8 @@ Our rules where A1111 is silent or differs:
 - `force_task_id` is accepted: it names a task in A1111's internal queue API, which is not served here.
 - `<lora:...>` tags in the prompt (and the hires prompt, for the second pass) choose the request's LoRAs as
   A1111 reads them (extra_networks.py); `disable_extra_networks` removes them unapplied, as in A1111.
+- Comments (`#` to the line's end) leave every prompt before its tags are read, while the setting
+  `enable_prompt_comments` is on (prompts.strip_comments).
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ from sdxl_bedrock.api.a1111.hires import (
 )
 from sdxl_bedrock.api.a1111.names import Resolved, resolve
 from sdxl_bedrock.api.a1111.options import ADJUSTABLE_DEFAULTS, check_settings, first_encoder_layer
-from sdxl_bedrock.api.a1111.prompts import ParsedPrompt, parse_prompt
+from sdxl_bedrock.api.a1111.prompts import ParsedPrompt, parse_prompt, strip_comments
 from sdxl_bedrock.api.validation import (
     MAX_SEED,
     decode_base64_field,
@@ -352,8 +354,11 @@ def with_hires(planned: Plan, body: Txt2ImgBody, listing: Listing, loras: LoraLo
             "hr_scheduler" if scheduler else "scheduler",
         ),
     )
-    prompt, negative_prompt = styled(
-        body.hr_prompt or body.prompt, body.hr_negative_prompt or body.negative_prompt, body.styles or ()
+    prompt, negative_prompt = commented_out(
+        styled(
+            body.hr_prompt or body.prompt, body.hr_negative_prompt or body.negative_prompt, body.styles or ()
+        ),
+        planned.settings,
     )
     prompt_field = "hr_prompt" if body.hr_prompt else "prompt"
     tags = loras.of(prompt, prompt_field, body)
@@ -564,9 +569,11 @@ def plan(
 ) -> Plan:
     resolved = resolve(body.sampler_name, body.sampler_index, body.scheduler)
     eta = eta_for(resolved.sampler.sampler, body.eta)
-    prompt, negative_prompt = styled(body.prompt, body.negative_prompt, body.styles or ())
-    # A1111 takes the tags out of the styled prompt (its p.prompts), before emphasis is parsed; the prompt
-    # it reports keeps them.
+    prompt, negative_prompt = commented_out(
+        styled(body.prompt, body.negative_prompt, body.styles or ()), settings
+    )
+    # A1111 takes the tags out of the styled prompt without its comments (its p.prompts), before emphasis
+    # is parsed; the prompt it reports keeps the tags.
     tags = loras.of(prompt, "prompt", body)
     positive = parse_prompt(tags.text, "prompt", positive=True)
     negative = parse_prompt(negative_prompt, "negative_prompt", positive=False)
@@ -623,6 +630,17 @@ def styled(prompt: str, negative_prompt: str, styles: list[str] | tuple[str, ...
         prompt = style.template.replace("{prompt}", prompt)
         negative_prompt = ", ".join(part for part in (negative_prompt, style.negative) if part)
     return prompt, negative_prompt
+
+
+def commented_out(prompts: tuple[str, str], settings: Mapping[str, Any]) -> tuple[str, str]:
+    """The styled prompt and negative prompt without their comments where `enable_prompt_comments` is on:
+    A1111's Comments script runs on them after the styles and before the extra networks are read
+    (modules/processing.py, process_images_inner: setup_prompts, then scripts.process, then each batch's
+    parse_extra_network_prompts)."""
+    if not settings["enable_prompt_comments"]:
+        return prompts
+    prompt, negative_prompt = prompts
+    return strip_comments(prompt), strip_comments(negative_prompt)
 
 
 def eta_for(sampler: Sampler, eta: float | None) -> float | None:

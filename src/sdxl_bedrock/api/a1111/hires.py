@@ -17,6 +17,14 @@ sample_hr_pass) and modules/upscaler.py and images.py (resize_image with an upsc
    with `hr_sampler_name`, `hr_scheduler`, `hr_prompt`, `hr_negative_prompt` where given (else the first
    pass's), and Forge's `hr_cfg` where given (A1111 has none: the first pass's `cfg_scale`).
 
+A skip (`/sdapi/v1/skip`) during the first pass, or after it and before the second pass's first step,
+leaves that image's second pass no step: the upscale of what the first pass had, decoded (A1111's
+state.skipped stays set until the next batch, and its sampler returns its starting latents at the first
+model call). An interrupt by the end of the first pass answers the first pass's images at the first pass's
+size (sample_hr_pass returns them); one after that and before a second pass's first step answers the
+upscale with no step, as a skip. A pixel upscaler's image is answered as it is, where A1111 passes it
+through the VAE (encode and decode) first.
+
 The output has the latent grid's size, a multiple of 8: a target that is not one loses its remainder (A1111
 encodes it and gets the same grid). A cut for `hr_resize_x` and `hr_resize_y` together crops the pixel
 image of the pixel upscalers by whole latents, where A1111 crops the latents encoded from it.
@@ -121,6 +129,13 @@ class HiresFix:
         width, height = self.sizes.output
         source = upscaled.crop((left, top, left + width, top + height))
         return dataclasses.replace(self.request, seed=first.seed, init_image=source)
+
+
+def without_steps(second: GenerationRequest) -> GenerationRequest:
+    """A second pass that takes no step: the upscaled first pass decoded as it is, A1111's answer where a
+    skip or an interrupt reaches the second pass before its first step (the sampler's InterruptedException
+    returns the latents it started from: sd_samplers_kdiffusion.py, sample_img2img's last_latent)."""
+    return dataclasses.replace(second, denoise_from=0.0)
 
 
 def upscale(image: Image.Image, width: int, height: int, upscaler: str) -> Image.Image:

@@ -4,7 +4,7 @@ describe this server.
 Only settings that mean something here are listed (A1111 lists hundreds). Most are fixed, each at the value
 that describes what the server does; setting one (POST /sdapi/v1/options, or a request's
 `override_settings`) is accepted when it asks for that value. `sd_checkpoint_hash` is read-only and
-ignored when set (A1111 does not save it either), so that GET's very dict can be posted back. Four can
+ignored when set (A1111 does not save it either), so that GET's very dict can be posted back. Five can
 change, as in A1111, because this server honours every value A1111 takes for them on SDXL:
 
 - `sd_model_checkpoint`: any checkpoint of the model library (library.py), by its title, name, file name,
@@ -19,6 +19,8 @@ change, as in A1111, because this server honours every value A1111 takes for the
   (modules/sd_hijack_clip.py, FrozenCLIPEmbedderForSDXLWithCustomWords): without `sdxl_clip_l_skip` it
   has no effect (SDXL's text encoders give their penultimate layer); with it, the first encoder's
   `hidden_states[-N]` conditions the UNet.
+- `enable_prompt_comments` (default true, A1111 1.8+'s modules/processing_scripts/comments.py): `#` to the
+  end of its line is taken out of every prompt (prompts.strip_comments).
 
 POST /options keeps a change for the app (A1111 keeps it in its config file; here it lasts as long as the
 process); `override_settings` for one request, or for good with `override_settings_restore_afterwards`
@@ -129,6 +131,7 @@ ADJUSTABLE_DEFAULTS: dict[str, Any] = {
     "sd_vae": "Automatic",
     "CLIP_stop_at_last_layers": 1,
     "sdxl_clip_l_skip": False,
+    "enable_prompt_comments": True,
 }
 CLIP_SKIP_MAX = 12  # A1111's slider
 

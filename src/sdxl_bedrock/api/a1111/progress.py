@@ -49,6 +49,7 @@ class Task:
     passes: int = 1
     steps_per_image: int | None = None
     skipped: bool = False
+    skips: int = 0  # skips asked while it ran
     started: float = field(default_factory=time.time)
     stop: StopSignal = field(default_factory=StopSignal)
     window: int = 0  # steps each image runs (known from its first step)
@@ -65,6 +66,35 @@ class Task:
         if done == total:
             self.images_done += 1
         self.preview = preview
+
+
+@dataclass(eq=False)
+class FirstPass:
+    """One image's first pass of the hires fix, as its task's steps see it, for whether a skip reached it.
+
+    A1111 (modules/processing.py, process_images_inner) clears state.skipped only when the next batch
+    starts, so a skip between an image's first step and its second pass's first step leaves the second
+    pass no step to take (sd_samplers_cfg_denoiser.py, CFGDenoiser.forward raises InterruptedException at
+    its first call). Here that is: the first pass ended before its last step, or a skip came after its
+    first step. A pass that never took a step was never running when a skip came."""
+
+    task: Task
+    skips_at_first_step: int | None = None
+    done: int = 0
+    total: int = 0
+
+    def on_step(self, done: int, total: int, preview: StepPreview) -> None:
+        """The engine's step callback (engine thread), passed on to the task's."""
+        if self.skips_at_first_step is None:
+            self.skips_at_first_step = self.task.skips
+        self.done, self.total = done, total
+        self.task.on_step(done, total, preview)
+
+    @property
+    def skipped(self) -> bool:
+        if self.skips_at_first_step is None:
+            return False
+        return self.done < self.total or self.task.skips > self.skips_at_first_step
 
 
 @dataclass(frozen=True)
@@ -108,6 +138,7 @@ class Tasks:
         self.skipped = True
         for task in self.running:
             task.skipped = True
+            task.skips += 1
             task.stop.skip()
 
     def snapshot(self, now: float | None = None) -> Snapshot:

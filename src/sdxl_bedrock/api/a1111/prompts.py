@@ -13,6 +13,10 @@ diffusion `a AND b` and a trailing `:weight` on the whole prompt (A1111 reads `a
 the prompt's guidance). A `:` or `|` inside `[...]` that A1111 would not read as editing (`[a:b]`, no number
 at the end) is ordinary text. Extra networks (`<lora:name:1>`) are taken out of a prompt before it comes
 here (extra_networks.py); in a negative prompt they are text, as in A1111.
+
+Comments (`strip_comments`) go before either, as A1111's "Comments" script takes them out
+(modules/processing_scripts/comments.py, ScriptStripComments.process) while the `enable_prompt_comments`
+setting is on (its default): from `#` to the end of its line.
 """
 
 from __future__ import annotations
@@ -24,6 +28,18 @@ from typing import NoReturn
 from sdxl_bedrock.api.validation import malformed, shown
 from sdxl_bedrock.errors import ProblemKind
 from sdxl_bedrock.schema import PromptSpan, WeightedPrompt
+
+# A1111's two passes, kept as two: the newlines they leave (a run of comment lines leaves one each) reach the
+# infotext, which reports the prompt as A1111 does.
+WHOLE_LINE_COMMENT = re.compile(r"(^|\n)#[^\n]*(\n|$)")
+LINE_END_COMMENT = re.compile(r"#[^\n]*(\n|$)")
+
+
+def strip_comments(text: str) -> str:
+    """A1111 1.8+'s prompt comments taken out (modules/processing_scripts/comments.py, strip_comments):
+    each `#` to its line's end becomes a newline (there is no escape: every `#` starts a comment)."""
+    return LINE_END_COMMENT.sub("\n", WHOLE_LINE_COMMENT.sub("\n", text))
+
 
 ROUND_BRACKET_MULTIPLIER = 1.1
 SQUARE_BRACKET_MULTIPLIER = 1 / 1.1

@@ -23,10 +23,16 @@ from sdxl_bedrock.api.a1111 import images, openapi
 from sdxl_bedrock.api.a1111.auth import check_auth
 from sdxl_bedrock.api.a1111.bodies import Plan, parse_img2img, parse_txt2img
 from sdxl_bedrock.api.a1111.errors import A1111Refusal
-from sdxl_bedrock.api.a1111.hires import LATENT_MODES, PIXEL_UPSCALERS, UPSCALER_SCALE
+from sdxl_bedrock.api.a1111.hires import (
+    LATENT_MODES,
+    PIXEL_UPSCALERS,
+    UPSCALER_SCALE,
+    HiresFix,
+    without_steps,
+)
 from sdxl_bedrock.api.a1111.names import SAMPLERS, SCHEDULERS
 from sdxl_bedrock.api.a1111.options import Adjustable, ServedModel, check_settings, options
-from sdxl_bedrock.api.a1111.progress import Preview, Tasks
+from sdxl_bedrock.api.a1111.progress import FirstPass, Preview, Task, Tasks
 from sdxl_bedrock.api.a1111.responses import (
     Empty,
     GenerationResponse,
@@ -51,10 +57,11 @@ from sdxl_bedrock.api.deps import authenticated
 from sdxl_bedrock.api.openapi import JSON
 from sdxl_bedrock.api.validation import load_json_object
 from sdxl_bedrock.codecs import encode_png, png_to_base64, with_png_text
+from sdxl_bedrock.generation import sample_requests
 from sdxl_bedrock.library import UnknownCheckpoint
 from sdxl_bedrock.presets import STYLE_PRESETS
 from sdxl_bedrock.runtime import Runtime
-from sdxl_bedrock.schema import Artifact
+from sdxl_bedrock.schema import Artifact, GenerationRequest
 
 router = APIRouter(prefix="/sdapi/v1")
 ANY_JSON: TypeAdapter[Any] = TypeAdapter(Any)
@@ -106,12 +113,10 @@ async def generate(request: Request, runtime: Runtime, job: str, parse: Parser) 
     with tasks_of(request.app).track(
         job, plan.images, passes=passes, steps_per_image=plan.steps_per_image
     ) as task:
-        artifacts = await runtime.generations.generate(plan.request, task.on_step, task.stop)
-        hires = plan.hires
-        if hires is not None and artifacts and not task.stop.interrupted:
-            # A1111's sample_hr_pass: an interrupt during the first pass answers the first pass's images.
-            seconds = await runtime.workers.on_host(lambda: [hires.fix.second_pass(a) for a in artifacts])
-            artifacts = await runtime.generations.generate_all(seconds, task.on_step, task.stop)
+        if plan.hires is None:
+            artifacts = await runtime.generations.generate(plan.request, task.on_step, task.stop)
+        else:
+            artifacts = await hires_fix(runtime, task, plan.request, plan.hires.fix)
         stopped = task.stop.interrupted or task.skipped
     body = await runtime.workers.on_host(
         answer,
@@ -123,6 +128,35 @@ async def generate(request: Request, runtime: Runtime, job: str, parse: Parser) 
         stopped,
     )
     return Response(body, media_type=JSON)
+
+
+async def hires_fix(runtime: Runtime, task: Task, first: GenerationRequest, fix: HiresFix) -> list[Artifact]:
+    """Both passes of each image (hires.py), stopped where A1111 stops them: modules/processing.py,
+    StableDiffusionProcessingTxt2Img.sample_hr_pass, and process_images_inner's state.skipped."""
+    runtime.generations.admit(first)  # all of the first pass's images or none, as one request
+    samples = sample_requests(first)
+    passes = [FirstPass(task) for _ in samples]
+    made = await runtime.generations.generate_each(samples, [p.on_step for p in passes], task.stop)
+    firsts = [(p, artifacts[0]) for p, artifacts in zip(passes, made, strict=True) if artifacts]
+    if task.stop.interrupted:
+        # sample_hr_pass checks state.interrupted before it upscales: the first pass's images are the answer.
+        return [artifact for _, artifact in firsts]
+    seconds = await runtime.workers.on_host(lambda: [fix.second_pass(artifact) for _, artifact in firsts])
+    answers: list[Artifact | None] = [None] * len(seconds)
+    running = [i for i, (p, _) in enumerate(firsts) if not p.skipped and not task.stop.interrupted]
+    ran = await runtime.generations.generate_each(
+        [seconds[i] for i in running], [task.on_step] * len(running), task.stop
+    )
+    for i, artifacts in zip(running, ran, strict=True):
+        answers[i] = artifacts[0] if artifacts else None
+    # Skipped, or interrupted before its first step (its row dropped): the upscale, with no step.
+    idle = [i for i, artifact in enumerate(answers) if artifact is None]
+    unstepped = await runtime.generations.generate_each(
+        [without_steps(seconds[i]) for i in idle], [None] * len(idle)
+    )
+    for i, artifacts in zip(idle, unstepped, strict=True):
+        answers[i] = artifacts[0]
+    return [artifact for artifact in answers if artifact is not None]
 
 
 def answer(
