@@ -26,6 +26,8 @@ SD35 = "stability.sd3-5-large-v1:0"
 INPAINT = "stability.stable-image-inpaint-v1:0"
 OUTPAINT = "stability.stable-outpaint-v1:0"
 ERASE = "stability.stable-image-erase-object-v1:0"
+CORE = "stability.stable-image-core-v1:1"
+ULTRA = "stability.stable-image-ultra-v1:1"
 BLOCKED = "forbidden"
 
 
@@ -72,9 +74,9 @@ BODIES: dict[str, dict[str, Any]] = {
     OUTPAINT: {"image": b64(SOURCE), "right": 64, "prompt": "more sea"},
     ERASE: {"image": b64(SOURCE), "mask": b64(mask_png((64, 64), (0, 0, 16, 16)))},
 }
-# Core and Ultra take text only, so theirs come out at an SDXL size (the slowest calls here: the current
+# Core (and Ultra without an image) come out at an SDXL size (the slowest calls here: the current
 # versions only; the earlier ones share their entries, tests/api/test_image_models.py).
-TEXT_ONLY = ["stability.stable-image-core-v1:1", "stability.stable-image-ultra-v1:1"]
+TEXT_ONLY = [CORE, ULTRA]
 
 
 def invoke(
@@ -160,6 +162,45 @@ def test_outpaint_keeps_the_image_and_extends_it(images_server: RunningServer) -
     assert np.array_equal(out[68:, 68:], source[4:, 4:])
 
 
+@pytest.mark.parametrize("model_id", [INPAINT, ERASE])
+def test_a_mask_of_another_size_is_resized_to_the_image(images_server: RunningServer, model_id: str) -> None:
+    """The services' page: a mask of another size than the image is resized to it, not refused."""
+    body = {**BODIES[model_id], "mask": b64(mask_png((32, 32), (0, 0, 8, 8))), "grow_mask": 2}
+    answer, _ = invoke(images_server, model_id, body)
+    out = np.asarray(picture(answer).convert("RGB")).astype(int)
+    source = np.asarray(Image.open(io.BytesIO(SOURCE)).convert("RGB")).astype(int)
+    # The mask's 8x8 corner is 16x16 at the image's size; beyond it, its growth and the blend's edge, the
+    # source comes back exactly.
+    assert out.shape == (64, 64, 3)
+    assert np.array_equal(out[24:, 24:], source[24:, 24:])
+
+
+def test_sd35_takes_bedrocks_image_to_image_example_without_mode(images_server: RunningServer) -> None:
+    """The SD3.5 page's image-to-image example sends `prompt`, `image` and `strength`, no `mode`."""
+    answer, _ = invoke(images_server, SD35, {"prompt": "a ship", "image": b64(SOURCE), "strength": 0})
+    assert np.array_equal(
+        np.asarray(picture(answer).convert("RGB")), np.asarray(Image.open(io.BytesIO(SOURCE)))
+    )
+
+
+def test_sd35_takes_an_image_beyond_the_services_proportions(images_server: RunningServer) -> None:
+    """SD3.5's page asks only 64 pixels a side of its image; 2.5:1 is the services' rule."""
+    answer, _ = invoke(images_server, SD35, {**BODIES[SD35], "image": b64(gradient_png(192, 64))})
+    assert picture(answer).size == (192, 64)
+
+
+def test_ultra_image_to_image_defaults_to_strength_0_35(images_server: RunningServer) -> None:
+    """Ultra's page: `image` with an optional `strength`, default 0.35; seeds up to 4294967295."""
+    body = {"prompt": "a ship", "image": b64(SOURCE), "seed": 4294967295}
+    default, _ = invoke(images_server, ULTRA, body)
+    given, _ = invoke(images_server, ULTRA, {**body, "strength": 0.35})
+    assert default["seeds"] == [4294967295]
+    assert picture(default).size == (64, 64)
+    assert default["images"] == given["images"]
+    kept, _ = invoke(images_server, f"us.{ULTRA}", {**body, "strength": 0, "output_format": "jpeg"})
+    assert picture(kept).format == "JPEG"
+
+
 def test_erase_takes_the_mask_from_transparency(images_server: RunningServer) -> None:
     rgba = gradient_png(64, 64, "RGBA")
     answer, _ = invoke(images_server, ERASE, {"image": b64(rgba)})
@@ -203,34 +244,48 @@ ERRORS = [
         "#: required key [strength] not found",
     ),
     (SD35, {"prompt": "a", "mode": "image-to-image", "strength": 0.5}, "#: required key [image] not found"),
-    (SD35, {"prompt": "a", "image": b64(SOURCE)}, "#: extraneous key [image] is not permitted"),
+    (
+        SD35,
+        {"prompt": "a", "mode": "text-to-image", "image": b64(SOURCE)},
+        "#: extraneous key [image] is not permitted",
+    ),
+    # Without `mode`, an image makes it image-to-image (Bedrock's example), which needs `strength`.
+    (SD35, {"prompt": "a", "image": b64(SOURCE)}, "#: required key [strength] not found"),
     ({**BODIES[SD35], "strength": 1.5}, None, "#/strength: 1.5 is not less or equal to 1"),
     (
         {**BODIES[SD35], "image": b64(gradient_png(32, 64))},
         None,
         "#/image: the image is 32x64; each side must be at least 64 pixels",
     ),
+    (CORE, {"prompt": "a", "mode": "image-to-image"}, "#/mode: image-to-image is not a valid enum value"),
+    # Core's and Ultra's pages: seeds up to 4294967295, output as JPEG or PNG only.
+    (CORE, {"prompt": "a", "seed": 4294967296}, "#/seed: 4294967296 is not less or equal to 4294967295"),
+    (ULTRA, {"prompt": "a", "seed": 4294967296}, "#/seed: 4294967296 is not less or equal to 4294967295"),
+    (CORE, {"prompt": "a", "output_format": "webp"}, "#/output_format: webp is not a valid enum value"),
+    (ULTRA, {"prompt": "a", "output_format": "webp"}, "#/output_format: webp is not a valid enum value"),
+    (CORE, {"prompt": "a", "image": b64(SOURCE)}, "#: extraneous key [image] is not permitted"),
+    (ULTRA, {"prompt": "a", "strength": 0.5}, "#: extraneous key [strength] is not permitted"),
     (
-        {**BODIES[SD35], "image": b64(gradient_png(192, 64))},
-        None,
-        "#/image: the image is 192x64; its aspect ratio must be between 1:2.5 and 2.5:1",
+        ULTRA,
+        {"prompt": "a", "image": b64(SOURCE), "strength": 1.5},
+        "#/strength: 1.5 is not less or equal to 1",
     ),
     (
-        "stability.stable-image-core-v1:1",
-        {"prompt": "a", "mode": "image-to-image"},
-        "#/mode: image-to-image is not a valid enum value",
+        ULTRA,
+        {"prompt": "a", "image": b64(gradient_png(16_385, 64))},
+        "#/image: the image is 16385x64; each side must be at most 16384 pixels",
     ),
     (INPAINT, {"image": b64(SOURCE)}, "#: required key [prompt] not found"),
+    (
+        INPAINT,
+        {**BODIES[INPAINT], "image": b64(gradient_png(192, 64))},
+        "#/image: the image is 192x64; its aspect ratio must be between 1:2.5 and 2.5:1",
+    ),
     (INPAINT, {**BODIES[INPAINT], "grow_mask": 21}, "#/grow_mask: 21 is not less or equal to 20"),
     (
         INPAINT,
         {**BODIES[INPAINT], "style_preset": "vaporwave"},
         "#/style_preset: vaporwave is not a valid enum value",
-    ),
-    (
-        INPAINT,
-        {**BODIES[INPAINT], "mask": b64(mask_png((32, 32), (0, 0, 8, 8)))},
-        "#/mask: the mask is 32x32 but the image is 64x64; they must be the same size",
     ),
     (
         ERASE,

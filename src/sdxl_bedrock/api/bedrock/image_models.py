@@ -3,8 +3,15 @@ SD3.5 Large (and SD3 Large before it), Stable Image Core and Ultra, and the Imag
 checkpoint can honestly do (inpaint, outpaint, erase object). The answer is `{"seeds", "finish_reasons",
 "images"}`. Served only with `--stability-image-models` (always in sdxl_bedrock.testing).
 
-The fields carry Bedrock's names, enumerations, limits and defaults (its model-parameters pages for each
-model); the pixels come from SDXL, not from SD3.5 or Stability's hosted models (docs/COMPATIBILITY.md).
+The fields carry Bedrock's names, enumerations, limits and defaults, from its pages for each model:
+- SD3.5 Large: https://docs.aws.amazon.com/bedrock/latest/userguide/model-parameters-diffusion-3-5-large.html
+- Stable Image Core: https://docs.aws.amazon.com/bedrock/latest/userguide/model-parameters-diffusion-stable-image-core-text-image-request-response.html
+- Stable Image Ultra: https://docs.aws.amazon.com/bedrock/latest/userguide/model-parameters-diffusion-stable-ultra-text-image-request-response.html
+- inpaint, outpaint, erase: https://docs.aws.amazon.com/bedrock/latest/userguide/stable-image-services.html
+Where a page is silent, Stability's API reference (https://platform.stability.ai/docs/api-reference) fills
+in; where the two differ, Bedrock's page wins: Core's and Ultra's seeds go to 4294967295 and their
+`output_format` is jpeg or png, Ultra's `strength` defaults to 0.35. The pixels come from SDXL, not from
+SD3.5 or Stability's hosted models (docs/COMPATIBILITY.md, which also lists what no page settles).
 
 Our rules where Bedrock is silent or where SDXL needs one:
 - `aspect_ratio` picks the SDXL size nearest to it (`16:9` is 1344x768); it is ignored with an image, whose
@@ -12,9 +19,14 @@ Our rules where Bedrock is silent or where SDXL needs one:
 - An input image of a size the server does not generate at (SDXL's nine, or any multiple of 64 with
   `--relaxed-sizes`) is resized to the nearest SDXL size for the model and the answer resized back: every
   answer has the input image's size (outpaint: the input grown by `left`, `right`, `up`, `down`).
-- `strength` (SD3.5's image-to-image, 0 keeps the image, 1 ignores it) is the fraction of the noise
-  schedule that is run, as OpenAI's `strength` and A1111's `denoising_strength`; outpaint's `creativity` is
-  that fraction over the new area, which starts as the image's edge pixels stretched outward.
+- SD3.5 without `mode` is image-to-image when the body has an `image`: Bedrock's own image-to-image example
+  sends `image` and `strength` alone.
+- `strength` (image-to-image, 0 keeps the image, 1 ignores it) is the fraction of the noise schedule that
+  is run, as OpenAI's `strength` and A1111's `denoising_strength`; outpaint's `creativity` is that fraction
+  over the new area, which starts as the image's edge pixels stretched outward.
+- A mask of another size than the image is resized to it (the services' page says so); its grey levels are
+  binarised at 128 and `grow_mask` dilates it without the blur Stability's service adds, because the engine
+  takes a mask as regenerate-or-keep.
 - These bodies carry no steps, guidance or sampler: 30 steps, cfg 7 and K_DPMPP_2M, SDXL 1.0's defaults on
   Bedrock.
 - A filtered result is `{"finish_reasons": ["Filter reason: prompt"]}` (or `output image`), the shape
@@ -52,13 +64,17 @@ from sdxl_bedrock.presets import DEFAULT_SAMPLER_NAME, SAMPLER_NAMES, STYLE_PRES
 from sdxl_bedrock.schema import Artifact, FilteredBy, FinishReason, GenerationRequest, WeightedPrompt
 from sdxl_bedrock.strength import FULL_SCHEDULE, DenoiseWindow, from_strength
 
-# Bedrock's bounds for these models: a seed below 2^32 - 1, prompts of 10,000 characters, input images of
-# 64 pixels a side or more and at most 9,437,184 pixels, between 1:2.5 and 2.5:1.
+# Bedrock's pages: seeds below 2^32 - 1 for SD3.5 and the services, up to 2^32 - 1 for Core and Ultra.
 MAX_SEED = 4294967294
+CORE_ULTRA_MAX_SEED = 4294967295
 MAX_PROMPT = 10_000
 MIN_IMAGE_SIDE = 64
+# The services' input images: at most 9,437,184 pixels, between 1:2.5 and 2.5:1 (Bedrock's services page).
 MAX_IMAGE_PIXELS = 9_437_184
 MAX_IMAGE_RATIO = 2.5
+# Ultra's input image: at most 16,384 pixels a side (Stability's reference; Bedrock's page names none).
+ULTRA_MAX_IMAGE_SIDE = 16_384
+ULTRA_DEFAULT_STRENGTH = 0.35
 MAX_GROW_MASK = 20
 MAX_OUTPAINT = 2000
 STEPS = 30
@@ -79,11 +95,29 @@ else:
     AspectRatio = Literal[ASPECT_RATIOS]
     StylePresetName = Literal[tuple(STYLE_PRESETS)]
 OutputFormat = Literal["jpeg", "png", "webp"]
+CoreUltraOutputFormat = Literal["jpeg", "png"]
 
 Prompt = Annotated[str, Field(max_length=MAX_PROMPT, description="What the image shows.")]
 NegativePrompt = Annotated[str, Field(max_length=MAX_PROMPT, description="What it should not show.")]
 Seed = Annotated[
     int, Field(ge=0, le=MAX_SEED, description="0 (or absent): a random seed, which is returned.")
+]
+CoreUltraSeed = Annotated[
+    int, Field(ge=0, le=CORE_ULTRA_MAX_SEED, description="0 (or absent): a random seed, which is returned.")
+]
+Sd35Image = Annotated[
+    str,
+    Field(
+        description="Image-to-image: base64 of a PNG, JPEG or WebP image, 64 pixels a side or more.",
+        json_schema_extra={"contentEncoding": "base64"},
+    ),
+]
+UltraImage = Annotated[
+    str,
+    Field(
+        description="Image-to-image: base64 of a PNG, JPEG or WebP image, 64 to 16,384 pixels a side.",
+        json_schema_extra={"contentEncoding": "base64"},
+    ),
 ]
 Base64Image = Annotated[
     str,
@@ -96,29 +130,53 @@ Base64Image = Annotated[
 Base64Mask = Annotated[
     str | None,
     Field(
-        description="Base64 of an image the size of `image`: white is changed, black kept. Absent: the "
-        "image's transparent pixels.",
+        description="Base64 of an image: white is changed, black kept; resized to `image`'s size. Absent: "
+        "the image's transparent pixels.",
         json_schema_extra={"contentEncoding": "base64"},
     ),
 ]
 GrowMask = Annotated[
     int, Field(ge=0, le=MAX_GROW_MASK, description="Pixels by which the mask grows in every direction.")
 ]
+Strength = Annotated[float, Field(ge=0, le=1, description="0 keeps the image, 1 is as if none was given.")]
+
+
+@dataclass(frozen=True)
+class ImageRules:
+    """What a model's page asks of an input image (the decoder's own bound, codecs.MAX_DECODED_PIXELS, holds
+    for all)."""
+
+    max_side: int | None = None
+    max_pixels: int | None = None
+    max_ratio: float | None = None
+
+
+SD35_IMAGE = ImageRules()
+ULTRA_IMAGE = ImageRules(max_side=ULTRA_MAX_IMAGE_SIDE)
+SERVICE_IMAGE = ImageRules(max_pixels=MAX_IMAGE_PIXELS, max_ratio=MAX_IMAGE_RATIO)
 
 
 class ImageModelFields(StrictFields):
     """JSON-schema semantics, as for SDXL's body: no unknown key, no coercion, `null` never a string."""
 
 
-class TextToImageBody(ImageModelFields):
-    """Stable Image Core and Ultra: text-to-image."""
+class CoreBody(ImageModelFields):
+    """Stable Image Core: text-to-image."""
 
     prompt: Prompt
     negative_prompt: NegativePrompt = ""
     aspect_ratio: AspectRatio = "1:1"
     mode: Literal["text-to-image"] = "text-to-image"
-    seed: Seed = 0
-    output_format: OutputFormat = "png"
+    seed: CoreUltraSeed = 0
+    output_format: CoreUltraOutputFormat = "png"
+
+
+class UltraBody(CoreBody):
+    """Stable Image Ultra: text-to-image, or image-to-image with `image` (its `mode` stays text-to-image)."""
+
+    aspect_ratio: Annotated[AspectRatio, Field(description="Text-to-image only.")] = "1:1"
+    image: UltraImage | None = None
+    strength: Annotated[Strength, Field(description="With `image` only.")] = ULTRA_DEFAULT_STRENGTH
 
 
 class Sd35Body(ImageModelFields):
@@ -127,12 +185,12 @@ class Sd35Body(ImageModelFields):
     prompt: Prompt
     negative_prompt: NegativePrompt = ""
     aspect_ratio: Annotated[AspectRatio, Field(description="Text-to-image only.")] = "1:1"
-    mode: Literal["text-to-image", "image-to-image"] = "text-to-image"
-    image: Base64Image | None = None
-    strength: Annotated[
-        float | None,
-        Field(ge=0, le=1, description="Image-to-image: 0 keeps the image, 1 is as if none was given."),
-    ] = None
+    mode: Annotated[
+        Literal["text-to-image", "image-to-image"],
+        Field(description="Absent: image-to-image when `image` is given, else text-to-image."),
+    ] = "text-to-image"
+    image: Sd35Image | None = None
+    strength: Annotated[Strength | None, Field(description="Image-to-image, and then required.")] = None
     seed: Seed = 0
     output_format: OutputFormat = "png"
 
@@ -220,7 +278,7 @@ def parse_image_body(
 # ---- the models' plans --------------------------------------------------------------------------------
 
 
-def plan_text_to_image(body: TextToImageBody | Sd35Body, sizing: Sizing) -> ImageInvocation:
+def plan_text_to_image(body: CoreBody | Sd35Body, sizing: Sizing) -> ImageInvocation:
     width, height = nearest_sdxl_size(ratio_of(body.aspect_ratio))
     return ImageInvocation(
         request(body.prompt, body.negative_prompt, (width, height), body.seed, sizing), body.output_format
@@ -229,18 +287,36 @@ def plan_text_to_image(body: TextToImageBody | Sd35Body, sizing: Sizing) -> Imag
 
 def plan_sd35(body: Sd35Body, sizing: Sizing) -> ImageInvocation:
     given = body.model_fields_set
-    if body.mode == "text-to-image":
-        for key in ("image", "strength"):
-            if key in given:
-                raise malformed(
-                    (), f"extraneous key [{key}] is not permitted", kind=ProblemKind.EXTRANEOUS_KEY, value=key
-                )
+    image_to_image = body.mode == "image-to-image" or ("mode" not in given and "image" in given)
+    if not image_to_image:
+        refuse_extraneous(given, ("image", "strength"))
         return plan_text_to_image(body, sizing)
     for key in ("image", "strength"):
         if key not in given:
             raise malformed((), f"required key [{key}] not found", kind=ProblemKind.REQUIRED_KEY, value=key)
     assert body.image is not None and body.strength is not None
-    image = input_image(body.image)
+    return plan_image_to_image(body, body.image, body.strength, SD35_IMAGE, sizing)
+
+
+def plan_ultra(body: UltraBody, sizing: Sizing) -> ImageInvocation:
+    if body.image is None:
+        refuse_extraneous(body.model_fields_set, ("strength",))
+        return plan_text_to_image(body, sizing)
+    return plan_image_to_image(body, body.image, body.strength, ULTRA_IMAGE, sizing)
+
+
+def refuse_extraneous(given: set[str], keys: tuple[str, ...]) -> None:
+    for key in keys:
+        if key in given:
+            raise malformed(
+                (), f"extraneous key [{key}] is not permitted", kind=ProblemKind.EXTRANEOUS_KEY, value=key
+            )
+
+
+def plan_image_to_image(
+    body: Sd35Body | UltraBody, value: str, strength: float, rules: ImageRules, sizing: Sizing
+) -> ImageInvocation:
+    image = input_image(value, rules)
     size, answer_size = generation_size(image.size, sizing)
     source, _ = resized(image.convert("RGB"), None, size)
     generation = request(
@@ -250,19 +326,19 @@ def plan_sd35(body: Sd35Body, sizing: Sizing) -> ImageInvocation:
         body.seed,
         sizing,
         init_image=source,
-        denoise=from_strength(body.strength),
+        denoise=from_strength(strength),
     )
     return ImageInvocation(generation, body.output_format, answer_size)
 
 
 def plan_inpaint(body: InpaintBody, sizing: Sizing) -> ImageInvocation:
-    image = input_image(body.image)
+    image = input_image(body.image, SERVICE_IMAGE)
     mask = grown(mask_for(image, body.mask), body.grow_mask)
     return masked(body.prompt, body.negative_prompt, image, mask, body, sizing, style=body.style_preset)
 
 
 def plan_erase_object(body: EraseObjectBody, sizing: Sizing) -> ImageInvocation:
-    image = input_image(body.image)
+    image = input_image(body.image, SERVICE_IMAGE)
     mask = grown(mask_for(image, body.mask), body.grow_mask)
     # Erasing is regenerating the masked area with nothing asked for: the surroundings fill it.
     return masked("", "", image, mask, body, sizing)
@@ -271,7 +347,7 @@ def plan_erase_object(body: EraseObjectBody, sizing: Sizing) -> ImageInvocation:
 def plan_outpaint(body: OutpaintBody, sizing: Sizing) -> ImageInvocation:
     if not (body.left or body.right or body.up or body.down):
         raise malformed(("left",), "at least one of left, right, up and down must be above 0")
-    image = input_image(body.image).convert("RGB")
+    image = input_image(body.image, SERVICE_IMAGE).convert("RGB")
     canvas_width, canvas_height = image.width + body.left + body.right, image.height + body.up + body.down
     if canvas_width * canvas_height > MAX_IMAGE_PIXELS:
         raise malformed(
@@ -381,24 +457,29 @@ def relaxed_side(side: int) -> bool:
     return RELAXED_SIZE_STEP <= side <= RELAXED_SIZE_MAX and side % RELAXED_SIZE_STEP == 0
 
 
-def input_image(value: str) -> Image.Image:
+def input_image(value: str, rules: ImageRules) -> Image.Image:
     image = decode_base64_field(value, ("image",), error_name="invalid_image")
     width, height = image.size
     problem = None
     if min(width, height) < MIN_IMAGE_SIDE:
         problem = f"the image is {width}x{height}; each side must be at least {MIN_IMAGE_SIDE} pixels"
-    elif width * height > MAX_IMAGE_PIXELS:
-        problem = f"the image is {width}x{height}, more than {MAX_IMAGE_PIXELS} pixels"
-    elif max(width / height, height / width) > MAX_IMAGE_RATIO:
-        problem = f"the image is {width}x{height}; its aspect ratio must be between 1:2.5 and 2.5:1"
+    elif rules.max_side is not None and max(width, height) > rules.max_side:
+        problem = f"the image is {width}x{height}; each side must be at most {rules.max_side} pixels"
+    elif rules.max_pixels is not None and width * height > rules.max_pixels:
+        problem = f"the image is {width}x{height}, more than {rules.max_pixels} pixels"
+    elif rules.max_ratio is not None and max(width / height, height / width) > rules.max_ratio:
+        problem = (
+            f"the image is {width}x{height}; its aspect ratio must be between 1:{rules.max_ratio:g} and "
+            f"{rules.max_ratio:g}:1"
+        )
     if problem is not None:
         raise malformed(("image",), problem, value=f"{width}x{height}", error_name="invalid_image")
     return image
 
 
 def mask_for(image: Image.Image, mask_value: str | None) -> Image.Image:
-    """The mask as an "L" image, 255 where pixels change: `mask`'s grey level, else the image's
-    transparency."""
+    """The mask as an "L" image of the image's size, 255 where pixels change: `mask`'s grey level, else the
+    image's transparency."""
     if mask_value is None:
         if image.mode != "RGBA":
             raise malformed(
@@ -409,15 +490,10 @@ def mask_for(image: Image.Image, mask_value: str | None) -> Image.Image:
                 value="mask",
             )
         return ImageOps.invert(image.getchannel("A"))
-    mask = decode_base64_field(mask_value, ("mask",), error_name="invalid_mask_image")
+    mask = decode_base64_field(mask_value, ("mask",), error_name="invalid_mask_image").convert("L")
     if mask.size != image.size:
-        raise malformed(
-            ("mask",),
-            f"the mask is {mask.width}x{mask.height} but the image is {image.width}x{image.height}; they "
-            "must be the same size",
-            error_name="invalid_mask_image",
-        )
-    return mask.convert("L")
+        mask = mask.resize(image.size, Image.Resampling.BILINEAR)
+    return mask
 
 
 def grown(mask: Image.Image, pixels: int) -> Image.Image:
@@ -486,14 +562,10 @@ IMAGE_MODELS: dict[str, ImageModel] = {
     for entry in (
         served("stability.sd3-5-large-v1:0", "SD3.5 Large", Sd35Body, plan_sd35),
         served("stability.sd3-large-v1:0", "SD3 Large", Sd35Body, plan_sd35),
-        served("stability.stable-image-core-v1:1", "Stable Image Core", TextToImageBody, plan_text_to_image),
-        served("stability.stable-image-core-v1:0", "Stable Image Core", TextToImageBody, plan_text_to_image),
-        served(
-            "stability.stable-image-ultra-v1:1", "Stable Image Ultra", TextToImageBody, plan_text_to_image
-        ),
-        served(
-            "stability.stable-image-ultra-v1:0", "Stable Image Ultra", TextToImageBody, plan_text_to_image
-        ),
+        served("stability.stable-image-core-v1:1", "Stable Image Core", CoreBody, plan_text_to_image),
+        served("stability.stable-image-core-v1:0", "Stable Image Core", CoreBody, plan_text_to_image),
+        served("stability.stable-image-ultra-v1:1", "Stable Image Ultra", UltraBody, plan_ultra),
+        served("stability.stable-image-ultra-v1:0", "Stable Image Ultra", UltraBody, plan_ultra),
         served("stability.stable-image-inpaint-v1:0", "Stable Image Inpaint", InpaintBody, plan_inpaint),
         served("stability.stable-outpaint-v1:0", "Stable Image Outpaint", OutpaintBody, plan_outpaint),
         served(
